@@ -1,0 +1,78 @@
+"""The daemon's presence on the bus: exported objects, and job events as signals."""
+
+from typing import Any
+
+from dbus_fast.aio import MessageBus
+
+from gnspawn.bus.auth import Authority
+from gnspawn.bus.objects import JobInterface, ManagerInterface
+from gnspawn.jobs import Job
+from gnspawn.manager import HISTORY_SHOWN, Manager
+from gnspawn.names import MANAGER_PATH, job_path
+
+
+class BusService:
+    """Exports the Manager, a Job object per job, and turns job events into signals."""
+
+    def __init__(self, bus: MessageBus) -> None:
+        self.bus = bus
+        self.authority = Authority(bus)
+        self._jobs: dict[int, JobInterface] = {}
+        self._manager: Manager | None = None
+        self._interface: ManagerInterface | None = None
+
+    def attach(self, manager: Manager) -> None:
+        self._manager = manager
+        self._interface = ManagerInterface(manager, self.authority, self.export_job)
+        self.bus.export(MANAGER_PATH, self._interface)
+        manager.on_queue_changed = self._queue_changed
+        for job in manager.list_jobs():
+            self._export(job)
+
+    def _export(self, job: Job) -> JobInterface:
+        if (interface := self._jobs.get(job.id)) is None:
+            assert self._manager is not None
+            interface = JobInterface(job, self._manager, self.authority)
+            self.bus.export(job_path(job.id), interface)
+            self._jobs[job.id] = interface
+        return interface
+
+    def export_job(self, job: Job) -> None:
+        """Make an old job visible again, e.g. when GetJob asks for one from the database."""
+        self._export(job)
+        self._forget_old()
+
+    def _forget_old(self) -> None:
+        if len(self._jobs) <= 2 * HISTORY_SHOWN:
+            return
+        finished = sorted(job_id for job_id, iface in self._jobs.items() if not iface.job.active)
+        for job_id in finished[: len(self._jobs) - 2 * HISTORY_SHOWN]:
+            self.bus.unexport(job_path(job_id), self._jobs.pop(job_id))
+
+    def _queue_changed(self) -> None:
+        if self._interface is not None and self._manager is not None:
+            queue = self._manager.queue
+            self._interface.emit_properties_changed(
+                {"QueuedJobs": queue.waiting, "RunningJobs": queue.running}
+            )
+
+    # Listener
+
+    def job_new(self, job: Job) -> None:
+        self._export(job)
+        if self._interface is not None:
+            self._interface.JobNew(job)
+
+    def job_changed(self, job: Job, changed: dict[str, Any]) -> None:
+        if (interface := self._jobs.get(job.id)) is not None:
+            interface.emit_properties_changed(changed)
+
+    def job_removed(self, job: Job) -> None:
+        self._export(job)
+        if self._interface is not None:
+            self._interface.JobRemoved(job)
+        self._forget_old()
+
+    def job_log(self, job: Job, priority: int, line: str) -> None:
+        if (interface := self._jobs.get(job.id)) is not None:
+            interface.LogMessage(priority, line)

@@ -1,0 +1,289 @@
+"""The configuration file, parsed once at start into frozen dataclasses."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DEFAULT_PATH = Path("/etc/gnspawn/gnspawn.toml")
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; the message names file, line and key."""
+
+    def __init__(self, path: Path, key: str, problem: str, line: int | None = None) -> None:
+        where = f"{path}:{line}" if line else str(path)
+        super().__init__(f"{where}: {key}: {problem}" if key else f"{where}: {problem}")
+        self.path, self.key, self.problem, self.line = path, key, problem, line
+
+
+@dataclasses.dataclass(frozen=True)
+class DaemonConfig:
+    state_directory: Path = Path("/var/lib/gnspawn")
+
+
+@dataclasses.dataclass(frozen=True)
+class StorageConfig:
+    dataset: str = "zpool/machines"
+    machines_directory: Path = Path("/var/lib/machines")
+    keep_snapshots: int = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class PortageConfig:
+    emerge: str = "emerge"
+    default_profile: str = "default/linux/amd64/23.0/systemd"
+    repos: tuple[Path, ...] = (Path("/var/db/repos/gentoo"),)
+    binhost: str = ""
+    features: tuple[str, ...] = ("buildpkg", "binpkg-multi-instance", "getbinpkg")
+    update_args: tuple[str, ...] = ("-1uv", "@system", "@world", "@profile")
+    environment: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class JobsConfig:
+    max_parallel: int = 2
+    stop_timeout: float = 10.0
+    """Seconds between SIGTERM and SIGKILL when a running emerge is stopped."""
+    history: int = 1000
+    """Finished jobs kept in the database."""
+
+
+@dataclasses.dataclass(frozen=True)
+class NspawnConfig:
+    settings_directory: Path = Path("/etc/systemd/nspawn")
+    bind_ro: tuple[Path, ...] = (Path("/var/db/repos"),)
+    bind: tuple[Path, ...] = (Path("/var/cache/distfiles"), Path("/var/cache/binpkgs"))
+    bridge: str = ""
+    enable: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class MachineConfig:
+    profile: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    path: Path = DEFAULT_PATH
+    daemon: DaemonConfig = DaemonConfig()
+    storage: StorageConfig = StorageConfig()
+    portage: PortageConfig = PortageConfig()
+    jobs: JobsConfig = JobsConfig()
+    nspawn: NspawnConfig = NspawnConfig()
+    machines: Mapping[str, MachineConfig] = dataclasses.field(default_factory=dict)
+
+
+# One converter per setting: each takes the TOML value and returns the typed one,
+# or raises ValueError with what was expected.
+
+Converter = Callable[[Any], Any]
+
+
+def _string(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    return value
+
+
+def _nonempty(value: Any) -> str:
+    if not _string(value):
+        raise ValueError("expected a non-empty string")
+    return str(value)
+
+
+def _absolute(value: Any) -> Path:
+    path = Path(_nonempty(value))
+    if not path.is_absolute():
+        raise ValueError("expected an absolute path")
+    return path
+
+
+def _dataset(value: Any) -> str:
+    name = _nonempty(value)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:-]*(/[A-Za-z0-9_.:-]+)*", name):
+        raise ValueError(f"{name!r} is not a ZFS dataset name")
+    return name
+
+
+def _count(minimum: int) -> Converter:
+    def convert(value: Any) -> int:
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise ValueError(f"expected a whole number of at least {minimum}")
+        return value
+
+    return convert
+
+
+def _seconds(value: Any) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+        raise ValueError("expected a number of seconds, 0 or more")
+    return float(value)
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("expected true or false")
+    return value
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("expected a list of strings")
+    return tuple(value)
+
+
+def _paths(value: Any) -> tuple[Path, ...]:
+    return tuple(_absolute(v) for v in _strings(value))
+
+
+def _environment(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ValueError("expected a table of strings")
+    bad = [k for k in value if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k)]
+    if bad:
+        raise ValueError(f"{bad[0]!r} is not an environment variable name")
+    return dict(value)
+
+
+SETTINGS: dict[str, dict[str, Converter]] = {
+    "daemon": {"state_directory": _absolute},
+    "storage": {
+        "dataset": _dataset,
+        "machines_directory": _absolute,
+        "keep_snapshots": _count(1),
+    },
+    "portage": {
+        "emerge": _nonempty,
+        "default_profile": _nonempty,
+        "repos": _paths,
+        "binhost": _string,
+        "features": _strings,
+        "update_args": _strings,
+        "environment": _environment,
+    },
+    "jobs": {"max_parallel": _count(1), "stop_timeout": _seconds, "history": _count(10)},
+    "nspawn": {
+        "settings_directory": _absolute,
+        "bind_ro": _paths,
+        "bind": _paths,
+        "bridge": _string,
+        "enable": _boolean,
+    },
+}
+MACHINE_SETTINGS: dict[str, Converter] = {"profile": _nonempty}
+SECTIONS: dict[str, type[Any]] = {
+    "daemon": DaemonConfig,
+    "storage": StorageConfig,
+    "portage": PortageConfig,
+    "jobs": JobsConfig,
+    "nspawn": NspawnConfig,
+}
+
+
+def _line_of(text: str, table: str, key: str) -> int | None:
+    """The line where `key` is set in `[table]`: tomllib does not say, users need it."""
+    current = ""
+    header = re.compile(r"^\s*\[\s*([^\]]+?)\s*\]")
+    for number, line in enumerate(text.splitlines(), 1):
+        if match := header.match(line):
+            current = match.group(1).replace('"', "")
+            if not key and current == table:
+                return number
+        elif key and current == table and re.match(rf"^\s*\"?{re.escape(key)}\"?\s*=", line):
+            return number
+    return None
+
+
+def load(path: Path = DEFAULT_PATH, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate the configuration file; a missing file means all defaults."""
+    environ = os.environ if environ is None else environ
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        text = ""
+    except OSError as err:
+        raise ConfigError(path, "", f"cannot read: {err.strerror}") from err
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(path, "", f"not valid TOML: {err}") from err
+    return parse(data, path=path, text=text, environ=environ)
+
+
+def parse(
+    data: Mapping[str, Any],
+    *,
+    path: Path = DEFAULT_PATH,
+    text: str = "",
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Validate parsed TOML into a Config."""
+
+    def fail(table: str, key: str, problem: str) -> ConfigError:
+        dotted = f"{table}.{key}" if key else table
+        return ConfigError(path, dotted, problem, _line_of(text, table, key))
+
+    def convert(table: str, key: str, converter: Converter, value: Any) -> Any:
+        try:
+            return converter(value)
+        except ValueError as err:
+            raise fail(table, key, f"{err}, got {value!r}") from None
+
+    sections: dict[str, Any] = {}
+    for table, value in data.items():
+        if table == "machines":
+            continue
+        if table not in SETTINGS:
+            raise fail(table, "", f"unknown section (known: {', '.join([*SETTINGS, 'machines'])})")
+        if not isinstance(value, dict):
+            raise fail(table, "", "expected a [section]")
+        known = SETTINGS[table]
+        values = {}
+        for key, raw in value.items():
+            if key not in known:
+                raise fail(table, key, f"unknown setting (known: {', '.join(known)})")
+            values[key] = convert(table, key, known[key], raw)
+        sections[table] = SECTIONS[table](**values)
+
+    machines: dict[str, MachineConfig] = {}
+    raw_machines = data.get("machines", {})
+    if not isinstance(raw_machines, dict):
+        raise fail("machines", "", "expected [machines.NAME] sections")
+    for name, value in raw_machines.items():
+        table = f"machines.{name}"
+        if not isinstance(value, dict):
+            raise fail(table, "", "expected a [machines.NAME] section")
+        values = {}
+        for key, raw in value.items():
+            if key not in MACHINE_SETTINGS:
+                raise fail(table, key, f"unknown setting (known: {', '.join(MACHINE_SETTINGS)})")
+            values[key] = convert(table, key, MACHINE_SETTINGS[key], raw)
+        machines[name] = MachineConfig(**values)
+
+    daemon = sections.get("daemon", DaemonConfig())
+    state = (environ or {}).get("STATE_DIRECTORY", "")
+    if state:
+        # systemd's StateDirectory= wins; it may list several, the first is ours.
+        daemon = dataclasses.replace(daemon, state_directory=Path(state.split(":")[0]))
+    return Config(
+        path=path,
+        daemon=daemon,
+        storage=sections.get("storage", StorageConfig()),
+        portage=sections.get("portage", PortageConfig()),
+        jobs=sections.get("jobs", JobsConfig()),
+        nspawn=sections.get("nspawn", NspawnConfig()),
+        machines=machines,
+    )

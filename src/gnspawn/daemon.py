@@ -1,0 +1,127 @@
+"""gnspawnd: the daemon's start, its life on the bus, and its stop."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from dbus_fast import BusType, RequestNameReply
+from dbus_fast.aio import MessageBus
+
+from gnspawn import __version__
+from gnspawn import log as journal
+from gnspawn.bus.service import BusService
+from gnspawn.config import DEFAULT_PATH, Config, ConfigError, load
+from gnspawn.jobs import JobStore, StoreError
+from gnspawn.manager import Manager
+from gnspawn.names import BUS_NAME
+from gnspawn.zfs import Zfs
+
+log = logging.getLogger(__name__)
+
+EX_CONFIG = 78
+EX_UNAVAILABLE = 69
+
+
+def _notify(state: str) -> None:
+    if not os.environ.get("NOTIFY_SOCKET"):
+        return
+    from systemd import daemon as sd_daemon
+
+    sd_daemon.notify(state)
+
+
+class Daemon:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.stopping = asyncio.Event()
+
+    def _status(self, manager: Manager) -> None:
+        queue = manager.queue
+        _notify(f"STATUS={queue.running} running, {queue.waiting} waiting")
+
+    async def serve(self) -> int:
+        store = JobStore(self.config.daemon.state_directory / "jobs.sqlite")
+        bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
+        service = BusService(bus)
+        manager = Manager(self.config, store, Zfs(), service)
+        service.attach(manager)
+        queue_changed = manager.on_queue_changed
+
+        def on_queue_changed() -> None:
+            queue_changed()
+            self._status(manager)
+
+        manager.on_queue_changed = on_queue_changed
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        try:
+            await manager.start()
+            reply = await bus.request_name(BUS_NAME)
+            if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
+                log.error("%s is owned by another process; is gnspawnd already running?", BUS_NAME)
+                await manager.stop()
+                return EX_UNAVAILABLE
+            log.info("gnspawnd %s ready on %s", __version__, BUS_NAME)
+            _notify("READY=1")
+            self._status(manager)
+            await self.stopping.wait()
+            log.info("stopping: running jobs are rolled back, waiting jobs are kept")
+            _notify("STOPPING=1")
+            await bus.release_name(BUS_NAME)
+            await manager.stop()
+        finally:
+            bus.disconnect()
+            store.close()
+        return 0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="gnspawnd",
+        description="Queue builds and updates of Gentoo systemd-nspawn containers on ZFS "
+        "as D-Bus jobs (org.gnspawn1 on the system bus), each protected by a snapshot.",
+        epilog="Exit status: 0 stopped cleanly, 1 failed, 69 bus name taken, "
+        "78 configuration or job database unusable.",
+    )
+    parser.add_argument("--config", metavar="PATH", default=str(DEFAULT_PATH),
+                        help=f"configuration file (default {DEFAULT_PATH})")
+    parser.add_argument("--check-config", action="store_true",
+                        help="validate the configuration and exit")
+    parser.add_argument("--debug", action="store_true", help="log debug messages")
+    parser.add_argument("--version", action="version", version=f"gnspawnd {__version__}")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pathlib import Path
+
+    args = parse_args(argv)
+    try:
+        config = load(Path(args.config))
+    except ConfigError as err:
+        print(f"gnspawnd: {err}", file=sys.stderr)
+        return EX_CONFIG
+    if args.check_config:
+        print(f"{args.config}: configuration is valid")
+        return 0
+    journal.setup(logging.DEBUG if args.debug else logging.INFO)
+    try:
+        return asyncio.run(Daemon(config).serve())
+    except StoreError as err:
+        log.error("%s", err)
+        print(f"gnspawnd: {err}", file=sys.stderr)
+        return EX_CONFIG
+    except (OSError, ConnectionError) as err:
+        log.error("cannot start: %s", err)
+        print(f"gnspawnd: cannot start: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""Jobs: the record of one queued piece of work, and the SQLite table that keeps them."""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from gnspawn.names import Flags, JobResult, JobState, JobType, Phase
+
+
+def now_usec() -> int:
+    return time.time_ns() // 1000
+
+
+@dataclasses.dataclass(eq=False)
+class Job:
+    """One job; its fields are the Job object's properties on the bus."""
+
+    id: int
+    type: JobType
+    machine: str
+    flags: Flags
+    initiator_uid: int
+    created_usec: int
+    argument: str = ""
+    """What the job works towards: the profile of a build, the snapshot of a rollback."""
+    state: JobState = JobState.WAITING
+    result: JobResult = JobResult.NONE
+    phase: Phase = Phase.QUEUED
+    progress: int = 0
+    packages_done: int = 0
+    packages_total: int = 0
+    current_package: str = ""
+    snapshot: str = ""
+    rolled_back: bool = False
+    error: str = ""
+    started_usec: int = 0
+    finished_usec: int = 0
+    pid: int = 0
+    """Process group of the emerge running for this job, 0 when none."""
+
+    @property
+    def active(self) -> bool:
+        return self.state is not JobState.FINISHED
+
+
+PROPERTY_NAMES: dict[str, str] = {
+    "id": "Id",
+    "type": "Type",
+    "machine": "Machine",
+    "state": "State",
+    "result": "Result",
+    "phase": "Phase",
+    "progress": "Progress",
+    "packages_done": "PackagesDone",
+    "packages_total": "PackagesTotal",
+    "current_package": "CurrentPackage",
+    "snapshot": "Snapshot",
+    "rolled_back": "RolledBack",
+    "error": "Error",
+    "created_usec": "CreatedUSec",
+    "started_usec": "StartedUSec",
+    "finished_usec": "FinishedUSec",
+    "initiator_uid": "InitiatorUID",
+}
+"""Job fields as bus properties; the other fields stay inside the daemon."""
+
+_FIELDS = [f.name for f in dataclasses.fields(Job)]
+_SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    type TEXT NOT NULL,
+    machine TEXT NOT NULL,
+    flags INTEGER NOT NULL,
+    initiator_uid INTEGER NOT NULL,
+    created_usec INTEGER NOT NULL,
+    argument TEXT NOT NULL,
+    state TEXT NOT NULL,
+    result TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    progress INTEGER NOT NULL,
+    packages_done INTEGER NOT NULL,
+    packages_total INTEGER NOT NULL,
+    current_package TEXT NOT NULL,
+    snapshot TEXT NOT NULL,
+    rolled_back INTEGER NOT NULL,
+    error TEXT NOT NULL,
+    started_usec INTEGER NOT NULL,
+    finished_usec INTEGER NOT NULL,
+    pid INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
+CREATE INDEX IF NOT EXISTS jobs_machine ON jobs (machine, id);
+"""
+
+
+class StoreError(Exception):
+    """The job database cannot be opened or read."""
+
+
+def _from_row(row: sqlite3.Row) -> Job:
+    values: dict[str, Any] = dict(zip(row.keys(), row, strict=True))
+    values["type"] = JobType(values["type"])
+    values["flags"] = Flags(values["flags"])
+    values["state"] = JobState(values["state"])
+    values["result"] = JobResult(values["result"])
+    values["phase"] = Phase(values["phase"])
+    values["rolled_back"] = bool(values["rolled_back"])
+    return Job(**values)
+
+
+class JobStore:
+    """Jobs in SQLite: written before a call returns, read back after a restart."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # A power cut may lose the last commits; a crashed daemon loses nothing.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version > _SCHEMA_VERSION:
+                raise StoreError(f"{path}: written by a newer gnspawnd (schema {version})")
+            self._db.executescript(_SCHEMA)
+            self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+            self._db.execute("SELECT count(*) FROM jobs").fetchone()
+        except (sqlite3.Error, OSError) as err:
+            raise StoreError(f"{path}: cannot open the job database: {err}") from err
+
+    def close(self) -> None:
+        self._db.close()
+
+    def add(self, job: Job) -> Job:
+        """Insert a new job; the database assigns its id."""
+        values = dataclasses.asdict(job)
+        del values["id"]
+        columns = ", ".join(values)
+        marks = ", ".join("?" for _ in values)
+        cursor = self._db.execute(
+            f"INSERT INTO jobs ({columns}) VALUES ({marks})", [_sql(v) for v in values.values()]
+        )
+        assert cursor.lastrowid is not None
+        job.id = cursor.lastrowid
+        return job
+
+    def save(self, job: Job, fields: Iterable[str]) -> None:
+        """Write the named fields of a job."""
+        names = list(fields)
+        if not names:
+            return
+        assignments = ", ".join(f"{name} = ?" for name in names)
+        self._db.execute(
+            f"UPDATE jobs SET {assignments} WHERE id = ?",
+            [*(_sql(getattr(job, name)) for name in names), job.id],
+        )
+
+    def get(self, job_id: int) -> Job | None:
+        row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return _from_row(row) if row else None
+
+    def active(self) -> list[Job]:
+        """Waiting and running jobs, in the order they were queued."""
+        rows = self._db.execute(
+            "SELECT * FROM jobs WHERE state != ? ORDER BY id", (JobState.FINISHED.value,)
+        )
+        return [_from_row(row) for row in rows]
+
+    def recent(self, limit: int) -> list[Job]:
+        """The most recently queued finished jobs, newest first."""
+        rows = self._db.execute(
+            "SELECT * FROM jobs WHERE state = ? ORDER BY id DESC LIMIT ?",
+            (JobState.FINISHED.value, limit),
+        )
+        return [_from_row(row) for row in rows]
+
+    def last_results(self) -> dict[str, JobResult]:
+        """Each machine's last finished job's result."""
+        rows = self._db.execute(
+            "SELECT machine, result FROM jobs WHERE id IN "
+            "(SELECT max(id) FROM jobs WHERE state = ? GROUP BY machine)",
+            (JobState.FINISHED.value,),
+        )
+        return {machine: JobResult(result) for machine, result in rows}
+
+    def types(self, ids: Iterable[int]) -> dict[int, JobType]:
+        """The type of each of the given jobs that exists."""
+        wanted = list(ids)
+        found: dict[int, JobType] = {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            rows = self._db.execute(
+                f"SELECT id, type FROM jobs WHERE id IN ({', '.join('?' * len(chunk))})", chunk
+            )
+            found.update({job_id: JobType(kind) for job_id, kind in rows})
+        return found
+
+    def forget_old(self, keep: int) -> None:
+        """Drop finished jobs beyond the newest `keep`."""
+        self._db.execute(
+            "DELETE FROM jobs WHERE state = ? AND id NOT IN "
+            "(SELECT id FROM jobs WHERE state = ? ORDER BY id DESC LIMIT ?)",
+            (JobState.FINISHED.value, JobState.FINISHED.value, keep),
+        )
+
+    def __iter__(self) -> Iterator[Job]:
+        return iter(self.active())
+
+
+def _sql(value: Any) -> Any:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, Flags):
+        return int(value)
+    return value

@@ -1,0 +1,60 @@
+"""Logging to journald with structured fields, or to stderr where there is no journal."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+IDENTIFIER = "gnspawnd"
+JOURNAL_SOCKET = "/run/systemd/journal/socket"
+
+# syslog priorities, as journald and the LogMessage signal carry them
+ERR, WARNING, NOTICE, INFO = 3, 4, 5, 6
+
+_send: Callable[..., Any] | None = None
+
+
+def setup(level: int = logging.INFO, *, journal: bool | None = None) -> None:
+    """Send the daemon's log to journald when it listens, to stderr otherwise."""
+    global _send
+    if journal is None:
+        journal = os.path.exists(JOURNAL_SOCKET)
+    handler: logging.Handler
+    if journal:
+        from systemd import journal as sd_journal
+
+        _send = sd_journal.send
+        handler = sd_journal.JournalHandler(SYSLOG_IDENTIFIER=IDENTIFIER)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        _send = None
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    if not journal:
+        logging.getLogger(__name__).warning("no journal at %s, logging to stderr", JOURNAL_SOCKET)
+
+
+def fields(job: int, machine: str, phase: str) -> dict[str, str]:
+    """The journal fields that tie an entry to a job, for logging's `extra`."""
+    return {"GNSPAWN_JOB": str(job), "GNSPAWN_MACHINE": machine, "GNSPAWN_PHASE": phase}
+
+
+def job_line(line: str, priority: int, job: int, machine: str, phase: str) -> None:
+    """One line of a job's output: the hot path, so straight to the journal socket."""
+    if _send is not None:
+        _send(
+            line,
+            PRIORITY=priority,
+            SYSLOG_IDENTIFIER=IDENTIFIER,
+            GNSPAWN_JOB=job,
+            GNSPAWN_MACHINE=machine,
+            GNSPAWN_PHASE=phase,
+        )
+    else:
+        sys.stderr.write(f"job {job} ({machine}, {phase}): {line}\n")

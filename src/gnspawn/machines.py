@@ -1,0 +1,61 @@
+"""Machines: their names, and where their datasets and roots are."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import NamedTuple
+
+from gnspawn.config import Config
+from gnspawn.errors import InvalidName
+
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+
+
+def valid_name(name: str) -> bool:
+    """Hostname rules as machined applies them."""
+    return bool(_NAME.fullmatch(name)) and ".." not in name
+
+
+def check_name(name: str) -> str:
+    """The name, or InvalidName; nothing outside these rules reaches a path or an argv."""
+    if not valid_name(name):
+        shown = name if len(name) <= 80 else name[:77] + "..."
+        raise InvalidName(f"invalid machine name {shown!r}")
+    return name
+
+
+def dataset(config: Config, name: str) -> str:
+    return f"{config.storage.dataset}/{name}"
+
+
+def directory(config: Config, name: str) -> Path:
+    return config.storage.machines_directory / name
+
+
+def is_gentoo(root: Path) -> bool:
+    return (root / "etc/gentoo-release").is_file()
+
+
+def profile_of(config: Config, root: Path) -> str:
+    """The machine's profile as `eselect profile` names it, or the link's target."""
+    try:
+        target = os.readlink(root / "etc/portage/make.profile")
+    except OSError:
+        return ""
+    for repo in config.portage.repos:
+        profiles = str(repo / "profiles") + "/"
+        if target.startswith(profiles):
+            return target[len(profiles):]
+    return target
+
+
+class MachineInfo(NamedTuple):
+    """A row of ListMachines: `(sssso)`."""
+
+    name: str
+    state: str
+    profile: str
+    last_result: str
+    path: str

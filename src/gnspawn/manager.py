@@ -1,0 +1,495 @@
+"""The manager: what every bus method does, and how each kind of job runs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol, TypeVar
+
+from gnspawn import log as journal
+from gnspawn import machines
+from gnspawn.config import Config
+from gnspawn.errors import (
+    Busy,
+    GnspawnError,
+    InvalidArgs,
+    NoSuchJob,
+    NoSuchMachine,
+    NoSuchSnapshot,
+    NotCancellable,
+    NotGentoo,
+    SnapshotProtected,
+    StorageFailed,
+)
+from gnspawn.jobs import PROPERTY_NAMES, Job, JobStore, now_usec
+from gnspawn.machines import MachineInfo
+from gnspawn.names import SNAPSHOT_PREFIX, Flags, JobResult, JobState, JobType, Phase, machine_path
+from gnspawn.portage import Progress, emerge_argv, emerge_environment
+from gnspawn.queue import Queue
+from gnspawn.run import CommandFailed, Process, group_alive, kill_group
+from gnspawn.zfs import Snapshot, Zfs
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+KNOWN_FLAGS = Flags.FAIL_IF_BUSY | Flags.KEEP_FAILED | Flags.PRETEND
+HISTORY_SHOWN = 100
+"""Finished jobs ListJobs shows after the active ones."""
+
+
+class Listener(Protocol):
+    """Who hears about jobs: the bus layer."""
+
+    def job_new(self, job: Job) -> None: ...
+    def job_changed(self, job: Job, changed: dict[str, Any]) -> None: ...
+    def job_removed(self, job: Job) -> None: ...
+    def job_log(self, job: Job, priority: int, line: str) -> None: ...
+
+
+class SnapshotInfo(NamedTuple):
+    """A row of ListSnapshots: `(sttus)`."""
+
+    name: str
+    created_usec: int
+    used: int
+    job: int
+    job_type: str
+
+
+class JobFailed(GnspawnError):
+    """A step of a job failed; the message says which and why."""
+
+
+def check_flags(flags: int, allowed: Flags = KNOWN_FLAGS) -> Flags:
+    """The flags, or InvalidArgs naming the bits that are not known."""
+    unknown = flags & ~int(allowed)
+    if unknown:
+        raise InvalidArgs(f"unknown flags 0x{unknown:x}")
+    return Flags(flags)
+
+
+async def uncancellable(work: Awaitable[T]) -> T:
+    """Finish `work` even if the caller is cancelled meanwhile, then pass the cancel on."""
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():
+                raise
+            cancelled = True
+            continue
+        if cancelled:
+            raise asyncio.CancelledError
+        return result
+
+
+class Manager:
+    """Machines and the jobs that change them."""
+
+    def __init__(self, config: Config, store: JobStore, zfs: Zfs, listener: Listener) -> None:
+        self.config = config
+        self.store = store
+        self.zfs = zfs
+        self.listener = listener
+        self.queue = Queue(config.jobs.max_parallel, self._run)
+        self._history: dict[int, Job] = {}
+        self._last_result: dict[str, JobResult] = {}
+        self._cancel_reason: dict[int, str] = {}
+        self._runners: dict[JobType, Callable[[Job], Coroutine[Any, Any, JobResult]]] = {
+            JobType.UPDATE: self._run_update,
+            JobType.ROLLBACK: self._run_rollback,
+        }
+        self.on_queue_changed: Callable[[], None] = lambda: None
+
+    # --- life --------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Recover from the last run, then start the waiting jobs in their order."""
+        self._last_result = self.store.last_results()
+        for job in self.store.recent(HISTORY_SHOWN):
+            self._history[job.id] = job
+        waiting = []
+        for job in self.store.active():
+            if job.state is JobState.RUNNING:
+                await self._recover(job)
+            else:
+                waiting.append(job)
+        for job in waiting:
+            self.queue.add(job)
+        self.on_queue_changed()
+
+    async def stop(self) -> None:
+        """Take no new work; cancel and roll back running jobs; keep the waiting ones."""
+        self.queue.paused = True
+        for job in self.queue.jobs:
+            task = self.queue.task(job)
+            if task is not None:
+                self._cancel_reason[job.id] = "the daemon was stopped"
+                task.cancel()
+        await self.queue.drain()
+
+    async def _recover(self, job: Job) -> None:
+        """A job the last daemon left running: stop its emerge, roll back, mark it failed."""
+        log.warning("job %d (%s of %s) was interrupted, recovering", job.id, job.type, job.machine,
+                    extra=journal.fields(job.id, job.machine, Phase.ROLLBACK))
+        if job.pid and _is_ours(job.pid, job.id):
+            kill_group(job.pid, signal.SIGKILL)
+            for _ in range(100):
+                if not group_alive(job.pid):
+                    break
+                await asyncio.sleep(0.05)
+        dataset = machines.dataset(self.config, job.machine)
+        snapshot = job.snapshot or f"{dataset}@{SNAPSHOT_PREFIX}{job.id}-pre"
+        if job.type is JobType.ROLLBACK:
+            # A rollback is repeated until done: it was what the caller asked for.
+            target = f"{dataset}@{job.argument}"
+            await self._rollback_to(dataset, target)
+            self._change(job, rolled_back=True, pid=0)
+            self._finish(job, JobResult.DONE, "")
+            return
+        rolled_back = False
+        error = "interrupted"
+        if job.type is JobType.UPDATE and await self.zfs.exists(snapshot):
+            try:
+                await self._rollback_to(dataset, snapshot)
+                rolled_back = True
+            except GnspawnError as err:
+                error = f"interrupted; rollback to {snapshot} failed: {err}"
+        self._change(job, rolled_back=rolled_back, pid=0)
+        self._finish(job, JobResult.FAILED, error)
+
+    # --- the bus API --------------------------------------------------------
+
+    async def update(self, name: str, flags: int, *, uid: int) -> Job:
+        """Queue an update, or return the machine's update that is still waiting."""
+        machines.check_name(name)
+        checked = check_flags(flags)
+        await self._gentoo_root(name)
+        if Flags.FAIL_IF_BUSY in checked and self.queue.busy(name):
+            raise Busy(f"machine {name} has a job waiting or running")
+        if (waiting := self.queue.waiting_job(name, JobType.UPDATE)) is not None:
+            if waiting.flags & ~Flags.FAIL_IF_BUSY == checked & ~Flags.FAIL_IF_BUSY:
+                return waiting
+        return self._submit(JobType.UPDATE, name, checked, uid)
+
+    async def update_all(self, flags: int, *, uid: int) -> list[tuple[str, Job]]:
+        """One update per Gentoo machine; others are logged as skipped."""
+        check_flags(flags)
+        queued = []
+        for name, root in (await self._roots()).items():
+            if root is None or not machines.is_gentoo(root):
+                log.info("update-all: skipping %s, not a Gentoo root", name)
+                continue
+            try:
+                queued.append((name, await self.update(name, flags, uid=uid)))
+            except Busy:
+                log.info("update-all: skipping %s, busy", name)
+        return queued
+
+    async def rollback(self, name: str, snapshot: str, flags: int, *, uid: int) -> Job:
+        """Queue a rollback to `snapshot` ("" = the newest gnspawn snapshot)."""
+        machines.check_name(name)
+        checked = check_flags(flags, Flags.FAIL_IF_BUSY)
+        dataset = await self._dataset(name)
+        target = await self._rollback_target(dataset, snapshot)
+        if Flags.FAIL_IF_BUSY in checked and self.queue.busy(name):
+            raise Busy(f"machine {name} has a job waiting or running")
+        return self._submit(JobType.ROLLBACK, name, checked, uid, argument=target.name)
+
+    async def list_machines(self) -> list[MachineInfo]:
+        result = []
+        running = {job.machine: job for job in self.queue.jobs if job.state is JobState.RUNNING}
+        for name, root in (await self._roots()).items():
+            if root is None or not machines.is_gentoo(root):
+                state, profile = "foreign", ""
+            else:
+                profile = machines.profile_of(self.config, root)
+                last = self._last_result.get(name, JobResult.NONE)
+                state = "failed" if last is JobResult.FAILED else "ready"
+                if (job := running.get(name)) is not None:
+                    state = {JobType.UPDATE: "updating", JobType.BUILD: "building",
+                             JobType.ROLLBACK: "rolling-back", JobType.REMOVE: "removing"}[job.type]
+            result.append(MachineInfo(name, state, profile,
+                                      self._last_result.get(name, JobResult.NONE).value,
+                                      machine_path(name)))
+        return result
+
+    async def list_snapshots(self, name: str) -> list[SnapshotInfo]:
+        machines.check_name(name)
+        snapshots = await self.zfs.snapshots(await self._dataset(name))
+        types = self.store.types(s.job for s in snapshots if s.job is not None)
+        return [
+            SnapshotInfo(s.name, s.created_usec, s.used, s.job or 0,
+                         types[s.job].value if s.job in types else "")
+            for s in snapshots
+        ]
+
+    def list_jobs(self) -> list[Job]:
+        """Waiting and running jobs first, then recent history, newest first."""
+        history = sorted(self._history.values(), key=lambda job: -job.id)
+        return [*self.queue.jobs, *history]
+
+    def get_job(self, job_id: int) -> Job:
+        job = self.queue.get(job_id) or self._history.get(job_id) or self.store.get(job_id)
+        if job is None:
+            raise NoSuchJob(f"no job {job_id}")
+        return job
+
+    def cancel(self, job_id: int) -> None:
+        job = self.get_job(job_id)
+        if not job.active:
+            raise NotCancellable(f"job {job_id} has finished ({job.result})")
+        task = self.queue.task(job)
+        if task is None:
+            self.queue.remove_waiting(job)
+            self._finish(job, JobResult.CANCELED, "canceled before it started")
+            return
+        if job.type is not JobType.UPDATE or job.phase is Phase.ROLLBACK:
+            raise NotCancellable(f"job {job_id} is in phase {job.phase}, which must finish")
+        self._cancel_reason[job.id] = "canceled"
+        task.cancel()
+
+    # --- jobs ---------------------------------------------------------------
+
+    def _submit(self, kind: JobType, name: str, flags: Flags, uid: int, argument: str = "") -> Job:
+        job = self.store.add(Job(id=0, type=kind, machine=name, flags=flags, initiator_uid=uid,
+                                 created_usec=now_usec(), argument=argument))
+        self._log(job, journal.INFO, f"queued {kind} of {name}")
+        self.listener.job_new(job)
+        self.queue.add(job)
+        self.on_queue_changed()
+        return job
+
+    def _change(self, job: Job, **changes: Any) -> None:
+        """Set job fields, persist them, and tell the listener about visible ones."""
+        changed = {key: value for key, value in changes.items() if getattr(job, key) != value}
+        if not changed:
+            return
+        for key, value in changed.items():
+            setattr(job, key, value)
+        self.store.save(job, changed)
+        visible = {PROPERTY_NAMES[key]: value for key, value in changed.items() if key in PROPERTY_NAMES}
+        if visible:
+            self.listener.job_changed(job, visible)
+
+    def _finish(self, job: Job, result: JobResult, error: str = "") -> None:
+        self._change(job, state=JobState.FINISHED, result=result, error=error,
+                     finished_usec=now_usec(), current_package="")
+        self._last_result[job.machine] = result
+        self._history[job.id] = job
+        if len(self._history) > HISTORY_SHOWN:
+            del self._history[min(self._history)]
+            self.store.forget_old(self.config.jobs.history)
+        self._log(job, journal.ERR if result is JobResult.FAILED else journal.INFO,
+                  f"{job.type} of {job.machine} {result}" + (f": {error}" if error else ""))
+        self.listener.job_removed(job)
+        self.on_queue_changed()
+
+    def _log(self, job: Job, priority: int, line: str) -> None:
+        journal.job_line(line, priority, job.id, job.machine, job.phase)
+        self.listener.job_log(job, priority, line)
+
+    async def _run(self, job: Job) -> None:
+        self._change(job, state=JobState.RUNNING, started_usec=now_usec())
+        self.on_queue_changed()
+        try:
+            result, error = await self._runners[job.type](job), ""
+        except asyncio.CancelledError:
+            result, error = JobResult.CANCELED, self._cancel_reason.pop(job.id, "canceled")
+        except GnspawnError as err:
+            result, error = JobResult.FAILED, str(err)
+        except Exception as err:
+            log.exception("job %d failed unexpectedly", job.id)
+            result, error = JobResult.FAILED, f"internal error: {err}"
+        self._finish(job, result, error)
+
+    async def _run_update(self, job: Job) -> JobResult:
+        dataset = await self._dataset(job.machine)
+        root = await self._gentoo_root(job.machine)
+        args = self.config.portage.update_args
+        if Flags.PRETEND in job.flags:
+            progress = await self._emerge(job, root, args, pretend=True)
+            if not progress.pending:
+                return JobResult.SKIPPED
+            self._log(job, journal.NOTICE, f"{len(progress.pending)} packages pending: "
+                      + " ".join(progress.pending))
+            return JobResult.DONE
+        async with self._protected(job, dataset) as snapshot:
+            progress = await self._emerge(job, root, args)
+        if progress.nothing_to_merge and progress.done == 0:
+            # Nothing changed: a snapshot equal to the dataset would only push real
+            # restore points out of retention.
+            await self.zfs.destroy(snapshot.full_name)
+            self._change(job, snapshot="")
+            return JobResult.SKIPPED
+        self._change(job, phase=Phase.CLEANUP)
+        await self._prune(dataset)
+        return JobResult.DONE
+
+    async def _run_rollback(self, job: Job) -> JobResult:
+        dataset = await self._dataset(job.machine)
+        target = f"{dataset}@{job.argument}"
+        self._change(job, phase=Phase.ROLLBACK, snapshot=target)
+        await uncancellable(self._rollback_to(dataset, target))
+        self._change(job, rolled_back=True)
+        return JobResult.DONE
+
+    @contextlib.asynccontextmanager
+    async def _protected(self, job: Job, dataset: str) -> AsyncIterator[Snapshot]:
+        """Snapshot before the body; roll back to it if the body raises, cancellation included."""
+        self._change(job, phase=Phase.SNAPSHOT)
+        snapshot = await self.zfs.snapshot(dataset, f"{SNAPSHOT_PREFIX}{job.id}-pre", job=job.id)
+        self._change(job, snapshot=snapshot.full_name)
+        self._log(job, journal.INFO, f"snapshot {snapshot.full_name} taken")
+        try:
+            yield snapshot
+        except BaseException as err:
+            await uncancellable(self._undo(job, dataset, snapshot, err))
+            raise
+
+    async def _undo(self, job: Job, dataset: str, snapshot: Snapshot, err: BaseException) -> None:
+        self._change(job, phase=Phase.ROLLBACK)
+        why = "canceled" if isinstance(err, asyncio.CancelledError) else str(err)
+        self._log(job, journal.WARNING, f"rolling back to {snapshot.full_name}: {why}")
+        if Flags.KEEP_FAILED in job.flags:
+            await self._keep_failed(job, dataset)
+        await self._rollback_to(dataset, snapshot.full_name)
+        self._change(job, rolled_back=True)
+        self._log(job, journal.INFO, f"rolled back to {snapshot.full_name}")
+
+    async def _keep_failed(self, job: Job, dataset: str) -> None:
+        """Copy the failed state aside: a snapshot newer than the target cannot survive rollback."""
+        failed = await self.zfs.snapshot(dataset, f"{SNAPSHOT_PREFIX}{job.id}-failed", job=job.id)
+        copy = f"{dataset}:failed-{job.id}"
+        try:
+            await self.zfs.copy(failed.full_name, copy)
+            self._log(job, journal.NOTICE, f"failed state kept as {copy}@{failed.name}")
+        except StorageFailed as err:
+            self._log(job, journal.ERR, f"could not keep the failed state: {err}")
+
+    async def _rollback_to(self, dataset: str, snapshot: str) -> None:
+        """Roll back, destroying newer gnspawn snapshots but never the admin's own."""
+        snapshots = await self.zfs.snapshots(dataset)
+        names = [s.full_name for s in snapshots]
+        if snapshot not in names:
+            raise NoSuchSnapshot(f"no snapshot {snapshot}")
+        newer = snapshots[names.index(snapshot) + 1 :]
+        await self._check_disposable(newer)
+        await self.zfs.rollback(snapshot, destroy_newer=bool(newer))
+
+    async def _check_disposable(self, snapshots: list[Snapshot]) -> None:
+        for snap in snapshots:
+            if snap.job is None:
+                raise SnapshotProtected(
+                    f"{snap.full_name} is newer and not gnspawn's; destroy or rename it first")
+            if clones := await self.zfs.clones(snap.full_name):
+                raise SnapshotProtected(
+                    f"{snap.full_name} is newer and has clones ({', '.join(clones)})")
+
+    async def _rollback_target(self, dataset: str, snapshot: str) -> Snapshot:
+        snapshots = await self.zfs.snapshots(dataset)
+        if not snapshot:
+            ours = [s for s in snapshots if s.job is not None]
+            if not ours:
+                raise NoSuchSnapshot(f"{dataset} has no gnspawn snapshot")
+            target = ours[-1]
+        else:
+            short = snapshot.removeprefix(dataset + "@")
+            found = [s for s in snapshots if s.name == short]
+            if "@" in short or "/" in short or not found:
+                raise NoSuchSnapshot(f"no snapshot {snapshot!r} of {dataset}")
+            target = found[0]
+        await self._check_disposable(snapshots[snapshots.index(target) + 1 :])
+        return target
+
+    async def _prune(self, dataset: str) -> None:
+        """Destroy gnspawn snapshots beyond the retention count, oldest first."""
+        ours = [s for s in await self.zfs.snapshots(dataset) if s.job is not None]
+        needed = {job.snapshot for job in self.queue.jobs}
+        excess = ours[: max(0, len(ours) - self.config.storage.keep_snapshots)]
+        for snap in excess:
+            if snap.full_name not in needed:
+                await self.zfs.destroy(snap.full_name)
+
+    async def _emerge(self, job: Job, root: Path, args: tuple[str, ...] | list[str], *,
+                      pretend: bool = False, phase: Phase = Phase.EMERGE) -> Progress:
+        """Run emerge for a job, streaming its output and progress."""
+        self._change(job, phase=phase)
+        argv = emerge_argv(self.config.portage, root, args, pretend=pretend)
+        env = emerge_environment(self.config.portage, job=job.id)
+        self._log(job, journal.INFO, "running " + " ".join(argv))
+        proc = Process(argv, env=env, stop_timeout=self.config.jobs.stop_timeout)
+        progress = Progress()
+        try:
+            await proc.start()
+        except OSError as err:
+            raise JobFailed(f"cannot run {argv[0]}: {err.strerror}") from err
+        self._change(job, pid=proc.pid)
+        try:
+            async for line in proc.lines():
+                self._log(job, _priority(line), line)
+                if progress.feed(line):
+                    self._change(job, progress=progress.percent, packages_done=progress.done,
+                                 packages_total=progress.total, current_package=progress.current)
+            await proc.wait()
+        except CommandFailed as err:
+            raise JobFailed(progress.failure()) from err
+        except BaseException:
+            await uncancellable(proc.stop())
+            raise
+        finally:
+            self._change(job, pid=0)
+        return progress
+
+    # --- machines -----------------------------------------------------------
+
+    async def _dataset(self, name: str) -> str:
+        dataset = machines.dataset(self.config, name)
+        if not await self.zfs.exists(dataset):
+            raise NoSuchMachine(f"no machine {name} (no dataset {dataset})")
+        return dataset
+
+    async def _gentoo_root(self, name: str) -> Path:
+        dataset = await self._dataset(name)
+        root = await self.zfs.mountpoint(dataset)
+        if root is None:
+            raise NoSuchMachine(f"dataset {dataset} of machine {name} is not mounted")
+        if not machines.is_gentoo(root):
+            raise NotGentoo(f"{root} has no etc/gentoo-release")
+        return root
+
+    async def _roots(self) -> dict[str, Path | None]:
+        """Every machine dataset and where it is mounted."""
+        parent = self.config.storage.dataset
+        if not await self.zfs.exists(parent):
+            return {}
+        mounts = await self.zfs.mountpoints(parent)
+        prefix = parent + "/"
+        return {
+            name[len(prefix):]: root for name, root in sorted(mounts.items())
+            if name.startswith(prefix) and machines.valid_name(name[len(prefix):])
+        }
+
+
+def _priority(line: str) -> int:
+    if line.startswith((" * ERROR", "!!! ", ">>> Failed")):
+        return journal.ERR
+    if line.startswith((" * WARNING", " * QA")):
+        return journal.WARNING
+    return journal.INFO
+
+
+def _is_ours(pid: int, job: int) -> bool:
+    """Whether a process is an emerge this daemon started for `job`."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+    return f"GNSPAWN_JOB={job}".encode() in environ.split(b"\0")
+

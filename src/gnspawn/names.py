@@ -1,0 +1,109 @@
+"""Names shared by the daemon and its clients: bus names, object paths, flags and states."""
+
+from __future__ import annotations
+
+import enum
+
+BUS_NAME = "org.gnspawn1"
+MANAGER_PATH = "/org/gnspawn1"
+MANAGER_INTERFACE = "org.gnspawn1.Manager"
+JOB_INTERFACE = "org.gnspawn1.Job"
+MACHINE_INTERFACE = "org.gnspawn1.Machine"
+JOB_PATH_PREFIX = "/org/gnspawn1/job/_"
+MACHINE_PATH_PREFIX = "/org/gnspawn1/machine/"
+ERROR_PREFIX = "org.gnspawn1.Error."
+POLKIT_ACTION = "org.gnspawn1.manage"
+SNAPSHOT_PREFIX = "gnspawn-"
+JOB_PROPERTY = "org.gnspawn:job"
+
+
+class Flags(enum.IntFlag):
+    """Bits of the `t flags` argument of every mutating Manager method."""
+
+    FAIL_IF_BUSY = 1
+    """Fail with Busy instead of queueing behind another job of the same machine."""
+    KEEP_FAILED = 2
+    """Keep the failed state for inspection before rolling back."""
+    PRETEND = 4
+    """Run emerge --pretend: report what would change, change nothing."""
+
+
+class JobType(enum.StrEnum):
+    """What a job does."""
+
+    BUILD = "build"
+    UPDATE = "update"
+    ROLLBACK = "rollback"
+    REMOVE = "remove"
+
+
+class JobState(enum.StrEnum):
+    """Where a job is in the queue."""
+
+    WAITING = "waiting"
+    """Persisted and queued; runs when its machine and a slot are free."""
+    RUNNING = "running"
+    FINISHED = "finished"
+    """Result is set; the job never runs again."""
+
+
+class JobResult(enum.StrEnum):
+    """How a job ended; empty until it has."""
+
+    NONE = ""
+    DONE = "done"
+    SKIPPED = "skipped"
+    """Nothing to do: emerge had nothing to merge."""
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+class Phase(enum.StrEnum):
+    """The step a job is in."""
+
+    QUEUED = "queued"
+    SNAPSHOT = "snapshot"
+    EMERGE_NODEPS = "emerge-nodeps"
+    EMERGE = "emerge"
+    CONFIGURE = "configure"
+    ROLLBACK = "rollback"
+    CLEANUP = "cleanup"
+
+
+def job_path(job_id: int) -> str:
+    """The object path of job `job_id`."""
+    return f"{JOB_PATH_PREFIX}{job_id}"
+
+
+def bus_label_escape(label: str) -> str:
+    """Escape a string into one object path element, as sd_bus_path_encode() does."""
+    if not label:
+        return "_"
+    out = []
+    for i, ch in enumerate(label):
+        if ch.isascii() and (ch.isalpha() or (ch.isdigit() and i > 0)):
+            out.append(ch)
+        else:
+            out.extend(f"_{b:02x}" for b in ch.encode())
+    return "".join(out)
+
+
+def bus_label_unescape(element: str) -> str:
+    """Reverse bus_label_escape()."""
+    if element == "_":
+        return ""
+    raw = bytearray()
+    i = 0
+    while i < len(element):
+        if element[i] == "_":
+            raw.append(int(element[i + 1 : i + 3], 16))
+            i += 3
+        else:
+            raw.extend(element[i].encode())
+            i += 1
+    return raw.decode()
+
+
+def machine_path(name: str) -> str:
+    """The object path of machine `name`."""
+    return MACHINE_PATH_PREFIX + bus_label_escape(name)

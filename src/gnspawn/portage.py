@@ -1,0 +1,117 @@
+"""emerge: the argv it takes and the progress it prints."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from gnspawn.config import PortageConfig
+
+_EMERGING = re.compile(r"^>>> Emerging (?:(binary) )?\((\d+) of (\d+)\) (\S+?)(?:::\S+)?(?: (?:for|to) .*)?$")
+_COMPLETED = re.compile(r"^>>> Completed \((\d+) of (\d+)\) (\S+?)(?:::\S+)?(?: (?:for|to) .*)?$")
+_JOBS = re.compile(r"^>>> Jobs: (\d+) of (\d+) complete")
+_FAILED = re.compile(r"^>>> Failed to emerge (\S+?)(?:::\S+)?(?:,| for )")
+_ERROR = re.compile(r"^ \* ERROR: (\S+?)(?:::\S+)? failed(?: \((\w+) phase\))?")
+_LOG_FILE = re.compile(r"^>>>\s+'([^']+)'")
+_PENDING = re.compile(r"^\[(?:ebuild|binary)\s+([^\]]*?)\s*\] (\S+?)(?:::\S+)?(?:\s|$)")
+_NOTHING = re.compile(r"^Total: 0 packages|^Nothing to merge")
+
+
+def emerge_argv(
+    config: PortageConfig, root: Path, args: Sequence[str], *, pretend: bool = False
+) -> list[str]:
+    """emerge into `root`, with its configuration read from `root` as well."""
+    argv = [
+        config.emerge,
+        f"--root={root}",
+        f"--sysroot={root}",
+        f"--config-root={root}",
+        "--color=n",
+    ]
+    if pretend:
+        argv.append("--pretend")
+    return [*argv, *args]
+
+
+def emerge_environment(config: PortageConfig, *, job: int) -> dict[str, str]:
+    """emerge's environment: never colour, the configured extras, and who started it."""
+    # GNSPAWN_JOB lets a restarted daemon recognise an emerge of its own.
+    return {"NOCOLOR": "true", "TERM": "dumb", **config.environment, "GNSPAWN_JOB": str(job)}
+
+
+@dataclasses.dataclass
+class Progress:
+    """What emerge has told so far about its merge list."""
+
+    done: int = 0
+    total: int = 0
+    current: str = ""
+    binary: bool = False
+    nothing_to_merge: bool = False
+    failed_package: str = ""
+    failed_phase: str = ""
+    log_file: str = ""
+    pending: list[str] = dataclasses.field(default_factory=list)
+    _expect_log: bool = False
+
+    @property
+    def percent(self) -> int:
+        return self.done * 100 // self.total if self.total else 0
+
+    def feed(self, line: str) -> bool:
+        """Take one line of output; True when the visible progress changed."""
+        # Most lines are build output: one cheap test keeps the hot path short.
+        if self._expect_log:
+            self._expect_log = False
+            if match := _LOG_FILE.match(line):
+                self.log_file = match.group(1)
+                return True
+        first = line[:1]
+        if first == ">":
+            return self._feed_marker(line)
+        if first == " " and line.startswith(" * ERROR: "):
+            if match := _ERROR.match(line):
+                self.failed_package = self.failed_package or match.group(1)
+                self.failed_phase = match.group(2) or ""
+                return True
+        elif first == "[":
+            if match := _PENDING.match(line):
+                self.pending.append(match.group(2))
+        elif first in "TN" and _NOTHING.match(line):
+            self.nothing_to_merge = True
+        return False
+
+    def _feed_marker(self, line: str) -> bool:
+        if match := _EMERGING.match(line):
+            self.binary = bool(match.group(1))
+            self.total = int(match.group(3))
+            self.done = max(self.done, int(match.group(2)) - 1)
+            self.current = match.group(4)
+            return True
+        if match := _COMPLETED.match(line):
+            self.done = max(self.done, int(match.group(1)))
+            self.total = int(match.group(2))
+            if self.done == self.total:
+                self.current = ""
+            return True
+        if match := _JOBS.match(line):
+            self.done, self.total = int(match.group(1)), int(match.group(2))
+            return True
+        if match := _FAILED.match(line):
+            self.failed_package = match.group(1)
+            self._expect_log = "Log file" in line
+            return True
+        return False
+
+    def failure(self) -> str:
+        """Why emerge failed, in one line."""
+        if not self.failed_package:
+            return "emerge failed"
+        text = f"{self.failed_package} failed"
+        if self.failed_phase:
+            text += f" ({self.failed_phase} phase)"
+        if self.log_file:
+            text += f", log: {self.log_file}"
+        return text

@@ -1,0 +1,96 @@
+"""The queue: one job at a time per machine, in order; machines in parallel up to a limit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from gnspawn.jobs import Job
+from gnspawn.names import JobState, JobType
+
+log = logging.getLogger(__name__)
+
+
+class Queue:
+    """Waiting and running jobs, and the tasks that run them."""
+
+    def __init__(self, max_parallel: int, run: Callable[[Job], Awaitable[None]]) -> None:
+        self.max_parallel = max_parallel
+        self._run = run
+        self._jobs: dict[int, Job] = {}
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self.paused = False
+
+    @property
+    def jobs(self) -> list[Job]:
+        """Waiting and running jobs in queue order."""
+        return list(self._jobs.values())
+
+    @property
+    def running(self) -> int:
+        return len(self._tasks)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._jobs) - len(self._tasks)
+
+    def get(self, job_id: int) -> Job | None:
+        return self._jobs.get(job_id)
+
+    def add(self, job: Job) -> None:
+        """Queue a job (ids grow, so insertion order is queue order) and start what can."""
+        self._jobs[job.id] = job
+        self.schedule()
+
+    def busy(self, machine: str) -> bool:
+        """Whether the machine has a job waiting or running."""
+        return any(job.machine == machine for job in self._jobs.values())
+
+    def waiting_job(self, machine: str, kind: JobType) -> Job | None:
+        """The machine's job of this type that has not started yet."""
+        for job in self._jobs.values():
+            if job.machine == machine and job.type is kind and job.state is JobState.WAITING:
+                return job
+        return None
+
+    def schedule(self) -> None:
+        """Start every waiting job whose machine is free, while slots are free."""
+        if self.paused:
+            return
+        seen: set[str] = set()
+        for job in self._jobs.values():
+            if self.running >= self.max_parallel:
+                break
+            # An earlier job of the same machine, waiting or running, goes first.
+            if job.machine in seen:
+                continue
+            seen.add(job.machine)
+            if job.id not in self._tasks and job.state is JobState.WAITING:
+                self._start(job)
+
+    def _start(self, job: Job) -> None:
+        task = asyncio.get_running_loop().create_task(self._run(job), name=f"job-{job.id}")
+        self._tasks[job.id] = task
+        task.add_done_callback(lambda _: self._done(job))
+
+    def _done(self, job: Job) -> None:
+        self._tasks.pop(job.id, None)
+        self._jobs.pop(job.id, None)
+        self.schedule()
+
+    def remove_waiting(self, job: Job) -> None:
+        """Drop a job that has not started."""
+        assert job.id not in self._tasks
+        self._jobs.pop(job.id, None)
+        self.schedule()
+
+    def task(self, job: Job) -> asyncio.Task[None] | None:
+        return self._tasks.get(job.id)
+
+    async def drain(self) -> None:
+        """Stop starting jobs and wait for the running ones to end."""
+        self.paused = True
+        tasks = list(self._tasks.values())
+        if tasks:
+            await asyncio.wait(tasks)

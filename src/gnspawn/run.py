@@ -1,0 +1,198 @@
+"""The one module that runs processes.
+
+Every command is an argv list with a clean environment, stdin from /dev/null and a
+process group of its own; a failure raises CommandFailed with the command, its exit
+status and the tail of its output, never a return code to check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import shlex
+import signal
+from collections.abc import AsyncIterator, Mapping, Sequence
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+_TAIL_LINES = 20
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class CommandFailed(Exception):
+    """A command exited non-zero (or by a signal)."""
+
+    def __init__(self, argv: Sequence[str], returncode: int, output: str) -> None:
+        self.argv = list(argv)
+        self.returncode = returncode
+        self.output = output
+        tail = "\n".join(output.strip().splitlines()[-_TAIL_LINES:])
+        how = f"signal {-returncode}" if returncode < 0 else f"status {returncode}"
+        super().__init__(f"{shlex.join(self.argv)} failed with {how}" + (f": {tail}" if tail else ""))
+
+    @property
+    def message(self) -> str:
+        """The command's own last words, as a user would read them."""
+        return self.output.strip().splitlines()[-1] if self.output.strip() else str(self)
+
+
+def environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A clean environment: a known PATH and locale, plus `extra`."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+    }
+    env.update(extra or {})
+    return env
+
+
+def _die_with_parent() -> None:
+    # If the daemon is killed, the kernel kills the direct child with it; the rest of
+    # the group is found by the next start (see Process.pid and recovery).
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+async def run(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    stdin: int | None = None,
+    stdout: int | None = None,
+) -> str:
+    """Run a command to completion and return its standard output.
+
+    Standard error is kept apart so that the output stays parseable; it becomes the
+    message of CommandFailed.
+    """
+    log.debug("running %s", shlex.join(argv))
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL if stdin is None else stdin,
+        stdout=asyncio.subprocess.PIPE if stdout is None else stdout,
+        stderr=asyncio.subprocess.PIPE,
+        env=environment(env),
+        start_new_session=True,
+        preexec_fn=_die_with_parent,
+    )
+    # Commands run to completion are short (zfs): when the caller is cancelled, let
+    # the command finish rather than leave a storage operation half done.
+    done = asyncio.ensure_future(proc.communicate())
+    try:
+        out, err = await asyncio.shield(done)
+    except asyncio.CancelledError:
+        await done
+        raise
+    if proc.returncode != 0:
+        error = CommandFailed(argv, proc.returncode or 0, (err or b"").decode(errors="replace"))
+        log.debug("%s", error)
+        raise error
+    return (out or b"").decode(errors="replace")
+
+
+async def pipeline(first: Sequence[str], second: Sequence[str]) -> None:
+    """Run `first | second`, failing if either fails."""
+    read, write = os.pipe()
+    try:
+        producer = asyncio.ensure_future(run(first, stdout=write))
+    finally:
+        os.close(write)
+    try:
+        await run(second, stdin=read)
+    finally:
+        os.close(read)
+        await producer
+
+
+class Process:
+    """A long-running command whose merged stdout and stderr are read line by line."""
+
+    def __init__(
+        self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, stop_timeout: float
+    ) -> None:
+        self.argv = list(argv)
+        self.env = environment(env)
+        self.stop_timeout = stop_timeout
+        self._proc: asyncio.subprocess.Process | None = None
+        self._tail: list[str] = []
+
+    @property
+    def pid(self) -> int:
+        """The process id, which is also the process group id."""
+        assert self._proc is not None
+        return self._proc.pid
+
+    async def start(self) -> None:
+        """Start the command in a process group of its own."""
+        log.debug("starting %s", shlex.join(self.argv))
+        self._proc = await asyncio.create_subprocess_exec(
+            *self.argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=self.env,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+            limit=1 << 20,
+        )
+
+    async def lines(self) -> AsyncIterator[str]:
+        """Each line of output, without its newline."""
+        assert self._proc is not None and self._proc.stdout is not None
+        stream = self._proc.stdout
+        while True:
+            try:
+                raw = await stream.readline()
+            except ValueError:
+                # A line longer than the limit: hand it over in pieces.
+                raw = await stream.read(1 << 20)
+            if not raw:
+                return
+            line = raw.decode(errors="replace").rstrip("\r\n")
+            self._tail.append(line)
+            if len(self._tail) > 2 * _TAIL_LINES:
+                del self._tail[:_TAIL_LINES]
+            yield line
+
+    async def wait(self) -> None:
+        """Wait for the command to exit; raise CommandFailed unless it exited 0."""
+        assert self._proc is not None
+        returncode = await self._proc.wait()
+        if returncode != 0:
+            raise CommandFailed(self.argv, returncode, "\n".join(self._tail))
+
+    async def stop(self) -> None:
+        """SIGTERM the whole process group, SIGKILL it after the grace period, reap it."""
+        if self._proc is None:
+            return
+        kill_group(self._proc.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._proc.wait()), self.stop_timeout)
+        except TimeoutError:
+            log.warning("%s did not stop in %.0f s, killing it", self.argv[0], self.stop_timeout)
+        # Children may outlive the leader; the group id stays valid while any live.
+        kill_group(self._proc.pid, signal.SIGKILL)
+        await self._proc.wait()
+
+
+def kill_group(pgid: int, sig: int) -> bool:
+    """Signal a process group; False when it no longer exists."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any process of the group still runs."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,144 @@
+"""ZFS through the `zfs` command, in the syntax both OpenZFS and zfs-fuse accept."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+from gnspawn.errors import StorageFailed
+from gnspawn.names import JOB_PROPERTY
+from gnspawn.run import CommandFailed, pipeline, run
+
+log = logging.getLogger(__name__)
+
+
+class Snapshot(NamedTuple):
+    """A snapshot of one dataset, oldest first in listings."""
+
+    name: str
+    """The part after '@'."""
+    dataset: str
+    created_usec: int
+    used: int
+    job: int | None
+    """The gnspawn job that took it; None for the admin's own."""
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.dataset}@{self.name}"
+
+
+class Zfs:
+    """The datasets and snapshots gnspawn manages."""
+
+    def __init__(self, command: str = "zfs") -> None:
+        self.command = command
+
+    async def _zfs(self, *args: str) -> str:
+        try:
+            return await run([self.command, *args])
+        except CommandFailed as err:
+            raise StorageFailed(err.message) from err
+        except OSError as err:
+            raise StorageFailed(f"cannot run {self.command}: {err.strerror}") from err
+
+    async def _get(self, dataset: str, properties: Sequence[str], *, recursive: bool) -> list[list[str]]:
+        args = ["get", "-H", "-p", "-o", "name,property,value"]
+        if recursive:
+            args.append("-r")
+        out = await self._zfs(*args, ",".join(properties), "--", dataset)
+        return [line.split("\t") for line in out.splitlines() if line]
+
+    async def exists(self, dataset: str) -> bool:
+        """Whether the dataset (or snapshot) exists."""
+        try:
+            await run([self.command, "list", "-H", "-o", "name", "--", dataset])
+        except CommandFailed:
+            return False
+        return True
+
+    async def create(self, dataset: str, mountpoint: Path) -> None:
+        await self._zfs("create", "-p", "-o", f"mountpoint={mountpoint}", "--", dataset)
+
+    async def mountpoint(self, dataset: str) -> Path | None:
+        """Where the dataset is mounted, or None when it is not."""
+        rows = await self._get(dataset, ["mountpoint", "mounted"], recursive=False)
+        values = {prop: value for _, prop, value in rows}
+        if values.get("mounted") != "yes" or not values.get("mountpoint", "").startswith("/"):
+            return None
+        return Path(values["mountpoint"])
+
+    async def mountpoints(self, parent: str) -> dict[str, Path | None]:
+        """`parent` and the filesystems directly below it, with where each is mounted."""
+        args = ["get", "-H", "-p", "-r", "-d", "1", "-o", "name,property,value"]
+        out = await self._zfs(*args, "mountpoint,mounted,type", "--", parent)
+        props: dict[str, dict[str, str]] = {}
+        for line in out.splitlines():
+            name, prop, value = line.split("\t")
+            props.setdefault(name, {})[prop] = value
+        return {
+            name: Path(p["mountpoint"]) if p.get("mounted") == "yes" and p.get("mountpoint", "").startswith("/") else None
+            for name, p in props.items()
+            if p.get("type") == "filesystem"
+        }
+
+    async def children(self, parent: str) -> list[str]:
+        """The names of the filesystems directly below `parent`."""
+        out = await self._zfs("list", "-H", "-o", "name", "-t", "filesystem", "-r", "-d", "1", "--", parent)
+        return [name for name in out.splitlines() if name and name != parent]
+
+    async def snapshot(self, dataset: str, name: str, *, job: int) -> Snapshot:
+        """Take `dataset@name`, tagged with the job that took it."""
+        full = f"{dataset}@{name}"
+        await self._zfs("snapshot", "-o", f"{JOB_PROPERTY}={job}", "--", full)
+        log.debug("snapshot %s taken", full)
+        return Snapshot(name, dataset, 0, 0, job)
+
+    async def snapshots(self, dataset: str) -> list[Snapshot]:
+        """Every snapshot of `dataset`, oldest first, gnspawn's and the admin's own."""
+        rows = await self._get(dataset, ["creation", "used", JOB_PROPERTY], recursive=True)
+        found: dict[str, dict[str, str]] = {}
+        prefix = dataset + "@"
+        for name, prop, value in rows:
+            if name.startswith(prefix):
+                found.setdefault(name, {})[prop] = value
+        result = []
+        # zfs lists snapshots in creation (txg) order: keep it, creation has 1 s resolution.
+        for name, props in found.items():
+            job = props.get(JOB_PROPERTY, "-")
+            result.append(
+                Snapshot(
+                    name=name[len(prefix):],
+                    dataset=dataset,
+                    created_usec=int(props.get("creation", "0")) * 1_000_000,
+                    used=int(props.get("used", "0")),
+                    job=int(job) if job.isdigit() else None,
+                )
+            )
+        return result
+
+    async def clones(self, snapshot: str) -> list[str]:
+        """Filesystems cloned from `snapshot` (zfs-fuse has no `clones` property)."""
+        pool = snapshot.split("/", 1)[0].split("@", 1)[0]
+        rows = await self._get(pool, ["origin"], recursive=True)
+        return [name for name, _, origin in rows if origin == snapshot]
+
+    async def rollback(self, snapshot: str, *, destroy_newer: bool = False) -> None:
+        """Roll back to `snapshot`; with destroy_newer, snapshots after it go."""
+        await self._zfs("rollback", *(["-r"] if destroy_newer else []), "--", snapshot)
+        log.debug("rolled back to %s", snapshot)
+
+    async def destroy(self, name: str, *, recursive: bool = False) -> None:
+        await self._zfs("destroy", *(["-r"] if recursive else []), "--", name)
+
+    async def copy(self, snapshot: str, target: str) -> None:
+        """Copy `snapshot` into a new, unmounted filesystem `target`."""
+        try:
+            await pipeline([self.command, "send", "--", snapshot], [self.command, "receive", "--", target])
+        except CommandFailed as err:
+            raise StorageFailed(err.message) from err
+
+    async def set(self, dataset: str, prop: str, value: str) -> None:
+        await self._zfs("set", f"{prop}={value}", "--", dataset)
