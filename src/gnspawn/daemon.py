@@ -32,7 +32,15 @@ def _notify(state: str) -> None:
         return
     from systemd import daemon as sd_daemon
 
-    sd_daemon.notify(state)
+    try:
+        sd_daemon.notify(state)
+    except OSError as err:
+        # The service manager went away; the daemon's work does not depend on it.
+        log.debug("sd_notify failed: %s", err)
+
+
+class StartFailed(Exception):
+    """Something the daemon needs is not there."""
 
 
 class Daemon:
@@ -46,7 +54,11 @@ class Daemon:
 
     async def serve(self) -> int:
         store = JobStore(self.config.daemon.state_directory / "jobs.sqlite")
-        bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
+        try:
+            bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
+        except (OSError, ValueError) as err:
+            store.close()
+            raise StartFailed(f"cannot connect to the system bus: {err}") from err
         service = BusService(bus)
         manager = Manager(self.config, store, Zfs(), service)
         service.attach(manager)
@@ -62,6 +74,7 @@ class Daemon:
             loop.add_signal_handler(sig, self.stopping.set)
         try:
             await manager.start()
+            service.export_known()
             reply = await bus.request_name(BUS_NAME)
             if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
                 log.error("%s is owned by another process; is gnspawnd already running?", BUS_NAME)
@@ -117,9 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", err)
         print(f"gnspawnd: {err}", file=sys.stderr)
         return EX_CONFIG
-    except (OSError, ConnectionError) as err:
-        log.error("cannot start: %s", err)
-        print(f"gnspawnd: cannot start: {err}", file=sys.stderr)
+    except StartFailed as err:
+        log.error("%s", err)
+        print(f"gnspawnd: {err}", file=sys.stderr)
         return 1
 
 

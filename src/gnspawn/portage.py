@@ -15,6 +15,7 @@ _JOBS = re.compile(r"^>>> Jobs: (\d+) of (\d+) complete")
 _FAILED = re.compile(r"^>>> Failed to emerge (\S+?)(?:::\S+)?(?:,| for )")
 _ERROR = re.compile(r"^ \* ERROR: (\S+?)(?:::\S+)? failed(?: \((\w+) phase\))?")
 _LOG_FILE = re.compile(r"^>>>\s+'([^']+)'")
+_BUILD_LOG = re.compile(r"^ \* The complete build log is located at '([^']+)'")
 _PENDING = re.compile(r"^\[(?:ebuild|binary)\s+([^\]]*?)\s*\] (\S+?)(?:::\S+)?(?:\s|$)")
 _NOTHING = re.compile(r"^Total: 0 packages|^Nothing to merge")
 
@@ -75,6 +76,10 @@ class Progress:
             if match := _ERROR.match(line):
                 self.failed_package = self.failed_package or match.group(1)
                 self.failed_phase = match.group(2) or ""
+                return True
+        elif first == " " and line.startswith(" * The complete build log"):
+            if match := _BUILD_LOG.match(line):
+                self.log_file = match.group(1)
                 return True
         elif first == "[":
             if match := _PENDING.match(line):

@@ -56,20 +56,10 @@ def _die_with_parent() -> None:
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-async def run(
-    argv: Sequence[str],
-    *,
-    env: Mapping[str, str] | None = None,
-    stdin: int | None = None,
-    stdout: int | None = None,
-) -> str:
-    """Run a command to completion and return its standard output.
-
-    Standard error is kept apart so that the output stays parseable; it becomes the
-    message of CommandFailed.
-    """
+async def _start(argv: Sequence[str], env: Mapping[str, str] | None, *, stdin: int | None = None,
+                 stdout: int | None = None) -> asyncio.subprocess.Process:
     log.debug("running %s", shlex.join(argv))
-    proc = await asyncio.create_subprocess_exec(
+    return await asyncio.create_subprocess_exec(
         *argv,
         stdin=asyncio.subprocess.DEVNULL if stdin is None else stdin,
         stdout=asyncio.subprocess.PIPE if stdout is None else stdout,
@@ -78,6 +68,9 @@ async def run(
         start_new_session=True,
         preexec_fn=_die_with_parent,
     )
+
+
+async def _complete(proc: asyncio.subprocess.Process, argv: Sequence[str]) -> str:
     # Commands run to completion are short (zfs): when the caller is cancelled, let
     # the command finish rather than leave a storage operation half done.
     done = asyncio.ensure_future(proc.communicate())
@@ -93,18 +86,30 @@ async def run(
     return (out or b"").decode(errors="replace")
 
 
+async def run(argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> str:
+    """Run a command to completion and return its standard output.
+
+    Standard error is kept apart so that the output stays parseable; it becomes the
+    message of CommandFailed.
+    """
+    return await _complete(await _start(argv, env), argv)
+
+
 async def pipeline(first: Sequence[str], second: Sequence[str]) -> None:
     """Run `first | second`, failing if either fails."""
     read, write = os.pipe()
     try:
-        producer = asyncio.ensure_future(run(first, stdout=write))
+        producer = await _start(first, None, stdout=write)
     finally:
         os.close(write)
     try:
-        await run(second, stdin=read)
+        consumer = await _start(second, None, stdin=read)
     finally:
         os.close(read)
-        await producer
+    try:
+        await _complete(consumer, second)
+    finally:
+        await _complete(producer, first)
 
 
 class Process:

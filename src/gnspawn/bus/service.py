@@ -26,7 +26,11 @@ class BusService:
         self._interface = ManagerInterface(manager, self.authority, self.export_job)
         self.bus.export(MANAGER_PATH, self._interface)
         manager.on_queue_changed = self._queue_changed
-        for job in manager.list_jobs():
+
+    def export_known(self) -> None:
+        """Export the jobs the manager knows after its start: queued and recent ones."""
+        assert self._manager is not None
+        for job in self._manager.list_jobs():
             self._export(job)
 
     def _export(self, job: Job) -> JobInterface:

@@ -1,0 +1,1 @@
+"""gnctl: the command-line client of gnspawnd."""

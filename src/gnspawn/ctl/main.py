@@ -1,0 +1,305 @@
+"""gnctl: list, update, roll back and follow gnspawn's containers and jobs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from gnspawn import __version__
+from gnspawn.ctl.client import Client, JobWatcher, Unreachable
+from gnspawn.errors import GnspawnError
+from gnspawn.names import Flags
+
+EXIT_OK, EXIT_FAILED, EXIT_CANCELED, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE = 0, 1, 2, 3, 4, 64
+RESULT_EXIT = {"done": EXIT_OK, "skipped": EXIT_OK, "failed": EXIT_FAILED, "canceled": EXIT_CANCELED}
+
+EPILOG = """\
+Mutating verbs (update, rollback) wait for their jobs, showing emerge's output,
+unless --no-block is given.
+
+exit status:
+  0   done (or skipped: nothing to do)
+  1   a job failed (its machine was rolled back to the snapshot taken before it)
+  2   a job was canceled
+  3   gnspawnd refused the request (the message says why)
+  4   gnspawnd or the system bus cannot be reached
+  64  wrong usage
+"""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: {message}\n")
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="gnctl", description="Control gnspawnd: Gentoo containers on ZFS, "
+                    "updated as jobs that roll back when they fail.",
+                    epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"gnctl {__version__}")
+    common = Parser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    job_opts = Parser(add_help=False)
+    job_opts.add_argument("--no-block", action="store_true",
+                          help="print the job id and return at once")
+    job_opts.add_argument("-q", "--quiet", action="store_true",
+                          help="do not show emerge's output while waiting")
+    job_opts.add_argument("--fail-if-busy", action="store_true",
+                          help="fail instead of queueing behind another job of the machine")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    verbs.add_parser("list", parents=[common], help="list machines")
+    snaps = verbs.add_parser("snapshots", parents=[common], help="list a machine's snapshots")
+    snaps.add_argument("name", metavar="NAME")
+    verbs.add_parser("jobs", parents=[common], help="list waiting, running and recent jobs")
+    job = verbs.add_parser("job", parents=[common], help="show one job")
+    job.add_argument("id", metavar="ID", type=int)
+    update = verbs.add_parser("update", parents=[job_opts], help="update machines",
+                              description="Snapshot, emerge the configured update, roll back "
+                              "if it fails.")
+    update.add_argument("names", metavar="NAME", nargs="*")
+    update.add_argument("--all", action="store_true", help="every Gentoo machine")
+    update.add_argument("--pretend", action="store_true",
+                        help="show what would be merged, change nothing")
+    update.add_argument("--keep-failed", action="store_true",
+                        help="keep a copy of a failed state before rolling back")
+    rollback = verbs.add_parser("rollback", parents=[job_opts], help="roll a machine back",
+                                description="Roll back to SNAPSHOT (default: the newest gnspawn "
+                                "snapshot); newer gnspawn snapshots are destroyed.")
+    rollback.add_argument("name", metavar="NAME")
+    rollback.add_argument("snapshot", metavar="SNAPSHOT", nargs="?", default="")
+    cancel = verbs.add_parser("cancel", help="cancel a job (a running one is rolled back)")
+    cancel.add_argument("ids", metavar="ID", type=int, nargs="+")
+    wait = verbs.add_parser("wait", parents=[job_opts], help="wait for jobs to finish")
+    wait.add_argument("ids", metavar="ID", type=int, nargs="+")
+    return parser
+
+
+def table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
+    cells = [list(header), *([str(c) for c in row] for row in rows)]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+             for row in cells]
+    return "\n".join(lines)
+
+
+def timestamp(usec: int) -> str:
+    if not usec:
+        return "-"
+    return datetime.datetime.fromtimestamp(usec / 1e6).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "K", "M", "G", "T"):
+        if value < 1024 or unit == "T":
+            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1024
+    return str(n)
+
+
+def emit(args: argparse.Namespace, records: list[dict[str, Any]], header: Sequence[str],
+         keys: Sequence[str], empty: str) -> None:
+    if args.json:
+        print(json.dumps(records, indent=2))
+    elif not records:
+        print(empty)
+    else:
+        print(table([[r[k] for k in keys] for r in records], header))
+
+
+async def cmd_list(client: Client, args: argparse.Namespace) -> int:
+    (rows,) = await client.manager("ListMachines")
+    records = [{"name": n, "state": s, "profile": p, "last_result": r, "object": o}
+               for n, s, p, r, o in rows]
+    shown = [{**r, "profile": r["profile"] or "-", "last_result": r["last_result"] or "-"}
+             for r in records] if not args.json else records
+    emit(args, shown, ["NAME", "STATE", "PROFILE", "LAST RESULT"],
+         ["name", "state", "profile", "last_result"], "No machines.")
+    return EXIT_OK
+
+
+async def cmd_snapshots(client: Client, args: argparse.Namespace) -> int:
+    (rows,) = await client.manager("ListSnapshots", "s", args.name)
+    records = [{"snapshot": s, "created_usec": c, "used_bytes": u, "job": j, "job_type": t}
+               for s, c, u, j, t in rows]
+    if args.json:
+        print(json.dumps(records, indent=2))
+    elif not records:
+        print(f"{args.name} has no snapshots.")
+    else:
+        print(table([[r["snapshot"], timestamp(r["created_usec"]), size(r["used_bytes"]),
+                      r["job"] or "-", r["job_type"] or "(not gnspawn's)"] for r in records],
+                    ["SNAPSHOT", "CREATED", "USED", "JOB", "TYPE"]))
+    return EXIT_OK
+
+
+async def cmd_jobs(client: Client, args: argparse.Namespace) -> int:
+    (rows,) = await client.manager("ListJobs")
+    records = [{"id": i, "type": t, "machine": m, "state": s, "result": r, "progress": p,
+                "object": o} for i, t, m, s, r, p, o in rows]
+    if args.json:
+        print(json.dumps(records, indent=2))
+    elif not records:
+        print("No jobs.")
+    else:
+        print(table([[r["id"], r["type"], r["machine"], r["state"], r["result"] or "-",
+                      f"{r['progress']}%"] for r in records],
+                    ["ID", "TYPE", "MACHINE", "STATE", "RESULT", "PROGRESS"]))
+    return EXIT_OK
+
+
+async def cmd_job(client: Client, args: argparse.Namespace) -> int:
+    (path,) = await client.manager("GetJob", "u", args.id)
+    props = await client.job_properties(path)
+    if args.json:
+        print(json.dumps(props, indent=2, sort_keys=True))
+        return EXIT_OK
+    for key in ("Id", "Type", "Machine", "State", "Result", "Phase", "Progress", "PackagesDone",
+                "PackagesTotal", "CurrentPackage", "Snapshot", "RolledBack", "Error",
+                "CreatedUSec", "StartedUSec", "FinishedUSec", "InitiatorUID"):
+        value = props.get(key, "")
+        if key.endswith("USec"):
+            value = timestamp(int(value))
+        elif isinstance(value, bool):
+            value = "yes" if value else "no"
+        print(f"{key:>15}: {value if value != '' else '-'}")
+    return EXIT_OK
+
+
+def job_flags(args: argparse.Namespace) -> int:
+    flags = Flags(0)
+    if args.fail_if_busy:
+        flags |= Flags.FAIL_IF_BUSY
+    if getattr(args, "keep_failed", False):
+        flags |= Flags.KEEP_FAILED
+    if getattr(args, "pretend", False):
+        flags |= Flags.PRETEND
+    return int(flags)
+
+
+async def follow(client: Client, args: argparse.Namespace, watcher: JobWatcher,
+                 jobs: list[tuple[int, str, str]]) -> int:
+    """Wait for jobs (id, path, machine) and summarise how each ended."""
+    if args.no_block:
+        for job_id, _, machine in jobs:
+            print(f"{job_id}\t{machine}")
+        return EXIT_OK
+    for job_id, path, _ in jobs:
+        watcher.watch(job_id)
+        props = await client.job_properties(path)
+        if props["State"] == "finished":
+            watcher.finished(job_id, props["Result"])
+    results = await watcher.wait()
+    codes: set[int] = set()
+    for job_id, path, machine in jobs:
+        props = await client.job_properties(path)
+        result = results[job_id]
+        line = f"job {job_id}: {props['Type']} of {machine} {result}"
+        if props["Error"]:
+            line += f": {props['Error']}"
+        if props["RolledBack"] and props["Type"] != "rollback":
+            line += f" (rolled back to {props['Snapshot']})"
+        print(line, file=sys.stderr if result in ("failed", "canceled") else sys.stdout)
+        codes.add(RESULT_EXIT.get(result, EXIT_FAILED))
+    # A failure weighs more than a cancel: it is what needs looking at.
+    return min(codes - {EXIT_OK}, default=EXIT_OK)
+
+
+def make_watcher(args: argparse.Namespace, multiple: bool) -> JobWatcher:
+    def on_log(job_id: int, priority: int, line: str) -> None:
+        if not args.quiet:
+            print(f"[{job_id}] {line}" if multiple else line, flush=True)
+
+    return JobWatcher(on_log, lambda job_id, changed: None)
+
+
+async def cmd_update(client: Client, args: argparse.Namespace) -> int:
+    if args.all == bool(args.names):
+        raise UsageError("name the machines to update, or give --all")
+    watcher = make_watcher(args, multiple=args.all or len(args.names) > 1)
+    await client.subscribe(watcher)
+    jobs = []
+    if args.all:
+        (rows,) = await client.manager("UpdateAll", "t", job_flags(args))
+        jobs = [(job_id, path, name) for name, job_id, path in rows]
+        if not jobs:
+            print("No Gentoo machines to update.")
+    else:
+        for name in args.names:
+            job_id, path = await client.manager("Update", "st", name, job_flags(args))
+            jobs.append((job_id, path, name))
+    return await follow(client, args, watcher, jobs)
+
+
+async def cmd_rollback(client: Client, args: argparse.Namespace) -> int:
+    watcher = make_watcher(args, multiple=False)
+    await client.subscribe(watcher)
+    job_id, path = await client.manager("Rollback", "sst", args.name, args.snapshot,
+                                        job_flags(args))
+    return await follow(client, args, watcher, [(job_id, path, args.name)])
+
+
+async def cmd_cancel(client: Client, args: argparse.Namespace) -> int:
+    for job_id in args.ids:
+        await client.manager("CancelJob", "u", job_id)
+    return EXIT_OK
+
+
+async def cmd_wait(client: Client, args: argparse.Namespace) -> int:
+    watcher = make_watcher(args, multiple=len(args.ids) > 1)
+    await client.subscribe(watcher)
+    jobs = []
+    for job_id in args.ids:
+        (path,) = await client.manager("GetJob", "u", job_id)
+        props = await client.job_properties(path)
+        jobs.append((job_id, path, props["Machine"]))
+    args.no_block = False
+    return await follow(client, args, watcher, jobs)
+
+
+class UsageError(Exception):
+    pass
+
+
+COMMANDS = {"list": cmd_list, "snapshots": cmd_snapshots, "jobs": cmd_jobs, "job": cmd_job,
+            "update": cmd_update, "rollback": cmd_rollback, "cancel": cmd_cancel,
+            "wait": cmd_wait}
+
+
+async def run(args: argparse.Namespace) -> int:
+    client = await Client.connect()
+    try:
+        return await COMMANDS[args.verb](client, args)
+    finally:
+        client.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return asyncio.run(run(args))
+    except UsageError as err:
+        parser.print_usage(sys.stderr)
+        print(f"gnctl: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except Unreachable as err:
+        print(f"gnctl: {err}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except GnspawnError as err:
+        print(f"gnctl: {err}." + (f" {err.hint}" if err.hint else ""), file=sys.stderr)
+        return EXIT_REFUSED
+    except KeyboardInterrupt:
+        print("gnctl: interrupted; the jobs go on ('gnctl jobs', 'gnctl cancel ID')",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

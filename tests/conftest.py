@@ -1,0 +1,47 @@
+"""Fixtures: one test bed of real components per session, a fresh gnspawnd per test."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from testbed import Testbed, zfs  # noqa: E402
+
+SANDBOX = Path(os.environ.get("GNSPAWN_TEST_DIR", "/var/tmp/gnspawn-test"))
+
+
+@pytest.fixture(scope="session")
+def bed() -> Iterator[Testbed]:
+    if os.geteuid() != 0:
+        pytest.fail("the integration tests need root (zfs-fuse, mounts, journald)")
+    if SANDBOX.exists():
+        shutil.rmtree(SANDBOX)
+    testbed = Testbed(SANDBOX)
+    try:
+        yield testbed
+    finally:
+        testbed.stop()
+        shutil.rmtree(SANDBOX, ignore_errors=True)
+
+
+@pytest.fixture
+def daemon(bed: Testbed) -> Iterator[Testbed]:
+    """A running gnspawnd with an empty job database and no machines."""
+    for name in zfs("list", "-H", "-o", "name", "-r", "-d", "1", bed.dataset).split()[1:]:
+        bed.remove_machine(name.rsplit("/", 1)[1])
+    shutil.rmtree(bed.machines, ignore_errors=True)
+    shutil.rmtree(bed.state, ignore_errors=True)
+    bed.write_config()
+    bed.start_daemon()
+    try:
+        yield bed
+    finally:
+        code = bed.stop_daemon()
+        assert code == 0, f"gnspawnd exited {code}:\n{bed.daemon_log.read_text()[-3000:]}"

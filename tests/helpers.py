@@ -1,0 +1,98 @@
+"""What a user does at a shell: busctl, gnctl, zfs, and reading the results."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+MANAGER = ("org.gnspawn1", "/org/gnspawn1", "org.gnspawn1.Manager")
+
+
+def busctl(*args: str, check: bool = True, user: int | None = None) -> subprocess.CompletedProcess[str]:
+    """busctl on the private system bus, as a user would run it."""
+    argv = ["busctl", "--system", *args]
+    if user is not None:
+        argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *argv]
+    result = subprocess.run(argv, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"busctl {' '.join(args)} failed: {result.stderr}")
+    return result
+
+
+def call(method: str, signature: str = "", *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return busctl("call", *MANAGER, method, *([signature, *args] if signature else []), check=check)
+
+
+def gnctl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gnspawn.ctl.main", *args],
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
+
+
+def job_property(job_id: int, name: str) -> str:
+    """A Job property as busctl prints it, e.g. 's "done"' or 'b true'."""
+    out = busctl("get-property", "org.gnspawn1", f"/org/gnspawn1/job/_{job_id}",
+                 "org.gnspawn1.Job", name).stdout.strip()
+    return out
+
+
+def job_string(job_id: int, name: str) -> str:
+    value = job_property(job_id, name)
+    assert value.startswith('s "'), value
+    return value[3:-1]
+
+
+def wait_job(job_id: int, timeout: float = 120) -> str:
+    """Wait until the job has finished; its Result."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if job_string(job_id, "State") == "finished":
+            return job_string(job_id, "Result")
+        time.sleep(0.1)
+    raise TimeoutError(f"job {job_id} did not finish")
+
+
+def wait_until(check: object, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return
+        time.sleep(0.1)
+    raise TimeoutError(what)
+
+
+def queued(out: str) -> int:
+    """The job id from a `uo ID PATH` reply."""
+    kind, job_id, _ = out.split(maxsplit=2)
+    assert kind == "uo", out
+    return int(job_id)
+
+
+def snapshots(dataset: str) -> list[str]:
+    out = subprocess.run(["zfs", "list", "-H", "-t", "snapshot", "-o", "name", "-r", dataset],
+                         capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines() if line.startswith(dataset + "@")]
+
+
+def gnspawn_processes(job_id: int | None = None) -> list[int]:
+    """Processes whose environment says gnspawnd started them for a job."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        for var in environ:
+            if var.startswith(b"GNSPAWN_JOB=") and (
+                job_id is None or var == f"GNSPAWN_JOB={job_id}".encode()
+            ):
+                found.append(int(entry.name))
+    return [pid for pid in found if pid != os.getpid()]
+
+
+def hello_version(root: Path) -> str:
+    return (root / "usr/share/hello/version").read_text().strip()

@@ -1,0 +1,372 @@
+"""The real components gnspawn talks to, started by hand in a private mount namespace.
+
+Used by the tests and by `make demo`. Everything started here is stopped by its PID.
+Root is required: zfs-fuse, mounts and journald need it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEMO_REPO = REPO_ROOT / "contrib" / "demo-repo"
+POLICY = REPO_ROOT / "dbus" / "org.gnspawn1.conf"
+POOL = "gnspawn-test"
+VENV_BIN = Path(sys.executable).parent
+EMERGE = VENV_BIN / "emerge"
+CLONE_NEWNS = 0x00020000
+MS_REC, MS_PRIVATE = 0x4000, 0x40000
+
+PORTAGE_FEATURES = (
+    "-sandbox -usersandbox -userpriv -userfetch -usersync -ipc-sandbox -network-sandbox "
+    "-pid-sandbox -news nostrip buildpkg"
+)
+
+
+def enter_private_namespace() -> None:
+    """Give this process its own mounts and a private /run, where the sockets of
+    zfs-fuse and journald live; everything started later inherits them."""
+    if os.environ.get("GNSPAWN_TESTBED_NS") == str(os.getpid()):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNS) != 0:
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS) failed: the test bed needs root")
+    if libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:
+        raise OSError(ctypes.get_errno(), "making / private failed")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755", "gnspawn-run", "/run"], check=True)
+    for directory in ("/run/lock", "/run/zfs", "/run/systemd/journald.conf.d"):
+        os.makedirs(directory, exist_ok=True)
+    os.environ["GNSPAWN_TESTBED_NS"] = str(os.getpid())
+
+
+def wait_for(check: object, what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+def stop_pid(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 10) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+class Journald:
+    """systemd-journald with volatile storage in the private /run."""
+
+    def __init__(self) -> None:
+        Path("/run/systemd/journald.conf.d/gnspawn-test.conf").write_text(
+            "[Journal]\nStorage=volatile\nRateLimitBurst=0\nRateLimitIntervalSec=0\n"
+        )
+        self.proc = subprocess.Popen(["/lib/systemd/systemd-journald"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: os.path.exists("/run/systemd/journal/socket"), "journald")
+
+    def stop(self) -> None:
+        stop_pid(self.proc)
+
+    def entries(self, *matches: str) -> list[dict[str, str]]:
+        """Journal entries matching FIELD=value terms, as `journalctl -o json` gives them."""
+        subprocess.run(["journalctl", "--flush"], capture_output=True)
+        out = subprocess.run(
+            ["journalctl", "-D", "/run/log/journal", "-o", "json", "--no-pager", *matches],
+            capture_output=True, text=True, check=False,
+        ).stdout
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+class ZfsPool:
+    """zfs-fuse with one pool on a sparse file."""
+
+    def __init__(self, directory: Path, size: str = "2G") -> None:
+        self.file = directory / "pool.img"
+        self.proc = subprocess.Popen(["/usr/sbin/zfs-fuse", "--no-daemon", "--no-kstat-mount"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: subprocess.run(["zpool", "list"], capture_output=True).returncode == 0,
+                 "zfs-fuse")
+        self.file.unlink(missing_ok=True)
+        subprocess.run(["truncate", "-s", size, str(self.file)], check=True)
+        zfs("zpool", "create", "-o", "cachefile=none", "-m", "none", POOL, str(self.file))
+
+    def stop(self) -> None:
+        zfs("zpool", "destroy", "-f", POOL, check=False)
+        stop_pid(self.proc)
+        self.file.unlink(missing_ok=True)
+
+
+def zfs(*argv: str, check: bool = True) -> str:
+    """Run zfs or zpool (argv[0] when it is zpool) and return its output."""
+    cmd = list(argv) if argv[0] in ("zfs", "zpool") else ["zfs", *argv]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)}: {result.stderr.strip()}")
+    return result.stdout
+
+
+BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={socket}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_destination="org.freedesktop.DBus"/>
+    <allow receive_type="signal"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+  </policy>
+  <policy user="root">
+    <allow send_interface="org.freedesktop.DBus.Monitoring"/>
+    <allow eavesdrop="true"/>
+  </policy>
+  <include>{policy}</include>
+</busconfig>
+"""
+
+
+class Bus:
+    """A private dbus-daemon configured like the system bus, with gnspawn's policy."""
+
+    def __init__(self, directory: Path) -> None:
+        self.socket = directory / "system_bus_socket"
+        self.config = directory / "bus.conf"
+        self.config.write_text(BUS_CONFIG.format(socket=self.socket, policy=POLICY))
+        self.socket.unlink(missing_ok=True)
+        self.proc = subprocess.Popen(
+            ["dbus-daemon", f"--config-file={self.config}", "--nofork", "--nopidfile",
+             "--print-address"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        )
+        assert self.proc.stdout is not None
+        self.address = self.proc.stdout.readline().decode().strip()
+        os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = self.address
+
+    def stop(self) -> None:
+        stop_pid(self.proc)
+
+
+def write_portage_config(root: Path, repo: Path, work: Path, name: str) -> None:
+    """R/etc/portage as a container of the demo repository needs it."""
+    portage = root / "etc" / "portage"
+    portage.mkdir(parents=True, exist_ok=True)
+    profile = portage / "make.profile"
+    if profile.is_symlink() or profile.exists():
+        profile.unlink()
+    profile.symlink_to(repo / "profiles" / "default")
+    (portage / "repos.conf").write_text(repos_conf(repo))
+    (portage / "make.conf").write_text(
+        f'FEATURES="{PORTAGE_FEATURES}"\n'
+        "PORTAGE_USERNAME=root\nPORTAGE_GRPNAME=root\n"
+        f"PORTAGE_TMPDIR={work}/tmp/{name}\nDISTDIR={work}/distfiles\n"
+        f"PKGDIR={work}/packages\nPORTAGE_LOGDIR={work}/logs/{name}\n"
+    )
+    for sub in (f"tmp/{name}", "distfiles", "packages", f"logs/{name}"):
+        (work / sub).mkdir(parents=True, exist_ok=True)
+
+
+def repos_conf(repo: Path) -> str:
+    return f"[DEFAULT]\nmain-repo = gnspawn-demo\n\n[gnspawn-demo]\nlocation = {repo}\n"
+
+
+def emerge_environment(repo: Path) -> dict[str, str]:
+    """What emerge from PyPI needs in its environment here (see TESTBED.md)."""
+    return {"EPREFIX": "", "PORTAGE_REPOSITORIES": repos_conf(repo)}
+
+
+class Testbed:
+    __test__ = False
+    """All components, a repository, a config, and gnspawnd itself."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.repo = self.dir / "repo"
+        self.machines = self.dir / "machines"
+        self.work = self.dir / "work"
+        self.state = self.dir / "state"
+        self.config_file = self.dir / "gnspawn.toml"
+        self.daemon: subprocess.Popen[bytes] | None = None
+        self.daemon_log = self.dir / "gnspawnd.log"
+        self.notify: socket.socket | None = None
+        self._started: list[object] = []
+        enter_private_namespace()
+        if self.repo.exists():
+            shutil.rmtree(self.repo)
+        shutil.copytree(DEMO_REPO, self.repo)
+        self._write_host_portage_config()
+        self.journal = Journald()
+        self.pool = ZfsPool(self.dir)
+        zfs("create", "-p", f"{POOL}/machines")
+        self.bus = Bus(self.dir)
+        self.write_config()
+
+    @property
+    def dataset(self) -> str:
+        return f"{POOL}/machines"
+
+    def _write_host_portage_config(self) -> None:
+        # Portage from PyPI reads <venv>/etc/portage even with --config-root.
+        host = Path(sys.prefix) / "etc" / "portage"
+        write_portage_config(Path(sys.prefix), self.repo, self.work, "host")
+        assert host.is_dir()
+
+    def write_config(self, extra: str = "", **sections: dict[str, object]) -> None:
+        env = emerge_environment(self.repo)
+        settings: dict[str, dict[str, object]] = {
+            "daemon": {"state_directory": str(self.state)},
+            "storage": {"dataset": self.dataset, "machines_directory": str(self.machines),
+                        "keep_snapshots": 5},
+            "portage": {"emerge": str(EMERGE), "repos": [str(self.repo)],
+                        "default_profile": "default", "environment": env},
+            "jobs": {"max_parallel": 2, "stop_timeout": 5},
+        }
+        for section, values in sections.items():
+            settings.setdefault(section, {}).update(values)
+        lines = []
+        for section, values in settings.items():
+            lines.append(f"[{section}]")
+            for key, value in values.items():
+                lines.append(f"{key} = {toml_value(value)}")
+            lines.append("")
+        self.config_file.write_text("\n".join(lines) + extra)
+
+    # --- machines ---------------------------------------------------------------
+
+    def seed(self, name: str, packages: Sequence[str] = ("=app-misc/hello-1",)) -> Path:
+        """A Gentoo container as an admin would have made it: a dataset, emerge into it."""
+        root = self.machines / name
+        zfs("create", "-o", f"mountpoint={root}", f"{self.dataset}/{name}")
+        write_portage_config(root, self.repo, self.work, name)
+        self.emerge(root, "@system", *packages)
+        return root
+
+    def emerge(self, root: Path, *args: str) -> None:
+        env = {**os.environ, **emerge_environment(self.repo), "NOCOLOR": "true"}
+        result = subprocess.run(
+            [str(EMERGE), f"--root={root}", f"--sysroot={root}", f"--config-root={root}", *args],
+            env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"emerge {' '.join(args)} failed:\n{result.stdout[-3000:]}")
+
+    def remove_machine(self, name: str) -> None:
+        # zfs-fuse calls a dataset whose files were touched "busy" until it is
+        # unmounted through its mountpoint property.
+        zfs("set", "mountpoint=none", f"{self.dataset}/{name}")
+        zfs("destroy", "-r", f"{self.dataset}/{name}")
+
+    # --- the daemon -------------------------------------------------------------
+
+    def start_daemon(self, *args: str, wait: bool = True) -> subprocess.Popen[bytes]:
+        """gnspawnd, waited for until it says READY=1 on a notify socket of ours."""
+        assert self.daemon is None or self.daemon.poll() is not None
+        notify_path = self.dir / "notify.sock"
+        notify_path.unlink(missing_ok=True)
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify.bind(str(notify_path))
+        env = {**os.environ, "NOTIFY_SOCKET": str(notify_path), "PYTHONUNBUFFERED": "1"}
+        with self.daemon_log.open("ab") as logfile:
+            self.daemon = subprocess.Popen(
+                [sys.executable, "-m", "gnspawn.daemon", "--config", str(self.config_file), *args],
+                env=env, stdin=subprocess.DEVNULL, stdout=logfile, stderr=logfile,
+            )
+        self.notify = notify
+        if wait:
+            notify.settimeout(30)
+            try:
+                while "READY=1" not in self.notifications():
+                    pass
+            except TimeoutError:
+                raise RuntimeError(f"gnspawnd did not get ready:\n{self.daemon_log.read_text()}") from None
+        return self.daemon
+
+    def notifications(self) -> list[str]:
+        """The next sd_notify message of the daemon, one assignment an item."""
+        assert self.notify is not None
+        return self.notify.recv(4096).decode().split("\n")
+
+    def daemon_journal(self, *matches: str) -> list[dict[str, str]]:
+        """Journal entries the running gnspawnd wrote that match FIELD=value terms."""
+        assert self.daemon is not None
+        return self.journal.entries(*matches, f"_PID={self.daemon.pid}")
+
+    def stop_daemon(self, sig: int = signal.SIGTERM) -> int | None:
+        if self.daemon is None:
+            return None
+        stop_pid(self.daemon, sig, timeout=60)
+        code = self.daemon.returncode
+        self.daemon = None
+        if self.notify is not None:
+            self.notify.close()
+            self.notify = None
+        return code
+
+    def stop(self) -> None:
+        self.stop_daemon()
+        for component in (self.bus, self.pool, self.journal):
+            with contextlib.suppress(Exception):
+                component.stop()  # type: ignore[attr-defined]
+
+
+def toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
+    raise TypeError(value)
+
+
+def tree_hash(root: Path) -> dict[str, str]:
+    """Every file, link and directory under root with its content or target."""
+    import hashlib
+
+    result: dict[str, str] = {}
+    for path in sorted(root.rglob("*")):
+        rel = str(path.relative_to(root))
+        if path.is_symlink():
+            result[rel] = "link:" + os.readlink(path)
+        elif path.is_file():
+            result[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+        elif path.is_dir():
+            result[rel] = "dir"
+    return result
+
+
+@contextlib.contextmanager
+def testbed(directory: Path) -> Iterator[Testbed]:
+    bed = Testbed(directory)
+    try:
+        yield bed
+    finally:
+        bed.stop()
