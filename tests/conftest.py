@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from testbed import Testbed, zfs  # noqa: E402
+from testbed import Testbed, zfs
 
 SANDBOX = Path(os.environ.get("GNSPAWN_TEST_DIR", "/var/tmp/gnspawn-test"))
 

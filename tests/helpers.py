@@ -11,7 +11,9 @@ from pathlib import Path
 MANAGER = ("org.gnspawn1", "/org/gnspawn1", "org.gnspawn1.Manager")
 
 
-def busctl(*args: str, check: bool = True, user: int | None = None) -> subprocess.CompletedProcess[str]:
+def busctl(
+    *args: str, check: bool = True, user: int | None = None
+) -> subprocess.CompletedProcess[str]:
     """busctl on the private system bus, as a user would run it."""
     argv = ["busctl", "--system", *args]
     if user is not None:
@@ -22,19 +24,26 @@ def busctl(*args: str, check: bool = True, user: int | None = None) -> subproces
     return result
 
 
-def call(method: str, signature: str = "", *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def call(
+    method: str, signature: str = "", *args: str, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     return busctl("call", *MANAGER, method, *([signature, *args] if signature else []), check=check)
 
 
 def gnctl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gnspawn.ctl.main", *args],
-                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "gnspawn.ctl.main", *args],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def job_property(job_id: int, name: str) -> str:
     """A Job property as busctl prints it, e.g. 's "done"' or 'b true'."""
-    out = busctl("get-property", "org.gnspawn1", f"/org/gnspawn1/job/_{job_id}",
-                 "org.gnspawn1.Job", name).stdout.strip()
+    out = busctl(
+        "get-property", "org.gnspawn1", f"/org/gnspawn1/job/_{job_id}", "org.gnspawn1.Job", name
+    ).stdout.strip()
     return out
 
 
@@ -71,8 +80,12 @@ def queued(out: str) -> int:
 
 
 def snapshots(dataset: str) -> list[str]:
-    out = subprocess.run(["zfs", "list", "-H", "-t", "snapshot", "-o", "name", "-r", dataset],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["zfs", "list", "-H", "-t", "snapshot", "-o", "name", "-r", dataset],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return [line for line in out.splitlines() if line.startswith(dataset + "@")]
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from helpers import (
+    busctl,
     call,
     gnctl,
     gnspawn_processes,
@@ -46,7 +48,9 @@ def test_every_emerge_line_reaches_the_journal_with_the_job_fields(daemon: Testb
     assert gnctl("update", "--quiet", "web").returncode == 0
 
     entries = daemon.daemon_journal("GNSPAWN_JOB=1")
-    emerging = [e for e in entries if e["MESSAGE"].startswith(">>> Emerging (1 of 1) app-misc/hello-2")]
+    emerging = [
+        e for e in entries if e["MESSAGE"].startswith(">>> Emerging (1 of 1) app-misc/hello-2")
+    ]
     assert len(emerging) == 1
     assert emerging[0]["GNSPAWN_MACHINE"] == "web"
     assert emerging[0]["GNSPAWN_PHASE"] == "emerge"
@@ -73,7 +77,7 @@ def test_failed_update_rolls_back_file_for_file(daemon: Testbed) -> None:
     assert job_property(1, "RolledBack") == "b true"
     assert "app-misc/broken-2" in job_string(1, "Error")
     log_file = job_string(1, "Error").split(", log: ")[1]
-    assert "broken on purpose" in open(log_file).read()
+    assert "broken on purpose" in Path(log_file).read_text()
     assert job_string(1, "Phase") == "rollback"
 
 
@@ -93,8 +97,10 @@ def test_cancel_of_a_running_update_stops_emerge_and_rolls_back(daemon: Testbed)
     root = daemon.seed("slow", ["=app-misc/hello-1", "=app-misc/sleeper-1"])
     before = tree_hash(root)
     job = queued(call("Update", "st", "slow", "0").stdout)
-    wait_until(lambda: job_string(job, "CurrentPackage") == "app-misc/sleeper-2",
-               "sleeper-2 to start building")
+    wait_until(
+        lambda: job_string(job, "CurrentPackage") == "app-misc/sleeper-2",
+        "sleeper-2 to start building",
+    )
     assert gnspawn_processes(job)
     assert hello_version(root) == "2"
 
@@ -136,8 +142,10 @@ def test_machines_run_in_parallel_up_to_max_parallel(daemon: Testbed) -> None:
     for name in ("a", "b", "c"):
         daemon.seed(name, ["=app-misc/hello-1", "=app-misc/sleeper-1"])
     jobs = [queued(call("Update", "st", name, "0").stdout) for name in ("a", "b", "c")]
-    wait_until(lambda: all(job_string(j, "CurrentPackage") == "app-misc/sleeper-2" for j in jobs[:2]),
-               "two jobs building")
+    wait_until(
+        lambda: all(job_string(j, "CurrentPackage") == "app-misc/sleeper-2" for j in jobs[:2]),
+        "two jobs building",
+    )
     assert job_string(jobs[2], "State") == "waiting"
     assert call("Get" if False else "ListJobs").returncode == 0
     props = [job_string(j, "State") for j in jobs]
@@ -219,14 +227,23 @@ def test_bad_requests_get_named_errors_and_create_nothing(daemon: Testbed) -> No
 
 
 def test_non_root_may_read_but_not_change(daemon: Testbed) -> None:
-    from helpers import busctl
-
     daemon.seed("web")
-    listing = busctl("call", "org.gnspawn1", "/org/gnspawn1", "org.gnspawn1.Manager",
-                     "ListMachines", user=65534)
-    assert listing.stdout.startswith("a(sssso) 1 \"web\"")
-    denied = busctl("call", "org.gnspawn1", "/org/gnspawn1", "org.gnspawn1.Manager",
-                    "Update", "st", "web", "0", user=65534, check=False)
+    listing = busctl(
+        "call", "org.gnspawn1", "/org/gnspawn1", "org.gnspawn1.Manager", "ListMachines", user=65534
+    )
+    assert listing.stdout.startswith('a(sssso) 1 "web"')
+    denied = busctl(
+        "call",
+        "org.gnspawn1",
+        "/org/gnspawn1",
+        "org.gnspawn1.Manager",
+        "Update",
+        "st",
+        "web",
+        "0",
+        user=65534,
+        check=False,
+    )
     assert denied.returncode == 1
     assert "denied" in denied.stderr.lower()
     assert call("ListJobs").stdout.strip() == "a(ussssuo) 0"
@@ -264,8 +281,12 @@ def test_list_machines_and_snapshots(daemon: Testbed) -> None:
     rows = [line.split() for line in listing.stdout.splitlines()]
     assert rows[0] == ["NAME", "STATE", "PROFILE", "LAST", "RESULT"]
     assert ["other", "foreign", "-", "-"] in rows
-    assert ["web", "ready", str(daemon.repo / "profiles/default"), "done"] in rows or \
-        ["web", "ready", "default", "done"] in rows
+    assert ["web", "ready", str(daemon.repo / "profiles/default"), "done"] in rows or [
+        "web",
+        "ready",
+        "default",
+        "done",
+    ] in rows
 
     snaps = gnctl("snapshots", "web")
     assert snaps.returncode == 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import json
 import os
 import shutil
@@ -77,8 +78,9 @@ class Journald:
         Path("/run/systemd/journald.conf.d/gnspawn-test.conf").write_text(
             "[Journal]\nStorage=volatile\nRateLimitBurst=0\nRateLimitIntervalSec=0\n"
         )
-        self.proc = subprocess.Popen(["/lib/systemd/systemd-journald"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            ["/lib/systemd/systemd-journald"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         wait_for(lambda: os.path.exists("/run/systemd/journal/socket"), "journald")
 
     def stop(self) -> None:
@@ -89,7 +91,9 @@ class Journald:
         subprocess.run(["journalctl", "--flush"], capture_output=True)
         out = subprocess.run(
             ["journalctl", "-D", "/run/log/journal", "-o", "json", "--no-pager", *matches],
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
         ).stdout
         return [json.loads(line) for line in out.splitlines() if line.strip()]
 
@@ -99,10 +103,15 @@ class ZfsPool:
 
     def __init__(self, directory: Path, size: str = "2G") -> None:
         self.file = directory / "pool.img"
-        self.proc = subprocess.Popen(["/usr/sbin/zfs-fuse", "--no-daemon", "--no-kstat-mount"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(lambda: subprocess.run(["zpool", "list"], capture_output=True).returncode == 0,
-                 "zfs-fuse")
+        self.proc = subprocess.Popen(
+            ["/usr/sbin/zfs-fuse", "--no-daemon", "--no-kstat-mount"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for(
+            lambda: subprocess.run(["zpool", "list"], capture_output=True).returncode == 0,
+            "zfs-fuse",
+        )
         self.file.unlink(missing_ok=True)
         subprocess.run(["truncate", "-s", size, str(self.file)], check=True)
         zfs("zpool", "create", "-o", "cachefile=none", "-m", "none", POOL, str(self.file))
@@ -158,9 +167,15 @@ class Bus:
         self.config.write_text(BUS_CONFIG.format(socket=self.socket, policy=POLICY))
         self.socket.unlink(missing_ok=True)
         self.proc = subprocess.Popen(
-            ["dbus-daemon", f"--config-file={self.config}", "--nofork", "--nopidfile",
-             "--print-address"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            [
+                "dbus-daemon",
+                f"--config-file={self.config}",
+                "--nofork",
+                "--nopidfile",
+                "--print-address",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
         )
         assert self.proc.stdout is not None
         self.address = self.proc.stdout.readline().decode().strip()
@@ -239,10 +254,17 @@ class Testbed:
         env = emerge_environment(self.repo)
         settings: dict[str, dict[str, object]] = {
             "daemon": {"state_directory": str(self.state)},
-            "storage": {"dataset": self.dataset, "machines_directory": str(self.machines),
-                        "keep_snapshots": 5},
-            "portage": {"emerge": str(EMERGE), "repos": [str(self.repo)],
-                        "default_profile": "default", "environment": env},
+            "storage": {
+                "dataset": self.dataset,
+                "machines_directory": str(self.machines),
+                "keep_snapshots": 5,
+            },
+            "portage": {
+                "emerge": str(EMERGE),
+                "repos": [str(self.repo)],
+                "default_profile": "default",
+                "environment": env,
+            },
             "jobs": {"max_parallel": 2, "stop_timeout": 5},
         }
         for section, values in sections.items():
@@ -269,7 +291,10 @@ class Testbed:
         env = {**os.environ, **emerge_environment(self.repo), "NOCOLOR": "true"}
         result = subprocess.run(
             [str(EMERGE), f"--root={root}", f"--sysroot={root}", f"--config-root={root}", *args],
-            env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
         )
         if result.returncode != 0:
             raise RuntimeError(f"emerge {' '.join(args)} failed:\n{result.stdout[-3000:]}")
@@ -293,7 +318,10 @@ class Testbed:
         with self.daemon_log.open("ab") as logfile:
             self.daemon = subprocess.Popen(
                 [sys.executable, "-m", "gnspawn.daemon", "--config", str(self.config_file), *args],
-                env=env, stdin=subprocess.DEVNULL, stdout=logfile, stderr=logfile,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=logfile,
+                stderr=logfile,
             )
         self.notify = notify
         if wait:
@@ -302,7 +330,9 @@ class Testbed:
                 while "READY=1" not in self.notifications():
                     pass
             except TimeoutError:
-                raise RuntimeError(f"gnspawnd did not get ready:\n{self.daemon_log.read_text()}") from None
+                raise RuntimeError(
+                    f"gnspawnd did not get ready:\n{self.daemon_log.read_text()}"
+                ) from None
         return self.daemon
 
     def notifications(self) -> list[str]:
@@ -349,8 +379,6 @@ def toml_value(value: object) -> str:
 
 def tree_hash(root: Path) -> dict[str, str]:
     """Every file, link and directory under root with its content or target."""
-    import hashlib
-
     result: dict[str, str] = {}
     for path in sorted(root.rglob("*")):
         rel = str(path.relative_to(root))

@@ -8,7 +8,9 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 
+import systemd.daemon as sd_daemon
 from dbus_fast import BusType, RequestNameReply
 from dbus_fast.aio import MessageBus
 
@@ -30,8 +32,6 @@ EX_UNAVAILABLE = 69
 def _notify(state: str) -> None:
     if not os.environ.get("NOTIFY_SOCKET"):
         return
-    from systemd import daemon as sd_daemon
-
     try:
         sd_daemon.notify(state)
     except OSError as err:
@@ -102,18 +102,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         epilog="Exit status: 0 stopped cleanly, 1 failed, 69 bus name taken, "
         "78 configuration or job database unusable.",
     )
-    parser.add_argument("--config", metavar="PATH", default=str(DEFAULT_PATH),
-                        help=f"configuration file (default {DEFAULT_PATH})")
-    parser.add_argument("--check-config", action="store_true",
-                        help="validate the configuration and exit")
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        default=str(DEFAULT_PATH),
+        help=f"configuration file (default {DEFAULT_PATH})",
+    )
+    parser.add_argument(
+        "--check-config", action="store_true", help="validate the configuration and exit"
+    )
     parser.add_argument("--debug", action="store_true", help="log debug messages")
     parser.add_argument("--version", action="version", version=f"gnspawnd {__version__}")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pathlib import Path
-
     args = parse_args(argv)
     try:
         config = load(Path(args.config))

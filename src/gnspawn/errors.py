@@ -17,8 +17,10 @@ class GnspawnError(Exception):
 
 class InvalidName(GnspawnError):
     dbus_name = ERROR_PREFIX + "InvalidName"
-    hint = ("Machine names are 1-64 characters of A-Z a-z 0-9 - _ . "
-            "and do not start with - or . nor contain '..'.")
+    hint = (
+        "Machine names are 1-64 characters of A-Z a-z 0-9 - _ . "
+        "and do not start with - or . nor contain '..'."
+    )
 
 
 class NoSuchMachine(GnspawnError):
@@ -53,8 +55,10 @@ class NoSuchSnapshot(GnspawnError):
 
 class SnapshotProtected(GnspawnError):
     dbus_name = ERROR_PREFIX + "SnapshotProtected"
-    hint = ("A newer snapshot is the admin's own or has clones; rolling back would destroy it. "
-            "Destroy, rename or promote it first.")
+    hint = (
+        "A newer snapshot is the admin's own or has clones; rolling back would destroy it. "
+        "Destroy, rename or promote it first."
+    )
 
 
 class Busy(GnspawnError):

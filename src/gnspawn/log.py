@@ -8,29 +8,34 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import systemd.journal as sd_journal
+
 IDENTIFIER = "gnspawnd"
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
 
 # syslog priorities, as journald and the LogMessage signal carry them
 ERR, WARNING, NOTICE, INFO = 3, 4, 5, 6
 
-_send: Callable[..., Any] | None = None
+
+class _Journal:
+    send: Callable[..., Any] | None = None
+    """systemd.journal.send while journald listens."""
+
+
+_journal = _Journal()
 
 
 def setup(level: int = logging.INFO, *, journal: bool | None = None) -> None:
     """Send the daemon's log to journald when it listens, to stderr otherwise."""
-    global _send
     if journal is None:
         journal = os.path.exists(JOURNAL_SOCKET)
     handler: logging.Handler
     if journal:
-        from systemd import journal as sd_journal
-
-        _send = sd_journal.send
+        _journal.send = sd_journal.send
         handler = sd_journal.JournalHandler(SYSLOG_IDENTIFIER=IDENTIFIER)
         handler.setFormatter(logging.Formatter("%(message)s"))
     else:
-        _send = None
+        _journal.send = None
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
@@ -47,8 +52,8 @@ def fields(job: int, machine: str, phase: str) -> dict[str, str]:
 
 def job_line(line: str, priority: int, job: int, machine: str, phase: str) -> None:
     """One line of a job's output: the hot path, so straight to the journal socket."""
-    if _send is not None:
-        _send(
+    if _journal.send is not None:
+        _journal.send(
             line,
             PRIORITY=priority,
             SYSLOG_IDENTIFIER=IDENTIFIER,

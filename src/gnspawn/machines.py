@@ -47,7 +47,7 @@ def profile_of(config: Config, root: Path) -> str:
     for repo in config.portage.repos:
         profiles = str(repo / "profiles") + "/"
         if target.startswith(profiles):
-            return target[len(profiles):]
+            return target[len(profiles) :]
     return target
 
 

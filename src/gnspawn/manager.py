@@ -136,8 +136,13 @@ class Manager:
 
     async def _recover(self, job: Job) -> None:
         """A job the last daemon left running: stop its emerge, roll back, mark it failed."""
-        log.warning("job %d (%s of %s) was interrupted, recovering", job.id, job.type, job.machine,
-                    extra=journal.fields(job.id, job.machine, Phase.ROLLBACK))
+        log.warning(
+            "job %d (%s of %s) was interrupted, recovering",
+            job.id,
+            job.type,
+            job.machine,
+            extra=journal.fields(job.id, job.machine, Phase.ROLLBACK),
+        )
         if job.pid and _is_ours(job.pid, job.id):
             kill_group(job.pid, signal.SIGKILL)
             for _ in range(100):
@@ -173,9 +178,13 @@ class Manager:
         await self._gentoo_root(name)
         if Flags.FAIL_IF_BUSY in checked and self.queue.busy(name):
             raise Busy(f"machine {name} has a job waiting or running")
-        if (waiting := self.queue.waiting_job(name, JobType.UPDATE)) is not None:
-            if waiting.flags & ~Flags.FAIL_IF_BUSY == checked & ~Flags.FAIL_IF_BUSY:
-                return waiting
+        # Like systemd's jobs: a request equal to one that has not started yet is that one.
+        waiting = self.queue.waiting_job(name, JobType.UPDATE)
+        if (
+            waiting is not None
+            and waiting.flags & ~Flags.FAIL_IF_BUSY == checked & ~Flags.FAIL_IF_BUSY
+        ):
+            return waiting
         return self._submit(JobType.UPDATE, name, checked, uid)
 
     async def update_all(self, flags: int, *, uid: int) -> list[tuple[str, Job]]:
@@ -213,11 +222,21 @@ class Manager:
                 last = self._last_result.get(name, JobResult.NONE)
                 state = "failed" if last is JobResult.FAILED else "ready"
                 if (job := running.get(name)) is not None:
-                    state = {JobType.UPDATE: "updating", JobType.BUILD: "building",
-                             JobType.ROLLBACK: "rolling-back", JobType.REMOVE: "removing"}[job.type]
-            result.append(MachineInfo(name, state, profile,
-                                      self._last_result.get(name, JobResult.NONE).value,
-                                      machine_path(name)))
+                    state = {
+                        JobType.UPDATE: "updating",
+                        JobType.BUILD: "building",
+                        JobType.ROLLBACK: "rolling-back",
+                        JobType.REMOVE: "removing",
+                    }[job.type]
+            result.append(
+                MachineInfo(
+                    name,
+                    state,
+                    profile,
+                    self._last_result.get(name, JobResult.NONE).value,
+                    machine_path(name),
+                )
+            )
         return result
 
     async def list_snapshots(self, name: str) -> list[SnapshotInfo]:
@@ -225,8 +244,13 @@ class Manager:
         snapshots = await self.zfs.snapshots(await self._dataset(name))
         types = self.store.types(s.job for s in snapshots if s.job is not None)
         return [
-            SnapshotInfo(s.name, s.created_usec, s.used, s.job or 0,
-                         types[s.job].value if s.job in types else "")
+            SnapshotInfo(
+                s.name,
+                s.created_usec,
+                s.used,
+                s.job or 0,
+                types[s.job].value if s.job in types else "",
+            )
             for s in snapshots
         ]
 
@@ -258,8 +282,17 @@ class Manager:
     # --- jobs ---------------------------------------------------------------
 
     def _submit(self, kind: JobType, name: str, flags: Flags, uid: int, argument: str = "") -> Job:
-        job = self.store.add(Job(id=0, type=kind, machine=name, flags=flags, initiator_uid=uid,
-                                 created_usec=now_usec(), argument=argument))
+        job = self.store.add(
+            Job(
+                id=0,
+                type=kind,
+                machine=name,
+                flags=flags,
+                initiator_uid=uid,
+                created_usec=now_usec(),
+                argument=argument,
+            )
+        )
         self._log(job, journal.INFO, f"queued {kind} of {name}")
         self.listener.job_new(job)
         self.queue.add(job)
@@ -274,20 +307,31 @@ class Manager:
         for key, value in changed.items():
             setattr(job, key, value)
         self.store.save(job, changed)
-        visible = {PROPERTY_NAMES[key]: value for key, value in changed.items() if key in PROPERTY_NAMES}
+        visible = {
+            PROPERTY_NAMES[key]: value for key, value in changed.items() if key in PROPERTY_NAMES
+        }
         if visible:
             self.listener.job_changed(job, visible)
 
     def _finish(self, job: Job, result: JobResult, error: str = "") -> None:
-        self._change(job, state=JobState.FINISHED, result=result, error=error,
-                     finished_usec=now_usec(), current_package="")
+        self._change(
+            job,
+            state=JobState.FINISHED,
+            result=result,
+            error=error,
+            finished_usec=now_usec(),
+            current_package="",
+        )
         self._last_result[job.machine] = result
         self._history[job.id] = job
         if len(self._history) > HISTORY_SHOWN:
             del self._history[min(self._history)]
             self.store.forget_old(self.config.jobs.history)
-        self._log(job, journal.ERR if result is JobResult.FAILED else journal.INFO,
-                  f"{job.type} of {job.machine} {result}" + (f": {error}" if error else ""))
+        self._log(
+            job,
+            journal.ERR if result is JobResult.FAILED else journal.INFO,
+            f"{job.type} of {job.machine} {result}" + (f": {error}" if error else ""),
+        )
         self.listener.job_removed(job)
         self.on_queue_changed()
 
@@ -317,8 +361,11 @@ class Manager:
             progress = await self._emerge(job, root, args, pretend=True)
             if not progress.pending:
                 return JobResult.SKIPPED
-            self._log(job, journal.NOTICE, f"{len(progress.pending)} packages pending: "
-                      + " ".join(progress.pending))
+            self._log(
+                job,
+                journal.NOTICE,
+                f"{len(progress.pending)} packages pending: " + " ".join(progress.pending),
+            )
             return JobResult.DONE
         async with self._protected(job, dataset) as snapshot:
             progress = await self._emerge(job, root, args)
@@ -387,10 +434,12 @@ class Manager:
         for snap in snapshots:
             if snap.job is None:
                 raise SnapshotProtected(
-                    f"{snap.full_name} is newer and not gnspawn's; destroy or rename it first")
+                    f"{snap.full_name} is newer and not gnspawn's; destroy or rename it first"
+                )
             if clones := await self.zfs.clones(snap.full_name):
                 raise SnapshotProtected(
-                    f"{snap.full_name} is newer and has clones ({', '.join(clones)})")
+                    f"{snap.full_name} is newer and has clones ({', '.join(clones)})"
+                )
 
     async def _rollback_target(self, dataset: str, snapshot: str) -> Snapshot:
         snapshots = await self.zfs.snapshots(dataset)
@@ -417,8 +466,15 @@ class Manager:
             if snap.full_name not in needed:
                 await self.zfs.destroy(snap.full_name)
 
-    async def _emerge(self, job: Job, root: Path, args: tuple[str, ...] | list[str], *,
-                      pretend: bool = False, phase: Phase = Phase.EMERGE) -> Progress:
+    async def _emerge(
+        self,
+        job: Job,
+        root: Path,
+        args: tuple[str, ...] | list[str],
+        *,
+        pretend: bool = False,
+        phase: Phase = Phase.EMERGE,
+    ) -> Progress:
         """Run emerge for a job, streaming its output and progress."""
         self._change(job, phase=phase)
         argv = emerge_argv(self.config.portage, root, args, pretend=pretend)
@@ -435,8 +491,13 @@ class Manager:
             async for line in proc.lines():
                 self._log(job, _priority(line), line)
                 if progress.feed(line):
-                    self._change(job, progress=progress.percent, packages_done=progress.done,
-                                 packages_total=progress.total, current_package=progress.current)
+                    self._change(
+                        job,
+                        progress=progress.percent,
+                        packages_done=progress.done,
+                        packages_total=progress.total,
+                        current_package=progress.current,
+                    )
             await proc.wait()
         except CommandFailed as err:
             raise JobFailed(progress.failure()) from err
@@ -472,8 +533,9 @@ class Manager:
         mounts = await self.zfs.mountpoints(parent)
         prefix = parent + "/"
         return {
-            name[len(prefix):]: root for name, root in sorted(mounts.items())
-            if name.startswith(prefix) and machines.valid_name(name[len(prefix):])
+            name[len(prefix) :]: root
+            for name, root in sorted(mounts.items())
+            if name.startswith(prefix) and machines.valid_name(name[len(prefix) :])
         }
 
 
@@ -492,4 +554,3 @@ def _is_ours(pid: int, job: int) -> bool:
     except OSError:
         return False
     return f"GNSPAWN_JOB={job}".encode() in environ.split(b"\0")
-

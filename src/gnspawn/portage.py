@@ -9,7 +9,9 @@ from pathlib import Path
 
 from gnspawn.config import PortageConfig
 
-_EMERGING = re.compile(r"^>>> Emerging (?:(binary) )?\((\d+) of (\d+)\) (\S+?)(?:::\S+)?(?: (?:for|to) .*)?$")
+_EMERGING = re.compile(
+    r"^>>> Emerging (?:(binary) )?\((\d+) of (\d+)\) (\S+?)(?:::\S+)?(?: (?:for|to) .*)?$"
+)
 _COMPLETED = re.compile(r"^>>> Completed \((\d+) of (\d+)\) (\S+?)(?:::\S+)?(?: (?:for|to) .*)?$")
 _JOBS = re.compile(r"^>>> Jobs: (\d+) of (\d+) complete")
 _FAILED = re.compile(r"^>>> Failed to emerge (\S+?)(?:::\S+)?(?:,| for )")

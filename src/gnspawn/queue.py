@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from gnspawn.jobs import Job
 from gnspawn.names import JobState, JobType
@@ -15,7 +16,7 @@ log = logging.getLogger(__name__)
 class Queue:
     """Waiting and running jobs, and the tasks that run them."""
 
-    def __init__(self, max_parallel: int, run: Callable[[Job], Awaitable[None]]) -> None:
+    def __init__(self, max_parallel: int, run: Callable[[Job], Coroutine[Any, Any, None]]) -> None:
         self.max_parallel = max_parallel
         self._run = run
         self._jobs: dict[int, Job] = {}

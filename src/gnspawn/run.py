@@ -31,7 +31,9 @@ class CommandFailed(Exception):
         self.output = output
         tail = "\n".join(output.strip().splitlines()[-_TAIL_LINES:])
         how = f"signal {-returncode}" if returncode < 0 else f"status {returncode}"
-        super().__init__(f"{shlex.join(self.argv)} failed with {how}" + (f": {tail}" if tail else ""))
+        super().__init__(
+            f"{shlex.join(self.argv)} failed with {how}" + (f": {tail}" if tail else "")
+        )
 
     @property
     def message(self) -> str:
@@ -56,8 +58,13 @@ def _die_with_parent() -> None:
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-async def _start(argv: Sequence[str], env: Mapping[str, str] | None, *, stdin: int | None = None,
-                 stdout: int | None = None) -> asyncio.subprocess.Process:
+async def _start(
+    argv: Sequence[str],
+    env: Mapping[str, str] | None,
+    *,
+    stdin: int | None = None,
+    stdout: int | None = None,
+) -> asyncio.subprocess.Process:
     log.debug("running %s", shlex.join(argv))
     return await asyncio.create_subprocess_exec(
         *argv,

@@ -44,7 +44,9 @@ class Zfs:
         except OSError as err:
             raise StorageFailed(f"cannot run {self.command}: {err.strerror}") from err
 
-    async def _get(self, dataset: str, properties: Sequence[str], *, recursive: bool) -> list[list[str]]:
+    async def _get(
+        self, dataset: str, properties: Sequence[str], *, recursive: bool
+    ) -> list[list[str]]:
         args = ["get", "-H", "-p", "-o", "name,property,value"]
         if recursive:
             args.append("-r")
@@ -79,14 +81,18 @@ class Zfs:
             name, prop, value = line.split("\t")
             props.setdefault(name, {})[prop] = value
         return {
-            name: Path(p["mountpoint"]) if p.get("mounted") == "yes" and p.get("mountpoint", "").startswith("/") else None
+            name: Path(p["mountpoint"])
+            if p.get("mounted") == "yes" and p.get("mountpoint", "").startswith("/")
+            else None
             for name, p in props.items()
             if p.get("type") == "filesystem"
         }
 
     async def children(self, parent: str) -> list[str]:
         """The names of the filesystems directly below `parent`."""
-        out = await self._zfs("list", "-H", "-o", "name", "-t", "filesystem", "-r", "-d", "1", "--", parent)
+        out = await self._zfs(
+            "list", "-H", "-o", "name", "-t", "filesystem", "-r", "-d", "1", "--", parent
+        )
         return [name for name in out.splitlines() if name and name != parent]
 
     async def snapshot(self, dataset: str, name: str, *, job: int) -> Snapshot:
@@ -110,7 +116,7 @@ class Zfs:
             job = props.get(JOB_PROPERTY, "-")
             result.append(
                 Snapshot(
-                    name=name[len(prefix):],
+                    name=name[len(prefix) :],
                     dataset=dataset,
                     created_usec=int(props.get("creation", "0")) * 1_000_000,
                     used=int(props.get("used", "0")),
@@ -136,7 +142,9 @@ class Zfs:
     async def copy(self, snapshot: str, target: str) -> None:
         """Copy `snapshot` into a new, unmounted filesystem `target`."""
         try:
-            await pipeline([self.command, "send", "--", snapshot], [self.command, "receive", "--", target])
+            await pipeline(
+                [self.command, "send", "--", snapshot], [self.command, "receive", "--", target]
+            )
         except CommandFailed as err:
             raise StorageFailed(err.message) from err
 

@@ -1,4 +1,4 @@
-"""The Manager and Job objects: each method reads its arguments, authorizes, calls the manager once."""
+"""The Manager and Job objects: read arguments, authorize, call the manager once, reply."""
 
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -77,14 +77,14 @@ class ManagerInterface(ServiceInterface):
 
     @dbus_method()
     @translated
-    async def GetJob(self, id: DBusUInt32) -> DBusObjectPath:  # noqa: A002 - the bus argument's name
+    async def GetJob(self, id: DBusUInt32) -> DBusObjectPath:
         job = self.manager.get_job(id)
         self.export_job(job)
         return job_path(job.id)
 
     @dbus_method()
     @translated
-    async def CancelJob(self, id: DBusUInt32) -> None:  # noqa: A002
+    async def CancelJob(self, id: DBusUInt32) -> None:
         await self.authority.require_manage()
         self.manager.cancel(id)
 
@@ -137,7 +137,9 @@ class JobInterface(ServiceInterface):
         self.manager.cancel(self.job.id)
 
     @dbus_signal()
-    def LogMessage(self, priority: int, line: str) -> Annotated[tuple[int, str], DBusSignature("us")]:
+    def LogMessage(
+        self, priority: int, line: str
+    ) -> Annotated[tuple[int, str], DBusSignature("us")]:
         return priority, line
 
     @dbus_property(access=READ)

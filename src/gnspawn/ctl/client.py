@@ -21,8 +21,10 @@ def domain_error(err: DBusError) -> Exception:
     """The D-Bus error as the exception the daemon raised, or Unreachable."""
     if err.type in BY_DBUS_NAME:
         return BY_DBUS_NAME[err.type](err.text)
-    if err.type in ("org.freedesktop.DBus.Error.ServiceUnknown",
-                    "org.freedesktop.DBus.Error.NameHasNoOwner"):
+    if err.type in (
+        "org.freedesktop.DBus.Error.ServiceUnknown",
+        "org.freedesktop.DBus.Error.NameHasNoOwner",
+    ):
         return Unreachable("gnspawnd is not running (nobody owns org.gnspawn1 on the system bus)")
     if err.type == "org.freedesktop.DBus.Error.UnknownObject":
         return Unreachable(f"gnspawnd does not know that object: {err.text}")
@@ -53,37 +55,60 @@ class Client:
             for handler in self._signal_handlers:
                 handler(msg)
 
-    async def call(self, path: str, interface: str, member: str, signature: str = "",
-                   *body: Any) -> list[Any]:
-        reply = await self.bus.call(Message(destination=BUS_NAME, path=path, interface=interface,
-                                            member=member, signature=signature, body=list(body)))
+    async def call(
+        self, path: str, interface: str, member: str, signature: str = "", *body: Any
+    ) -> list[Any]:
+        reply = await self.bus.call(
+            Message(
+                destination=BUS_NAME,
+                path=path,
+                interface=interface,
+                member=member,
+                signature=signature,
+                body=list(body),
+            )
+        )
         assert reply is not None
         if reply.message_type is MessageType.ERROR:
-            raise domain_error(DBusError(reply.error_name or "", str(reply.body[0]) if reply.body else ""))
+            raise domain_error(
+                DBusError(reply.error_name or "", str(reply.body[0]) if reply.body else "")
+            )
         return list(reply.body)
 
     async def manager(self, member: str, signature: str = "", *body: Any) -> list[Any]:
         return await self.call(MANAGER_PATH, MANAGER_INTERFACE, member, signature, *body)
 
     async def job_properties(self, path: str) -> dict[str, Any]:
-        (props,) = await self.call(path, "org.freedesktop.DBus.Properties", "GetAll", "s", JOB_INTERFACE)
+        (props,) = await self.call(
+            path, "org.freedesktop.DBus.Properties", "GetAll", "s", JOB_INTERFACE
+        )
         return {key: value.value for key, value in props.items()}
 
     async def subscribe(self, handler: Callable[[Message], None]) -> None:
         """Receive every signal gnspawnd sends about jobs (before a call, so none is missed)."""
         self._signal_handlers.append(handler)
         rule = f"type='signal',sender='{BUS_NAME}',path_namespace='{MANAGER_PATH}'"
-        reply = await self.bus.call(Message(
-            destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
-            interface="org.freedesktop.DBus", member="AddMatch", signature="s", body=[rule]))
+        reply = await self.bus.call(
+            Message(
+                destination="org.freedesktop.DBus",
+                path="/org/freedesktop/DBus",
+                interface="org.freedesktop.DBus",
+                member="AddMatch",
+                signature="s",
+                body=[rule],
+            )
+        )
         assert reply is not None and reply.message_type is MessageType.METHOD_RETURN
 
 
 class JobWatcher:
     """Follows jobs by their signals until each has been removed."""
 
-    def __init__(self, on_log: Callable[[int, int, str], None],
-                 on_change: Callable[[int, dict[str, Any]], None]) -> None:
+    def __init__(
+        self,
+        on_log: Callable[[int, int, str], None],
+        on_change: Callable[[int, dict[str, Any]], None],
+    ) -> None:
         self.on_log = on_log
         self.on_change = on_change
         self.results: dict[int, str] = {}
@@ -117,7 +142,7 @@ class JobWatcher:
             return
         if not path.startswith(JOB_PATH_PREFIX):
             return
-        job_id = int(path[len(JOB_PATH_PREFIX):])
+        job_id = int(path[len(JOB_PATH_PREFIX) :])
         if job_id not in self._watched:
             return
         if msg.member == "LogMessage":

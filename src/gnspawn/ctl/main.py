@@ -16,7 +16,12 @@ from gnspawn.errors import GnspawnError
 from gnspawn.names import Flags
 
 EXIT_OK, EXIT_FAILED, EXIT_CANCELED, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE = 0, 1, 2, 3, 4, 64
-RESULT_EXIT = {"done": EXIT_OK, "skipped": EXIT_OK, "failed": EXIT_FAILED, "canceled": EXIT_CANCELED}
+RESULT_EXIT = {
+    "done": EXIT_OK,
+    "skipped": EXIT_OK,
+    "failed": EXIT_FAILED,
+    "canceled": EXIT_CANCELED,
+}
 
 EPILOG = """\
 Mutating verbs (update, rollback) wait for their jobs, showing emerge's output,
@@ -39,19 +44,28 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog="gnctl", description="Control gnspawnd: Gentoo containers on ZFS, "
-                    "updated as jobs that roll back when they fail.",
-                    epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(
+        prog="gnctl",
+        description="Control gnspawnd: Gentoo containers on ZFS, "
+        "updated as jobs that roll back when they fail.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"gnctl {__version__}")
     common = Parser(add_help=False)
     common.add_argument("--json", action="store_true", help="print JSON instead of a table")
     job_opts = Parser(add_help=False)
-    job_opts.add_argument("--no-block", action="store_true",
-                          help="print the job id and return at once")
-    job_opts.add_argument("-q", "--quiet", action="store_true",
-                          help="do not show emerge's output while waiting")
-    job_opts.add_argument("--fail-if-busy", action="store_true",
-                          help="fail instead of queueing behind another job of the machine")
+    job_opts.add_argument(
+        "--no-block", action="store_true", help="print the job id and return at once"
+    )
+    job_opts.add_argument(
+        "-q", "--quiet", action="store_true", help="do not show emerge's output while waiting"
+    )
+    job_opts.add_argument(
+        "--fail-if-busy",
+        action="store_true",
+        help="fail instead of queueing behind another job of the machine",
+    )
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     verbs.add_parser("list", parents=[common], help="list machines")
     snaps = verbs.add_parser("snapshots", parents=[common], help="list a machine's snapshots")
@@ -59,18 +73,29 @@ def build_parser() -> Parser:
     verbs.add_parser("jobs", parents=[common], help="list waiting, running and recent jobs")
     job = verbs.add_parser("job", parents=[common], help="show one job")
     job.add_argument("id", metavar="ID", type=int)
-    update = verbs.add_parser("update", parents=[job_opts], help="update machines",
-                              description="Snapshot, emerge the configured update, roll back "
-                              "if it fails.")
+    update = verbs.add_parser(
+        "update",
+        parents=[job_opts],
+        help="update machines",
+        description="Snapshot, emerge the configured update, roll back if it fails.",
+    )
     update.add_argument("names", metavar="NAME", nargs="*")
     update.add_argument("--all", action="store_true", help="every Gentoo machine")
-    update.add_argument("--pretend", action="store_true",
-                        help="show what would be merged, change nothing")
-    update.add_argument("--keep-failed", action="store_true",
-                        help="keep a copy of a failed state before rolling back")
-    rollback = verbs.add_parser("rollback", parents=[job_opts], help="roll a machine back",
-                                description="Roll back to SNAPSHOT (default: the newest gnspawn "
-                                "snapshot); newer gnspawn snapshots are destroyed.")
+    update.add_argument(
+        "--pretend", action="store_true", help="show what would be merged, change nothing"
+    )
+    update.add_argument(
+        "--keep-failed",
+        action="store_true",
+        help="keep a copy of a failed state before rolling back",
+    )
+    rollback = verbs.add_parser(
+        "rollback",
+        parents=[job_opts],
+        help="roll a machine back",
+        description="Roll back to SNAPSHOT (default: the newest gnspawn "
+        "snapshot); newer gnspawn snapshots are destroyed.",
+    )
     rollback.add_argument("name", metavar="NAME")
     rollback.add_argument("snapshot", metavar="SNAPSHOT", nargs="?", default="")
     cancel = verbs.add_parser("cancel", help="cancel a job (a running one is rolled back)")
@@ -83,8 +108,9 @@ def build_parser() -> Parser:
 def table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
     cells = [list(header), *([str(c) for c in row] for row in rows)]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-             for row in cells]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    ]
     return "\n".join(lines)
 
 
@@ -103,8 +129,13 @@ def size(n: int) -> str:
     return str(n)
 
 
-def emit(args: argparse.Namespace, records: list[dict[str, Any]], header: Sequence[str],
-         keys: Sequence[str], empty: str) -> None:
+def emit(
+    args: argparse.Namespace,
+    records: list[dict[str, Any]],
+    header: Sequence[str],
+    keys: Sequence[str],
+    empty: str,
+) -> None:
     if args.json:
         print(json.dumps(records, indent=2))
     elif not records:
@@ -115,42 +146,84 @@ def emit(args: argparse.Namespace, records: list[dict[str, Any]], header: Sequen
 
 async def cmd_list(client: Client, args: argparse.Namespace) -> int:
     (rows,) = await client.manager("ListMachines")
-    records = [{"name": n, "state": s, "profile": p, "last_result": r, "object": o}
-               for n, s, p, r, o in rows]
-    shown = [{**r, "profile": r["profile"] or "-", "last_result": r["last_result"] or "-"}
-             for r in records] if not args.json else records
-    emit(args, shown, ["NAME", "STATE", "PROFILE", "LAST RESULT"],
-         ["name", "state", "profile", "last_result"], "No machines.")
+    records = [
+        {"name": n, "state": s, "profile": p, "last_result": r, "object": o}
+        for n, s, p, r, o in rows
+    ]
+    shown = (
+        [
+            {**r, "profile": r["profile"] or "-", "last_result": r["last_result"] or "-"}
+            for r in records
+        ]
+        if not args.json
+        else records
+    )
+    emit(
+        args,
+        shown,
+        ["NAME", "STATE", "PROFILE", "LAST RESULT"],
+        ["name", "state", "profile", "last_result"],
+        "No machines.",
+    )
     return EXIT_OK
 
 
 async def cmd_snapshots(client: Client, args: argparse.Namespace) -> int:
     (rows,) = await client.manager("ListSnapshots", "s", args.name)
-    records = [{"snapshot": s, "created_usec": c, "used_bytes": u, "job": j, "job_type": t}
-               for s, c, u, j, t in rows]
+    records = [
+        {"snapshot": s, "created_usec": c, "used_bytes": u, "job": j, "job_type": t}
+        for s, c, u, j, t in rows
+    ]
     if args.json:
         print(json.dumps(records, indent=2))
     elif not records:
         print(f"{args.name} has no snapshots.")
     else:
-        print(table([[r["snapshot"], timestamp(r["created_usec"]), size(r["used_bytes"]),
-                      r["job"] or "-", r["job_type"] or "(not gnspawn's)"] for r in records],
-                    ["SNAPSHOT", "CREATED", "USED", "JOB", "TYPE"]))
+        print(
+            table(
+                [
+                    [
+                        r["snapshot"],
+                        timestamp(r["created_usec"]),
+                        size(r["used_bytes"]),
+                        r["job"] or "-",
+                        r["job_type"] or "(not gnspawn's)",
+                    ]
+                    for r in records
+                ],
+                ["SNAPSHOT", "CREATED", "USED", "JOB", "TYPE"],
+            )
+        )
     return EXIT_OK
 
 
 async def cmd_jobs(client: Client, args: argparse.Namespace) -> int:
     (rows,) = await client.manager("ListJobs")
-    records = [{"id": i, "type": t, "machine": m, "state": s, "result": r, "progress": p,
-                "object": o} for i, t, m, s, r, p, o in rows]
+    records = [
+        {"id": i, "type": t, "machine": m, "state": s, "result": r, "progress": p, "object": o}
+        for i, t, m, s, r, p, o in rows
+    ]
     if args.json:
         print(json.dumps(records, indent=2))
     elif not records:
         print("No jobs.")
     else:
-        print(table([[r["id"], r["type"], r["machine"], r["state"], r["result"] or "-",
-                      f"{r['progress']}%"] for r in records],
-                    ["ID", "TYPE", "MACHINE", "STATE", "RESULT", "PROGRESS"]))
+        print(
+            table(
+                [
+                    [
+                        r["id"],
+                        r["type"],
+                        r["machine"],
+                        r["state"],
+                        r["result"] or "-",
+                        f"{r['progress']}%",
+                    ]
+                    for r in records
+                ],
+                ["ID", "TYPE", "MACHINE", "STATE", "RESULT", "PROGRESS"],
+            )
+        )
     return EXIT_OK
 
 
@@ -160,9 +233,25 @@ async def cmd_job(client: Client, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(props, indent=2, sort_keys=True))
         return EXIT_OK
-    for key in ("Id", "Type", "Machine", "State", "Result", "Phase", "Progress", "PackagesDone",
-                "PackagesTotal", "CurrentPackage", "Snapshot", "RolledBack", "Error",
-                "CreatedUSec", "StartedUSec", "FinishedUSec", "InitiatorUID"):
+    for key in (
+        "Id",
+        "Type",
+        "Machine",
+        "State",
+        "Result",
+        "Phase",
+        "Progress",
+        "PackagesDone",
+        "PackagesTotal",
+        "CurrentPackage",
+        "Snapshot",
+        "RolledBack",
+        "Error",
+        "CreatedUSec",
+        "StartedUSec",
+        "FinishedUSec",
+        "InitiatorUID",
+    ):
         value = props.get(key, "")
         if key.endswith("USec"):
             value = timestamp(int(value))
@@ -183,8 +272,9 @@ def job_flags(args: argparse.Namespace) -> int:
     return int(flags)
 
 
-async def follow(client: Client, args: argparse.Namespace, watcher: JobWatcher,
-                 jobs: list[tuple[int, str, str]]) -> int:
+async def follow(
+    client: Client, args: argparse.Namespace, watcher: JobWatcher, jobs: list[tuple[int, str, str]]
+) -> int:
     """Wait for jobs (id, path, machine) and summarise how each ended."""
     if args.no_block:
         for job_id, _, machine in jobs:
@@ -240,8 +330,9 @@ async def cmd_update(client: Client, args: argparse.Namespace) -> int:
 async def cmd_rollback(client: Client, args: argparse.Namespace) -> int:
     watcher = make_watcher(args, multiple=False)
     await client.subscribe(watcher)
-    job_id, path = await client.manager("Rollback", "sst", args.name, args.snapshot,
-                                        job_flags(args))
+    job_id, path = await client.manager(
+        "Rollback", "sst", args.name, args.snapshot, job_flags(args)
+    )
     return await follow(client, args, watcher, [(job_id, path, args.name)])
 
 
@@ -267,9 +358,16 @@ class UsageError(Exception):
     pass
 
 
-COMMANDS = {"list": cmd_list, "snapshots": cmd_snapshots, "jobs": cmd_jobs, "job": cmd_job,
-            "update": cmd_update, "rollback": cmd_rollback, "cancel": cmd_cancel,
-            "wait": cmd_wait}
+COMMANDS = {
+    "list": cmd_list,
+    "snapshots": cmd_snapshots,
+    "jobs": cmd_jobs,
+    "job": cmd_job,
+    "update": cmd_update,
+    "rollback": cmd_rollback,
+    "cancel": cmd_cancel,
+    "wait": cmd_wait,
+}
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -296,8 +394,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gnctl: {err}." + (f" {err.hint}" if err.hint else ""), file=sys.stderr)
         return EXIT_REFUSED
     except KeyboardInterrupt:
-        print("gnctl: interrupted; the jobs go on ('gnctl jobs', 'gnctl cancel ID')",
-              file=sys.stderr)
+        print(
+            "gnctl: interrupted; the jobs go on ('gnctl jobs', 'gnctl cancel ID')", file=sys.stderr
+        )
         return 130
 
 
