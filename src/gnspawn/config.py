@@ -216,6 +216,8 @@ def load(path: Path = DEFAULT_PATH, environ: Mapping[str, str] | None = None) ->
         text = ""
     except OSError as err:
         raise ConfigError(path, "", f"cannot read: {err.strerror}") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(path, "", f"not valid UTF-8: byte {err.start}") from err
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:

@@ -97,7 +97,7 @@ class Manager:
         self.store = store
         self.zfs = zfs
         self.listener = listener
-        self.queue = Queue(config.jobs.max_parallel, self._run)
+        self.queue = Queue(config.jobs.max_parallel, self._run, lambda: self.on_queue_changed())
         self._history: dict[int, Job] = {}
         self._last_result: dict[str, JobResult] = {}
         self._cancel_reason: dict[int, str] = {}
@@ -122,7 +122,6 @@ class Manager:
                 waiting.append(job)
         for job in waiting:
             self.queue.add(job)
-        self.on_queue_changed()
 
     async def stop(self) -> None:
         """Take no new work; cancel and roll back running jobs; keep the waiting ones."""
@@ -296,7 +295,6 @@ class Manager:
         self._log(job, journal.INFO, f"queued {kind} of {name}")
         self.listener.job_new(job)
         self.queue.add(job)
-        self.on_queue_changed()
         return job
 
     def _change(self, job: Job, **changes: Any) -> None:
@@ -333,7 +331,6 @@ class Manager:
             f"{job.type} of {job.machine} {result}" + (f": {error}" if error else ""),
         )
         self.listener.job_removed(job)
-        self.on_queue_changed()
 
     def _log(self, job: Job, priority: int, line: str) -> None:
         journal.job_line(line, priority, job.id, job.machine, job.phase)
@@ -341,7 +338,6 @@ class Manager:
 
     async def _run(self, job: Job) -> None:
         self._change(job, state=JobState.RUNNING, started_usec=now_usec())
-        self.on_queue_changed()
         try:
             result, error = await self._runners[job.type](job), ""
         except asyncio.CancelledError:

@@ -16,9 +16,15 @@ log = logging.getLogger(__name__)
 class Queue:
     """Waiting and running jobs, and the tasks that run them."""
 
-    def __init__(self, max_parallel: int, run: Callable[[Job], Coroutine[Any, Any, None]]) -> None:
+    def __init__(
+        self,
+        max_parallel: int,
+        run: Callable[[Job], Coroutine[Any, Any, None]],
+        changed: Callable[[], None],
+    ) -> None:
         self.max_parallel = max_parallel
         self._run = run
+        self._changed = changed
         self._jobs: dict[int, Job] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self.paused = False
@@ -43,6 +49,7 @@ class Queue:
         """Queue a job (ids grow, so insertion order is queue order) and start what can."""
         self._jobs[job.id] = job
         self.schedule()
+        self._changed()
 
     def busy(self, machine: str) -> bool:
         """Whether the machine has a job waiting or running."""
@@ -79,12 +86,14 @@ class Queue:
         self._tasks.pop(job.id, None)
         self._jobs.pop(job.id, None)
         self.schedule()
+        self._changed()
 
     def remove_waiting(self, job: Job) -> None:
         """Drop a job that has not started."""
         assert job.id not in self._tasks
         self._jobs.pop(job.id, None)
         self.schedule()
+        self._changed()
 
     def task(self, job: Job) -> asyncio.Task[None] | None:
         return self._tasks.get(job.id)

@@ -1,0 +1,275 @@
+"""emerge's argv, environment and the progress parsed from its output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gnspawn.config import PortageConfig
+from gnspawn.portage import Progress, emerge_argv, emerge_environment
+
+ROOT = Path("/var/lib/machines/web")
+
+
+def fed(*lines: str) -> Progress:
+    progress = Progress()
+    for line in lines:
+        progress.feed(line)
+    return progress
+
+
+def test_fresh_progress_is_empty() -> None:
+    progress = Progress()
+    assert (progress.done, progress.total, progress.percent) == (0, 0, 0)
+    assert progress.current == ""
+    assert not progress.binary
+    assert not progress.nothing_to_merge
+    assert progress.pending == []
+    assert progress.failure() == "emerge failed"
+
+
+def test_emerging_sets_current_package_and_total() -> None:
+    progress = Progress()
+    assert progress.feed(">>> Emerging (1 of 3) app-misc/hello-2::gnspawn-demo for /R/")
+    assert progress.current == "app-misc/hello-2"
+    assert (progress.done, progress.total, progress.percent) == (0, 3, 0)
+    assert not progress.binary
+
+
+def test_emerging_binary() -> None:
+    progress = Progress()
+    assert progress.feed(">>> Emerging binary (2 of 3) sys-apps/base-1::repo for /R2/")
+    assert progress.binary
+    assert progress.current == "sys-apps/base-1"
+    assert (progress.done, progress.total, progress.percent) == (1, 3, 33)
+
+
+def test_emerging_without_repository_or_root() -> None:
+    progress = Progress()
+    assert progress.feed(">>> Emerging (4 of 10) dev-libs/foo-1.2.3-r1")
+    assert progress.current == "dev-libs/foo-1.2.3-r1"
+    assert (progress.done, progress.total) == (3, 10)
+
+
+def test_binary_flag_follows_each_package() -> None:
+    progress = fed(">>> Emerging binary (1 of 2) sys-apps/base-1::repo for /R/")
+    assert progress.binary
+    progress.feed(">>> Emerging (2 of 2) app-misc/hello-2::gnspawn-demo for /R/")
+    assert not progress.binary
+
+
+def test_completed_counts_done() -> None:
+    progress = fed(">>> Emerging (1 of 3) app-misc/hello-2::gnspawn-demo for /R/")
+    assert progress.feed(">>> Completed (1 of 3) app-misc/hello-2::gnspawn-demo to /R/")
+    assert (progress.done, progress.total, progress.percent) == (1, 3, 33)
+    assert progress.current == "app-misc/hello-2"
+
+
+def test_completing_the_last_package_clears_current() -> None:
+    progress = fed(
+        ">>> Emerging (1 of 2) app-misc/a-1::repo for /R/",
+        ">>> Completed (1 of 2) app-misc/a-1::repo to /R/",
+        ">>> Emerging (2 of 2) app-misc/b-1::repo for /R/",
+    )
+    assert progress.current == "app-misc/b-1"
+    assert progress.feed(">>> Completed (2 of 2) app-misc/b-1::repo to /R/")
+    assert progress.current == ""
+    assert (progress.done, progress.total, progress.percent) == (2, 2, 100)
+
+
+def test_done_never_goes_back_on_emerging() -> None:
+    progress = fed(
+        ">>> Completed (2 of 3) app-misc/b-1::repo to /R/",
+        ">>> Emerging (1 of 3) app-misc/a-1::repo for /R/",
+    )
+    assert progress.done == 2
+
+
+def test_jobs_line_sets_done_and_total() -> None:
+    progress = Progress()
+    assert progress.feed(">>> Jobs: 1 of 2 complete, 1 running")
+    assert (progress.done, progress.total, progress.percent) == (1, 2, 50)
+
+
+def test_failure_with_phase_and_log_file() -> None:
+    progress = fed(">>> Emerging (1 of 3) app-misc/broken-2::gnspawn-demo for /R/")
+    assert progress.feed(" * ERROR: app-misc/broken-2::gnspawn-demo failed (compile phase):")
+    assert progress.failed_package == "app-misc/broken-2"
+    assert progress.failed_phase == "compile"
+    assert progress.feed(" * The complete build log is located at '/var/tmp/x.log'.")
+    assert progress.log_file == "/var/tmp/x.log"
+    assert progress.feed(">>> Failed to emerge app-misc/broken-2 for /R/, Log file:")
+    assert progress.feed(">>>  '/var/log/portage/x.log'")
+    assert progress.log_file == "/var/log/portage/x.log"
+    assert progress.failed_package == "app-misc/broken-2"
+    assert progress.failure() == (
+        "app-misc/broken-2 failed (compile phase), log: /var/log/portage/x.log"
+    )
+
+
+def test_failure_without_phase_or_log() -> None:
+    progress = Progress()
+    assert progress.feed(">>> Failed to emerge app-misc/broken-2, Log file:")
+    assert not progress.feed("the next line is not a log file")
+    assert progress.log_file == ""
+    assert progress.failure() == "app-misc/broken-2 failed"
+
+
+def test_error_without_phase() -> None:
+    progress = Progress()
+    assert progress.feed(" * ERROR: app-misc/broken-2::gnspawn-demo failed:")
+    assert progress.failed_package == "app-misc/broken-2"
+    assert progress.failed_phase == ""
+    assert progress.failure() == "app-misc/broken-2 failed"
+
+
+def test_first_error_names_the_package() -> None:
+    progress = fed(
+        " * ERROR: app-misc/broken-2::gnspawn-demo failed (compile phase):",
+        " * ERROR: app-misc/other-1::gnspawn-demo failed (compile phase):",
+    )
+    assert progress.failed_package == "app-misc/broken-2"
+
+
+def test_log_file_line_only_counts_after_failed_to_emerge() -> None:
+    progress = Progress()
+    assert not progress.feed(">>>  '/var/log/portage/x.log'")
+    assert progress.log_file == ""
+
+
+def test_failed_to_emerge_without_log_file_does_not_expect_one() -> None:
+    progress = fed(">>> Failed to emerge app-misc/broken-2 for /R/,")
+    assert not progress.feed(">>>  '/var/log/portage/x.log'")
+    assert progress.log_file == ""
+
+
+@pytest.mark.parametrize(
+    "line", ["Total: 0 packages, Size of downloads: 0 KiB", "Nothing to merge; quitting."]
+)
+def test_nothing_to_merge(line: str) -> None:
+    progress = Progress()
+    assert not progress.feed(line)
+    assert progress.nothing_to_merge
+
+
+def test_packages_to_merge_are_not_nothing() -> None:
+    progress = fed("Total: 3 packages (3 upgrades), Size of downloads: 0 KiB")
+    assert not progress.nothing_to_merge
+
+
+def test_pretend_lines_list_pending_packages() -> None:
+    progress = Progress()
+    assert not progress.feed(
+        "[ebuild     U  ] app-misc/hello-2::gnspawn-demo [1::gnspawn-demo] to /R/ 0 KiB"
+    )
+    assert not progress.feed("[binary   R    ] sys-apps/base-1::x")
+    assert not progress.feed("[ebuild  N     ] dev-libs/foo-1.0")
+    assert progress.pending == ["app-misc/hello-2", "sys-apps/base-1", "dev-libs/foo-1.0"]
+    assert (progress.done, progress.total, progress.current) == (0, 0, "")
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "",
+        "checking for gcc... gcc",
+        "x86_64-pc-linux-gnu-gcc -O2 -pipe -c hello.c -o hello.o",
+        ">>> Unpacking source...",
+        ">>> Source compiled.",
+        ">>> Installing (1 of 3) app-misc/hello-2::gnspawn-demo into /R/",
+        '>>> Recording app-misc/hello-2 in "world" favorites file...',
+        " * Applying hello-fix.patch ...",
+        " * Messages for package app-misc/hello-2:",
+        '[blocks B      ] app-misc/old ("app-misc/old" is soft blocking app-misc/hello-2)',
+        "Tried to merge",
+        "Note: emerging (1 of 3) is not a marker",
+        "    >>> Emerging (1 of 3) app-misc/hello-2::gnspawn-demo for /R/",
+        "Calculating dependencies... done!",
+    ],
+)
+def test_build_output_changes_nothing(line: str) -> None:
+    progress = fed(">>> Emerging (1 of 3) app-misc/hello-2::gnspawn-demo for /R/")
+    before = (
+        progress.done,
+        progress.total,
+        progress.current,
+        progress.binary,
+        progress.failed_package,
+        progress.failed_phase,
+        progress.log_file,
+        progress.nothing_to_merge,
+        list(progress.pending),
+    )
+    assert not progress.feed(line)
+    after = (
+        progress.done,
+        progress.total,
+        progress.current,
+        progress.binary,
+        progress.failed_package,
+        progress.failed_phase,
+        progress.log_file,
+        progress.nothing_to_merge,
+        list(progress.pending),
+    )
+    assert after == before
+
+
+def test_emerge_argv_reads_everything_from_the_root() -> None:
+    config = PortageConfig(emerge="/usr/bin/emerge")
+    argv = emerge_argv(config, ROOT, ["-1uv", "@world"])
+    assert argv == [
+        "/usr/bin/emerge",
+        f"--root={ROOT}",
+        f"--sysroot={ROOT}",
+        f"--config-root={ROOT}",
+        "--color=n",
+        "-1uv",
+        "@world",
+    ]
+    assert "--pretend" not in argv
+
+
+def test_emerge_argv_pretend_comes_before_the_arguments() -> None:
+    config = PortageConfig()
+    argv = emerge_argv(config, ROOT, config.update_args, pretend=True)
+    assert argv == [
+        "emerge",
+        f"--root={ROOT}",
+        f"--sysroot={ROOT}",
+        f"--config-root={ROOT}",
+        "--color=n",
+        "--pretend",
+        "-1uv",
+        "@system",
+        "@world",
+        "@profile",
+    ]
+
+
+def test_emerge_argv_appends_configured_update_args() -> None:
+    config = PortageConfig(update_args=("--deep", "--newuse", "@world"))
+    argv = emerge_argv(config, ROOT, config.update_args)
+    assert argv[-3:] == ["--deep", "--newuse", "@world"]
+    assert argv.index("--color=n") < argv.index("--deep")
+
+
+def test_emerge_environment() -> None:
+    config = PortageConfig(environment={"MAKEOPTS": "-j4", "PORTAGE_NICENESS": "10"})
+    env = emerge_environment(config, job=42)
+    assert env["NOCOLOR"] == "true"
+    assert env["MAKEOPTS"] == "-j4"
+    assert env["PORTAGE_NICENESS"] == "10"
+    assert env["GNSPAWN_JOB"] == "42"
+
+
+def test_emerge_environment_job_cannot_be_overridden() -> None:
+    config = PortageConfig(environment={"GNSPAWN_JOB": "1"})
+    assert emerge_environment(config, job=7)["GNSPAWN_JOB"] == "7"
+
+
+def test_emerge_environment_without_extras() -> None:
+    env = emerge_environment(PortageConfig(), job=1)
+    assert env["NOCOLOR"] == "true"
+    assert env["GNSPAWN_JOB"] == "1"
