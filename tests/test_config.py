@@ -222,13 +222,13 @@ keep_snapshots = "five"
             "[jobs]\nstop_timeout = -1\n",
             2,
             "jobs.stop_timeout",
-            "expected a number of seconds, 0 or more, got -1",
+            "expected a number of seconds, 0 or more and under a day, got -1",
         ),
         (
             '[jobs]\nstop_timeout = "10s"\n',
             2,
             "jobs.stop_timeout",
-            "expected a number of seconds, 0 or more, got '10s'",
+            "expected a number of seconds, 0 or more and under a day, got '10s'",
         ),
         (
             '[nspawn]\nbridge = "br0"\nenable = "yes"\n',
@@ -434,3 +434,19 @@ def test_check_config_accepts_a_good_file(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     assert result.stdout.strip() == f"{path}: configuration is valid"
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "86400"])
+def test_stop_timeout_must_be_a_real_duration(tmp_path: Path, value: str) -> None:
+    path = tmp_path / "gnspawn.toml"
+    path.write_text(f"[jobs]\nstop_timeout = {value}\n")
+    with pytest.raises(ConfigError, match=r"gnspawn.toml:2: jobs.stop_timeout"):
+        load(path)
+
+
+@pytest.mark.parametrize("dataset", ["zpool/..", "zpool/./x", "1pool/machines"])
+def test_dataset_names_zfs_would_refuse(tmp_path: Path, dataset: str) -> None:
+    path = tmp_path / "gnspawn.toml"
+    path.write_text(f'[storage]\ndataset = "{dataset}"\n')
+    with pytest.raises(ConfigError, match=r"storage.dataset: .* is not a ZFS dataset name"):
+        load(path)

@@ -273,3 +273,18 @@ def test_emerge_environment_without_extras() -> None:
     env = emerge_environment(PortageConfig(), job=1)
     assert env["NOCOLOR"] == "true"
     assert env["GNSPAWN_JOB"] == "1"
+
+
+def test_pending_packages_are_named_without_slot_or_repository() -> None:
+    progress = Progress()
+    progress.feed("[ebuild     U  ] sys-libs/glibc-2.39-r6:2.2::gentoo [2.38:2.2::gentoo] 0 KiB")
+    progress.feed("[binary   R    ] sys-apps/base-1::x")
+    assert progress.pending == ["sys-libs/glibc-2.39-r6", "sys-apps/base-1"]
+
+
+def test_the_first_of_several_failures_is_reported() -> None:
+    progress = Progress()
+    progress.feed(" * ERROR: a/x-1::r failed (compile phase):")
+    progress.feed(" * ERROR: a/y-1::r failed (install phase):")
+    progress.feed(">>> Failed to emerge a/y-1 for /R/, Log file:")
+    assert progress.failure().startswith("a/x-1 failed (compile phase)")

@@ -111,7 +111,10 @@ def _absolute(value: Any) -> Path:
 
 def _dataset(value: Any) -> str:
     name = _nonempty(value)
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:-]*(/[A-Za-z0-9_.:-]+)*", name):
+    components = name.split("/")
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_.:-]*(/[A-Za-z0-9_.:-]+)*", name) or any(
+        c in (".", "..") for c in components
+    ):
         raise ValueError(f"{name!r} is not a ZFS dataset name")
     return name
 
@@ -126,8 +129,8 @@ def _count(minimum: int) -> Converter:
 
 
 def _seconds(value: Any) -> float:
-    if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-        raise ValueError("expected a number of seconds, 0 or more")
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value < 86400:
+        raise ValueError("expected a number of seconds, 0 or more and under a day")
     return float(value)
 
 

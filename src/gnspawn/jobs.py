@@ -133,6 +133,8 @@ class JobStore:
             self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
             self._db.execute("SELECT count(*) FROM jobs").fetchone()
         except (sqlite3.Error, OSError) as err:
+            if hasattr(self, "_db"):
+                self._db.close()
             raise StoreError(f"{path}: cannot open the job database: {err}") from err
 
     def close(self) -> None:

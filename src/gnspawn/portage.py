@@ -18,7 +18,7 @@ _FAILED = re.compile(r"^>>> Failed to emerge (\S+?)(?:::\S+)?(?:,| for )")
 _ERROR = re.compile(r"^ \* ERROR: (\S+?)(?:::\S+)? failed(?: \((\w+) phase\))?")
 _LOG_FILE = re.compile(r"^>>>\s+'([^']+)'")
 _BUILD_LOG = re.compile(r"^ \* The complete build log is located at '([^']+)'")
-_PENDING = re.compile(r"^\[(?:ebuild|binary)\s+([^\]]*?)\s*\] (\S+?)(?:::\S+)?(?:\s|$)")
+_PENDING = re.compile(r"^\[(?:ebuild|binary)\s+([^\]]*?)\s*\] ([^\s:]+)")
 _NOTHING = re.compile(r"^Total: 0 packages|^Nothing to merge")
 
 
@@ -76,8 +76,10 @@ class Progress:
             return self._feed_marker(line)
         if first == " " and line.startswith(" * ERROR: "):
             if match := _ERROR.match(line):
-                self.failed_package = self.failed_package or match.group(1)
-                self.failed_phase = match.group(2) or ""
+                # With --keep-going several fail; the first one is the one to report.
+                if not self.failed_package or self.failed_package == match.group(1):
+                    self.failed_package = match.group(1)
+                    self.failed_phase = match.group(2) or ""
                 return True
         elif first == " " and line.startswith(" * The complete build log"):
             if match := _BUILD_LOG.match(line):
@@ -107,7 +109,7 @@ class Progress:
             self.done, self.total = int(match.group(1)), int(match.group(2))
             return True
         if match := _FAILED.match(line):
-            self.failed_package = match.group(1)
+            self.failed_package = self.failed_package or match.group(1)
             self._expect_log = "Log file" in line
             return True
         return False
