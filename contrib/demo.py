@@ -67,9 +67,8 @@ def main() -> int:
         gnctl("jobs")
         gnctl("list")
         print("\n   the journal has every line of both jobs, e.g.:")
-        print(
-            f"   $ journalctl GNSPAWN_JOB=2 -p err -> {len(bed.daemon_journal('GNSPAWN_JOB=2', 'PRIORITY=3'))} lines"
-        )
+        errors = bed.daemon_journal("GNSPAWN_JOB=2", "PRIORITY=3")
+        print(f"   $ journalctl GNSPAWN_JOB=2 -p err -> {len(errors)} lines")
         return 0
     finally:
         step("stopping gnspawnd, the bus, journald and zfs-fuse")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,21 +15,19 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from testbed import Testbed, zfs
 
-SANDBOX = Path(os.environ.get("GNSPAWN_TEST_DIR", "/var/tmp/gnspawn-test"))
-
 
 @pytest.fixture(scope="session")
 def bed() -> Iterator[Testbed]:
     if os.geteuid() != 0:
         pytest.fail("the integration tests need root (zfs-fuse, mounts, journald)")
-    if SANDBOX.exists():
-        shutil.rmtree(SANDBOX)
-    testbed = Testbed(SANDBOX)
+    # /var/tmp, not /tmp: the pool file is sparse but may grow past a tmpfs.
+    sandbox = Path(tempfile.mkdtemp(prefix="gnspawn-test-", dir="/var/tmp"))
+    testbed = Testbed(sandbox)
     try:
         yield testbed
     finally:
         testbed.stop()
-        shutil.rmtree(SANDBOX, ignore_errors=True)
+        shutil.rmtree(sandbox, ignore_errors=True)
 
 
 @pytest.fixture

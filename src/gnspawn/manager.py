@@ -97,7 +97,7 @@ class Manager:
         self.store = store
         self.zfs = zfs
         self.listener = listener
-        self.queue = Queue(config.jobs.max_parallel, self._run, lambda: self.on_queue_changed())
+        self.queue = Queue(config.jobs.max_parallel, self._run, self._queue_changed)
         self._history: dict[int, Job] = {}
         self._last_result: dict[str, JobResult] = {}
         self._cancel_reason: dict[int, str] = {}
@@ -106,6 +106,10 @@ class Manager:
             JobType.ROLLBACK: self._run_rollback,
         }
         self.on_queue_changed: Callable[[], None] = lambda: None
+
+    def _queue_changed(self) -> None:
+        # on_queue_changed is set after construction, by the bus layer and the daemon.
+        self.on_queue_changed()
 
     # --- life --------------------------------------------------------------
 
