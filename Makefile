@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml
 deps: apt-deps $(STAMP)
 
 lint: deps
-	$(VENV)/bin/ruff check src tests contrib bench
+	$(VENV)/bin/ruff check src tests contrib $(wildcard bench)
 	$(VENV)/bin/ruff format --check src
 
 typecheck: deps
