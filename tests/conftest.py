@@ -22,6 +22,7 @@ def bed() -> Iterator[Testbed]:
         pytest.fail("the integration tests need root (zfs-fuse, mounts, journald)")
     # /var/tmp, not /tmp: the pool file is sparse but may grow past a tmpfs.
     sandbox = Path(tempfile.mkdtemp(prefix="gnspawn-test-", dir="/var/tmp"))
+    sandbox.chmod(0o755)  # unprivileged callers must reach the bus socket inside
     testbed = Testbed(sandbox)
     try:
         yield testbed
