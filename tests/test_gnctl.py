@@ -1,0 +1,162 @@
+"""gnctl and the error names, as a user and a script see them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from helpers import gnctl, hello_version, wait_job
+from testbed import Testbed, zfs
+
+
+def gdbus_error(method: str, *args: str) -> str:
+    """The D-Bus error name of a failing call (busctl prints only the message)."""
+    result = subprocess.run(
+        [
+            "gdbus",
+            "call",
+            "--system",
+            "--dest",
+            "org.gnspawn1",
+            "--object-path",
+            "/org/gnspawn1",
+            "--method",
+            f"org.gnspawn1.Manager.{method}",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0
+    return result.stderr.split("GDBus.Error:")[1].split(":")[0]
+
+
+def test_errors_have_distinct_names(daemon: Testbed) -> None:
+    daemon.seed("web")
+    (daemon.machines / "plain").mkdir()
+    zfs("create", "-o", f"mountpoint={daemon.machines}/other", f"{daemon.dataset}/other")
+    assert gdbus_error("Update", "../x", "0") == "org.gnspawn1.Error.InvalidName"
+    assert gdbus_error("Update", "nope", "0") == "org.gnspawn1.Error.NoSuchMachine"
+    assert gdbus_error("Update", "other", "0") == "org.gnspawn1.Error.NotGentoo"
+    assert gdbus_error("Update", "web", "1024") == "org.freedesktop.DBus.Error.InvalidArgs"
+    assert gdbus_error("GetJob", "42") == "org.gnspawn1.Error.NoSuchJob"
+    assert gdbus_error("CancelJob", "42") == "org.gnspawn1.Error.NoSuchJob"
+    assert gdbus_error("Rollback", "web", "nope", "0") == "org.gnspawn1.Error.NoSuchSnapshot"
+    assert gdbus_error("Rollback", "web", "", "4") == "org.freedesktop.DBus.Error.InvalidArgs"
+    assert gdbus_error("ListSnapshots", "a/b") == "org.gnspawn1.Error.InvalidName"
+    assert zfs("list", "-H", "-o", "name", "-r", daemon.dataset).split() == [
+        daemon.dataset,
+        f"{daemon.dataset}/other",
+        f"{daemon.dataset}/web",
+    ]
+
+
+def test_rollback_refuses_when_a_newer_snapshot_has_clones(daemon: Testbed) -> None:
+    root = daemon.seed("web")
+    assert gnctl("update", "-q", "web").returncode == 0
+    assert gnctl("update", "-q", "--pretend", "web").returncode == 0
+    ds = f"{daemon.dataset}/web"
+    zfs("snapshot", "-o", "org.gnspawn:job=99", f"{ds}@gnspawn-99-pre")
+    zfs("clone", f"{ds}@gnspawn-99-pre", f"{daemon.dataset}/copy")
+
+    result = gnctl("rollback", "web", "gnspawn-1-pre")
+
+    assert result.returncode == 3
+    assert "has clones" in result.stderr and f"{daemon.dataset}/copy" in result.stderr
+    assert hello_version(root) == "2"
+    zfs("destroy", f"{daemon.dataset}/copy")
+
+
+def test_listings_as_json(daemon: Testbed) -> None:
+    daemon.seed("web")
+    assert gnctl("update", "-q", "web").returncode == 0
+
+    machines = json.loads(gnctl("list", "--json").stdout)
+    jobs = json.loads(gnctl("jobs", "--json").stdout)
+    snaps = json.loads(gnctl("snapshots", "--json", "web").stdout)
+    job = json.loads(gnctl("job", "--json", "1").stdout)
+
+    assert machines == [
+        {
+            "name": "web",
+            "state": "ready",
+            "profile": "default",
+            "last_result": "done",
+            "object": "/org/gnspawn1/machine/web",
+        }
+    ]
+    assert jobs == [
+        {
+            "id": 1,
+            "type": "update",
+            "machine": "web",
+            "state": "finished",
+            "result": "done",
+            "progress": 100,
+            "object": "/org/gnspawn1/job/_1",
+        }
+    ]
+    assert [s["snapshot"] for s in snaps] == ["gnspawn-1-pre"]
+    assert (
+        snaps[0]["job"] == 1 and snaps[0]["job_type"] == "update" and snaps[0]["created_usec"] > 0
+    )
+    assert job["Result"] == "done" and job["RolledBack"] is False
+
+
+def test_update_all_and_no_block(daemon: Testbed) -> None:
+    a = daemon.seed("a")
+    b = daemon.seed("b", ["=app-misc/hello-1", "=app-misc/broken-1"])
+
+    result = gnctl("update", "--all")
+
+    assert result.returncode == 1
+    assert "job 1: update of a done" in result.stdout
+    assert "job 2: update of b failed: app-misc/broken-2 failed" in result.stderr
+    assert "[1] >>> Emerging (1 of 1) app-misc/hello-2" in result.stdout
+    assert hello_version(a) == "2" and hello_version(b) == "1"
+
+    queued = gnctl("update", "--no-block", "--pretend", "b")
+    assert queued.returncode == 0
+    assert queued.stdout == "3\tb\n"
+    assert wait_job(3) == "done"
+    assert gnctl("wait", "3").returncode == 0
+
+
+def test_usage_errors_and_unreachable_daemon(daemon: Testbed) -> None:
+    assert gnctl("update").returncode == 64
+    assert gnctl("frobnicate").returncode == 64
+    help_text = gnctl("--help").stdout
+    assert "exit status:" in help_text and "64  wrong usage" in help_text
+    daemon.stop_daemon()
+    down = gnctl("list")
+    assert down.returncode == 4
+    assert "gnspawnd is not running" in down.stderr
+    daemon.start_daemon()
+
+
+def test_without_a_journal_the_log_goes_to_stderr_once_said(daemon: Testbed) -> None:
+    script = (
+        "from gnspawn import log; log.setup(); "
+        "log.job_line('>>> Emerging (1 of 1) a/b-1', 6, 7, 'web', 'emerge')"
+    )
+    # A mount namespace whose /run has no journal socket.
+    result = subprocess.run(
+        [
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            'mount -t tmpfs none /run && exec "$0" -c "$1"',
+            sys.executable,
+            script,
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert sum("no journal" in line for line in lines) == 1
+    assert "job 7 (web, emerge): >>> Emerging (1 of 1) a/b-1" in lines
