@@ -7,6 +7,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
+
+from testbed import Testbed, tree_hash
+from testbed import wait_for as wait_until
 
 MANAGER = ("org.gnspawn1", "/org/gnspawn1", "org.gnspawn1.Manager")
 
@@ -63,15 +67,6 @@ def wait_job(job_id: int, timeout: float = 120) -> str:
     raise TimeoutError(f"job {job_id} did not finish")
 
 
-def wait_until(check: object, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
-            return
-        time.sleep(0.1)
-    raise TimeoutError(what)
-
-
 def queued(out: str) -> int:
     """The job id from a `uo ID PATH` reply."""
     kind, job_id, _ = out.split(maxsplit=2)
@@ -109,3 +104,26 @@ def gnspawn_processes(job_id: int | None = None) -> list[int]:
 
 def hello_version(root: Path) -> str:
     return (root / "usr/share/hello/version").read_text().strip()
+
+
+class Interrupted(NamedTuple):
+    """A job building on `slow` with an update of `web` waiting behind it."""
+
+    slow: Path
+    web: Path
+    before: dict[str, str]
+    running: int
+    waiting: int
+
+
+def build_with_a_job_waiting(daemon: Testbed) -> Interrupted:
+    slow = daemon.seed("slow", ["=app-misc/hello-1", "=app-misc/sleeper-1"])
+    web = daemon.seed("web")
+    before = tree_hash(slow)
+    daemon.write_config(jobs={"max_parallel": 1})
+    daemon.stop_daemon()
+    daemon.start_daemon()
+    running = queued(call("Update", "st", "slow", "0").stdout)
+    waiting = queued(call("Update", "st", "web", "0").stdout)
+    wait_until(lambda: job_string(running, "CurrentPackage") == "app-misc/sleeper-2", "a build")
+    return Interrupted(slow, web, before, running, waiting)

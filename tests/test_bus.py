@@ -10,10 +10,12 @@ from dbus_fast import BusType, Message, MessageType
 from dbus_fast.aio import MessageBus
 
 from helpers import (
+    build_with_a_job_waiting,
     busctl,
     call,
     gnspawn_processes,
     hello_version,
+    job_property,
     job_string,
     queued,
     wait_job,
@@ -153,24 +155,15 @@ def test_update_all_queues_every_gentoo_machine(daemon: Testbed) -> None:
 
 
 def test_a_killed_daemon_is_recovered_at_the_next_start(daemon: Testbed) -> None:
-    root = daemon.seed("slow", ["=app-misc/hello-1", "=app-misc/sleeper-1"])
-    daemon.seed("web")
-    before = tree_hash(root)
-    daemon.write_config(jobs={"max_parallel": 1})
-    daemon.stop_daemon()
-    daemon.start_daemon()
-    job = queued(call("Update", "st", "slow", "0").stdout)
-    waiting = queued(call("Update", "st", "web", "0").stdout)
-    wait_until(
-        lambda: job_string(job, "CurrentPackage") == "app-misc/sleeper-2", "sleeper-2 to build"
-    )
+    jobs = build_with_a_job_waiting(daemon)
 
     daemon.stop_daemon(signal.SIGKILL)
 
     # The emerge dies with the daemon (PR_SET_PDEATHSIG) or at the next start.
     daemon.start_daemon()
-    wait_until(lambda: not gnspawn_processes(job), "the old emerge to be gone", timeout=20)
-    assert job_string(job, "Result") == "failed"
-    assert job_string(job, "Error") == "interrupted"
-    assert tree_hash(root) == before
-    assert wait_job(waiting) == "done", job_string(waiting, "Error")
+    wait_until(lambda: not gnspawn_processes(jobs.running), "the old emerge to be gone")
+    assert job_string(jobs.running, "Result") == "failed"
+    assert job_string(jobs.running, "Error") == "interrupted"
+    assert job_property(jobs.running, "RolledBack") == "b true"
+    assert tree_hash(jobs.slow) == jobs.before
+    assert wait_job(jobs.waiting) == "done", job_string(jobs.waiting, "Error")

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from helpers import (
+    build_with_a_job_waiting,
     busctl,
     call,
     gnctl,
@@ -250,25 +251,17 @@ def test_non_root_may_read_but_not_change(daemon: Testbed) -> None:
 
 
 def test_sigterm_rolls_back_the_running_job_and_keeps_the_waiting_one(daemon: Testbed) -> None:
-    root = daemon.seed("slow", ["=app-misc/hello-1", "=app-misc/sleeper-1"])
-    web = daemon.seed("web")
-    before = tree_hash(root)
-    daemon.write_config(jobs={"max_parallel": 1})
-    daemon.stop_daemon()
-    daemon.start_daemon()
-    running = queued(call("Update", "st", "slow", "0").stdout)
-    waiting = queued(call("Update", "st", "web", "0").stdout)
-    wait_until(lambda: job_string(running, "CurrentPackage") == "app-misc/sleeper-2", "build")
+    jobs = build_with_a_job_waiting(daemon)
 
     assert daemon.stop_daemon() == 0
 
-    assert tree_hash(root) == before
+    assert tree_hash(jobs.slow) == jobs.before
     assert gnspawn_processes() == []
     daemon.start_daemon()
-    assert job_string(running, "Result") == "canceled"
-    assert "daemon was stopped" in job_string(running, "Error")
-    assert wait_job(waiting) == "done"
-    assert hello_version(web) == "2"
+    assert job_string(jobs.running, "Result") == "canceled"
+    assert "daemon was stopped" in job_string(jobs.running, "Error")
+    assert wait_job(jobs.waiting) == "done"
+    assert hello_version(jobs.web) == "2"
 
 
 def test_list_machines_and_snapshots(daemon: Testbed) -> None:

@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -51,10 +51,10 @@ def enter_private_namespace() -> None:
     os.environ["GNSPAWN_TESTBED_NS"] = str(os.getpid())
 
 
-def wait_for(check: object, what: str, timeout: float = 15.0) -> None:
+def wait_for(check: Callable[[], object], what: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
+        if check():
             return
         time.sleep(0.05)
     raise TimeoutError(f"timed out waiting for {what}")
