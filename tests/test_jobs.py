@@ -187,18 +187,21 @@ def test_recent_lists_finished_newest_first(store: JobStore) -> None:
     assert store.recent(0) == []
 
 
-def test_last_results_per_machine(store: JobStore) -> None:
+def test_last_jobs_per_machine(store: JobStore) -> None:
     finish(store, store.add(new_job("web")), JobResult.FAILED)
     finish(store, store.add(new_job("web")), JobResult.DONE)
     finish(store, store.add(new_job("db")), JobResult.CANCELED)
     finish(store, store.add(new_job("db")), JobResult.SKIPPED)
     store.add(new_job("db"))
     store.add(new_job("new"))
-    assert store.last_results() == {"web": JobResult.DONE, "db": JobResult.SKIPPED}
+    assert {m: r for m, (_, r) in store.last_jobs().items()} == {
+        "web": JobResult.DONE,
+        "db": JobResult.SKIPPED,
+    }
 
 
-def test_last_results_empty(store: JobStore) -> None:
-    assert store.last_results() == {}
+def test_last_jobs_empty(store: JobStore) -> None:
+    assert store.last_jobs() == {}
 
 
 def test_types(store: JobStore) -> None:
@@ -263,7 +266,7 @@ def test_reopening_returns_the_same_data(path: Path) -> None:
         assert len(after) == 2
         assert [job.id for job in second.active()] == [running.id]
         assert [job.id for job in second.recent(10)] == [done.id]
-        assert second.last_results() == {"db": JobResult.DONE}
+        assert {m: r for m, (_, r) in second.last_jobs().items()} == {"db": JobResult.DONE}
         assert second.add(new_job()).id > done.id
     finally:
         second.close()

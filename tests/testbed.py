@@ -251,6 +251,8 @@ class Testbed:
         assert host.is_dir()
 
     def write_config(self, extra: str = "", **sections: dict[str, object]) -> None:
+        for sub in ("tmp/built", "logs/built"):
+            (self.work / sub).mkdir(parents=True, exist_ok=True)
         env = emerge_environment(self.repo)
         settings: dict[str, dict[str, object]] = {
             "daemon": {"state_directory": str(self.state)},
@@ -264,7 +266,17 @@ class Testbed:
                 "repos": [str(self.repo)],
                 "default_profile": "default",
                 "environment": env,
+                "features": PORTAGE_FEATURES.split(),
+                "distdir": str(self.work / "distfiles"),
+                "pkgdir": str(self.work / "packages"),
+                "make_conf": {
+                    "PORTAGE_USERNAME": "root",
+                    "PORTAGE_GRPNAME": "root",
+                    "PORTAGE_TMPDIR": str(self.work / "tmp" / "built"),
+                    "PORTAGE_LOGDIR": str(self.work / "logs" / "built"),
+                },
             },
+            "nspawn": {"settings_directory": str(self.dir / "nspawn")},
             "jobs": {"max_parallel": 2, "stop_timeout": 5},
         }
         for section, values in sections.items():

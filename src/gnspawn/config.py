@@ -47,6 +47,12 @@ class PortageConfig:
     binhost: str = ""
     features: tuple[str, ...] = ("buildpkg", "binpkg-multi-instance", "getbinpkg")
     update_args: tuple[str, ...] = ("-1uv", "@system", "@world", "@profile")
+    build_args: tuple[str, ...] = ("--usepkg", "@system")
+    """A build runs these twice: with --nodeps first (it breaks build cycles), then as is."""
+    distdir: Path = Path("/var/cache/distfiles")
+    pkgdir: Path = Path("/var/cache/binpkgs")
+    make_conf: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """More variables for a new container's make.conf."""
     environment: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
@@ -175,6 +181,10 @@ SETTINGS: dict[str, dict[str, Converter]] = {
         "binhost": _string,
         "features": _strings,
         "update_args": _strings,
+        "build_args": _strings,
+        "distdir": _absolute,
+        "pkgdir": _absolute,
+        "make_conf": _environment,
         "environment": _environment,
     },
     "jobs": {"max_parallel": _count(1), "stop_timeout": _seconds, "history": _count(10)},

@@ -21,6 +21,7 @@ from gnspawn.config import DEFAULT_PATH, Config, ConfigError, load
 from gnspawn.jobs import JobStore, StoreError
 from gnspawn.manager import Manager
 from gnspawn.names import BUS_NAME
+from gnspawn.services import HostServices
 from gnspawn.zfs import Zfs
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ class Daemon:
             store.close()
             raise StartFailed(f"cannot connect to the system bus: {err}") from err
         service = BusService(bus)
-        manager = Manager(self.config, store, Zfs(), service)
+        manager = Manager(self.config, store, Zfs(), service, HostServices(bus))
         service.attach(manager)
         queue_changed = manager.on_queue_changed
 
@@ -88,6 +89,7 @@ class Daemon:
             _notify("STOPPING=1")
             await bus.release_name(BUS_NAME)
             await manager.stop()
+            await service.settle()
         finally:
             bus.disconnect()
             store.close()

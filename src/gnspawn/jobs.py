@@ -183,14 +183,14 @@ class JobStore:
         )
         return [_from_row(row) for row in rows]
 
-    def last_results(self) -> dict[str, JobResult]:
-        """Each machine's last finished job's result."""
+    def last_jobs(self) -> dict[str, tuple[int, JobResult]]:
+        """Each machine's last finished job: its id and result."""
         rows = self._db.execute(
-            "SELECT machine, result FROM jobs WHERE id IN "
+            "SELECT machine, id, result FROM jobs WHERE id IN "
             "(SELECT max(id) FROM jobs WHERE state = ? GROUP BY machine)",
             (JobState.FINISHED.value,),
         )
-        return {machine: JobResult(result) for machine, result in rows}
+        return {machine: (job_id, JobResult(result)) for machine, job_id, result in rows}
 
     def types(self, ids: Iterable[int]) -> dict[int, JobType]:
         """The type of each of the given jobs that exists."""

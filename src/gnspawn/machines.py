@@ -51,11 +51,32 @@ def profile_of(config: Config, root: Path) -> str:
     return target
 
 
+class Machine(NamedTuple):
+    """What the storage says about one machine."""
+
+    name: str
+    dataset: str
+    """Empty for a directory in machines_directory that has no dataset of ours."""
+    root: Path | None
+    """Where the dataset is mounted, None when it is not."""
+    build: str
+    """The last build step gnspawn finished; empty when gnspawn did not build it."""
+    profile: str
+
+
 class MachineInfo(NamedTuple):
-    """A row of ListMachines: `(sssso)`."""
+    """A machine as ListMachines and its Machine object show it."""
 
     name: str
     state: str
     profile: str
     last_result: str
     path: str
+    dataset: str
+    directory: str
+    last_job: int
+    latest_snapshot: str
+
+    def row(self) -> tuple[str, str, str, str, str]:
+        """The `(sssso)` row of ListMachines."""
+        return self.name, self.state, self.profile, self.last_result, self.path

@@ -11,14 +11,16 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol, TypeVar
 
 from gnspawn import log as journal
-from gnspawn import machines
+from gnspawn import machines, nspawn, portage
 from gnspawn.config import Config
 from gnspawn.errors import (
     Busy,
     GnspawnError,
     InvalidArgs,
+    MachineExists,
     NoSuchJob,
     NoSuchMachine,
+    NoSuchProfile,
     NoSuchSnapshot,
     NotCancellable,
     NotGentoo,
@@ -26,17 +28,37 @@ from gnspawn.errors import (
     StorageFailed,
 )
 from gnspawn.jobs import PROPERTY_NAMES, Job, JobStore, now_usec
-from gnspawn.machines import MachineInfo
-from gnspawn.names import SNAPSHOT_PREFIX, Flags, JobResult, JobState, JobType, Phase, machine_path
-from gnspawn.portage import Progress, emerge_argv, emerge_environment
+from gnspawn.machines import Machine, MachineInfo
+from gnspawn.names import (
+    BUILD_PROPERTY,
+    PROFILE_PROPERTY,
+    SNAPSHOT_PREFIX,
+    Flags,
+    JobResult,
+    JobState,
+    JobType,
+    Phase,
+    machine_path,
+)
+from gnspawn.portage import Profile, Progress, emerge_argv, emerge_environment
 from gnspawn.queue import Queue
 from gnspawn.run import CommandFailed, Process, group_alive, kill_group
+from gnspawn.services import HostServices, ServiceError, Unavailable
 from gnspawn.zfs import Snapshot, Zfs
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 KNOWN_FLAGS = Flags.FAIL_IF_BUSY | Flags.KEEP_FAILED | Flags.PRETEND
+BUILD_FLAGS = Flags.FAIL_IF_BUSY | Flags.KEEP_FAILED | Flags.RESUME
+BUILD_STEPS = ("created", "configured", "emerge-nodeps", "emerge", "done")
+"""A build's steps in order; the dataset's org.gnspawn:build names the last one finished."""
+RUNNING_STATES = {
+    JobType.UPDATE: "updating",
+    JobType.BUILD: "building",
+    JobType.ROLLBACK: "rolling-back",
+    JobType.REMOVE: "removing",
+}
 HISTORY_SHOWN = 100
 """Finished jobs ListJobs shows after the active ones."""
 
@@ -92,18 +114,28 @@ async def uncancellable(work: Awaitable[T]) -> T:
 class Manager:
     """Machines and the jobs that change them."""
 
-    def __init__(self, config: Config, store: JobStore, zfs: Zfs, listener: Listener) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: JobStore,
+        zfs: Zfs,
+        listener: Listener,
+        services: HostServices | None = None,
+    ) -> None:
         self.config = config
         self.store = store
         self.zfs = zfs
         self.listener = listener
+        self.services = services or HostServices(None)
         self.queue = Queue(config.jobs.max_parallel, self._run, self._queue_changed)
         self._history: dict[int, Job] = {}
-        self._last_result: dict[str, JobResult] = {}
+        self._last_job: dict[str, tuple[int, JobResult]] = {}
         self._cancel_reason: dict[int, str] = {}
         self._runners: dict[JobType, Callable[[Job], Coroutine[Any, Any, JobResult]]] = {
             JobType.UPDATE: self._run_update,
             JobType.ROLLBACK: self._run_rollback,
+            JobType.BUILD: self._run_build,
+            JobType.REMOVE: self._run_remove,
         }
         self.on_queue_changed: Callable[[], None] = lambda: None
 
@@ -115,7 +147,7 @@ class Manager:
 
     async def start(self) -> None:
         """Recover from the last run, then start the waiting jobs in their order."""
-        self._last_result = self.store.last_results()
+        self._last_job = self.store.last_jobs()
         for job in self.store.recent(HISTORY_SHOWN):
             self._history[job.id] = job
         waiting = []
@@ -154,6 +186,12 @@ class Manager:
                 await asyncio.sleep(0.05)
         dataset = machines.dataset(self.config, job.machine)
         snapshot = job.snapshot or f"{dataset}@{SNAPSHOT_PREFIX}{job.id}-pre"
+        if job.type is JobType.REMOVE:
+            # A remove is repeated until done, like a rollback.
+            await self._run_remove(job)
+            self._change(job, pid=0)
+            self._finish(job, JobResult.DONE, "")
+            return
         if job.type is JobType.ROLLBACK:
             # A rollback is repeated until done: it was what the caller asked for.
             target = f"{dataset}@{job.argument}"
@@ -163,7 +201,7 @@ class Manager:
             return
         rolled_back = False
         error = "interrupted"
-        if job.type is JobType.UPDATE and await self.zfs.exists(snapshot):
+        if job.type in (JobType.UPDATE, JobType.BUILD) and await self.zfs.exists(snapshot):
             try:
                 await self._rollback_to(dataset, snapshot)
                 rolled_back = True
@@ -194,15 +232,51 @@ class Manager:
         """One update per Gentoo machine; others are logged as skipped."""
         check_flags(flags)
         queued = []
-        for name, root in (await self._roots()).items():
-            if root is None or not machines.is_gentoo(root):
-                log.info("update-all: skipping %s, not a Gentoo root", name)
+        for machine in (await self._machines()).values():
+            if machine.root is None or not machines.is_gentoo(machine.root):
+                log.info("update-all: skipping %s, not a Gentoo root", machine.name)
                 continue
             try:
-                queued.append((name, await self.update(name, flags, uid=uid)))
+                queued.append((machine.name, await self.update(machine.name, flags, uid=uid)))
             except Busy:
-                log.info("update-all: skipping %s, busy", name)
+                log.info("update-all: skipping %s, busy", machine.name)
         return queued
+
+    async def build(self, name: str, profile: str, flags: int, *, uid: int) -> Job:
+        """Queue the build of a new machine, or the rest of an incomplete one (RESUME)."""
+        machines.check_name(name)
+        checked = check_flags(flags, BUILD_FLAGS)
+        for job in self.queue.jobs:
+            if job.machine == name and job.type is JobType.BUILD:
+                raise MachineExists(f"machine {name} is being built by job {job.id}")
+        if Flags.RESUME in checked:
+            machine = (await self._machines()).get(name)
+            if machine is None or not machine.dataset:
+                raise NoSuchMachine(f"no machine {name} to resume")
+            if machine.build in ("", "done"):
+                raise MachineExists(f"machine {name} is complete; there is nothing to resume")
+            profile = profile or machine.profile
+        else:
+            await self._check_free(name)
+        profile = profile or self._default_profile(name)
+        if portage.resolve_profile(self.config.portage, profile) is None:
+            raise NoSuchProfile(f"no profile {profile!r} in {self._repositories()}")
+        if Flags.FAIL_IF_BUSY in checked and self.queue.busy(name):
+            raise Busy(f"machine {name} has a job waiting or running")
+        return self._submit(JobType.BUILD, name, checked, uid, argument=profile)
+
+    async def remove(self, name: str, flags: int, *, uid: int) -> Job:
+        """Queue the removal of a machine: its dataset, snapshots and .nspawn file."""
+        machines.check_name(name)
+        checked = check_flags(flags, Flags.FAIL_IF_BUSY)
+        await self._dataset(name)
+        await self._check_not_running(name)
+        if Flags.FAIL_IF_BUSY in checked and self.queue.busy(name):
+            raise Busy(f"machine {name} has a job waiting or running")
+        return self._submit(JobType.REMOVE, name, checked, uid)
+
+    def list_profiles(self) -> list[Profile]:
+        return portage.profiles(self.config.portage)
 
     async def rollback(self, name: str, snapshot: str, flags: int, *, uid: int) -> Job:
         """Queue a rollback to `snapshot` ("" = the newest gnspawn snapshot)."""
@@ -215,29 +289,40 @@ class Manager:
         return self._submit(JobType.ROLLBACK, name, checked, uid, argument=target.name)
 
     async def list_machines(self) -> list[MachineInfo]:
-        result = []
+        """Every machine: gnspawn's datasets, and directories it did not make (foreign)."""
         running = {job.machine: job for job in self.queue.jobs if job.state is JobState.RUNNING}
-        for name, root in (await self._roots()).items():
-            if root is None or not machines.is_gentoo(root):
-                state, profile = "foreign", ""
+        found = await self._machines()
+        latest = await self._latest_snapshots()
+        result = []
+        for name in sorted({*found, *self._foreign_directories(found)}):
+            machine = found.get(name)
+            last_id, last_result = self._last_job.get(name, (0, JobResult.NONE))
+            if machine is None:
+                state, profile, dataset = "foreign", "", ""
             else:
-                profile = machines.profile_of(self.config, root)
-                last = self._last_result.get(name, JobResult.NONE)
-                state = "failed" if last is JobResult.FAILED else "ready"
+                dataset = machine.dataset
+                profile = machine.profile
+                if machine.root is not None and not profile:
+                    profile = machines.profile_of(self.config, machine.root)
                 if (job := running.get(name)) is not None:
-                    state = {
-                        JobType.UPDATE: "updating",
-                        JobType.BUILD: "building",
-                        JobType.ROLLBACK: "rolling-back",
-                        JobType.REMOVE: "removing",
-                    }[job.type]
+                    state = RUNNING_STATES[job.type]
+                elif machine.build not in ("", "done"):
+                    state = "incomplete"
+                elif machine.root is None or not machines.is_gentoo(machine.root):
+                    state = "foreign"
+                else:
+                    state = "failed" if last_result is JobResult.FAILED else "ready"
             result.append(
                 MachineInfo(
-                    name,
-                    state,
-                    profile,
-                    self._last_result.get(name, JobResult.NONE).value,
-                    machine_path(name),
+                    name=name,
+                    state=state,
+                    profile=profile,
+                    last_result=last_result.value,
+                    path=machine_path(name),
+                    dataset=dataset,
+                    directory=str(machines.directory(self.config, name)),
+                    last_job=last_id,
+                    latest_snapshot=latest.get(dataset, ""),
                 )
             )
         return result
@@ -277,7 +362,7 @@ class Manager:
             self.queue.remove_waiting(job)
             self._finish(job, JobResult.CANCELED, "canceled before it started")
             return
-        if job.type is not JobType.UPDATE or job.phase is Phase.ROLLBACK:
+        if job.type not in (JobType.UPDATE, JobType.BUILD) or job.phase is Phase.ROLLBACK:
             raise NotCancellable(f"job {job_id} is in phase {job.phase}, which must finish")
         self._cancel_reason[job.id] = "canceled"
         task.cancel()
@@ -324,7 +409,7 @@ class Manager:
             finished_usec=now_usec(),
             current_package="",
         )
-        self._last_result[job.machine] = result
+        self._last_job[job.machine] = (job.id, result)
         self._history[job.id] = job
         if len(self._history) > HISTORY_SHOWN:
             del self._history[min(self._history)]
@@ -387,11 +472,89 @@ class Manager:
         self._change(job, rolled_back=True)
         return JobResult.DONE
 
+    async def _run_build(self, job: Job) -> JobResult:
+        name = job.machine
+        dataset = machines.dataset(self.config, name)
+        profile = portage.resolve_profile(self.config.portage, job.argument)
+        if profile is None:
+            raise NoSuchProfile(f"no profile {job.argument!r} in {self._repositories()}")
+        done = ""
+        if Flags.RESUME in job.flags:
+            machine = (await self._machines()).get(name)
+            if machine is None:
+                raise NoSuchMachine(f"no machine {name} to resume")
+            done = machine.build
+            self._log(job, journal.INFO, f"resuming after step {done or 'none'}")
+        if not done:
+            self._change(job, phase=Phase.CONFIGURE)
+            root = machines.directory(self.config, name)
+            await self.zfs.create(
+                dataset, root, {BUILD_PROPERTY: "created", PROFILE_PROPERTY: job.argument}
+            )
+            self._log(job, journal.INFO, f"created {dataset} at {root}")
+            done = "created"
+        root = await self._mounted_root(name)
+        if done == "created":
+            self._change(job, phase=Phase.CONFIGURE)
+            portage.write_config(self.config.portage, root, profile)
+            self._log(job, journal.INFO, f"wrote {root}/etc/portage for profile {job.argument}")
+            done = await self._step_done(dataset, "configured")
+        args = self.config.portage.build_args
+        passes = (
+            ("emerge-nodeps", [*args, "--nodeps"], Phase.EMERGE_NODEPS),
+            ("emerge", list(args), Phase.EMERGE),
+        )
+        for step, argv, phase in passes:
+            if BUILD_STEPS.index(done) >= BUILD_STEPS.index(step):
+                continue
+            async with self._protected(job, dataset, step):
+                await self._emerge(job, root, argv, phase=phase)
+            done = await self._step_done(dataset, step)
+        self._change(job, phase=Phase.CONFIGURE)
+        if done != "done":
+            path = nspawn.write_settings(self.config.nspawn, name)
+            self._log(job, journal.INFO, f"wrote {path}")
+            done = await self._step_done(dataset, "done")
+        if self.config.nspawn.enable:
+            await self._enable(job, name)
+        return JobResult.DONE
+
+    async def _step_done(self, dataset: str, step: str) -> str:
+        # A user property is not part of a snapshot: a rollback keeps what finished.
+        await self.zfs.set(dataset, BUILD_PROPERTY, step)
+        return step
+
+    async def _enable(self, job: Job, name: str) -> None:
+        unit = f"systemd-nspawn@{name}.service"
+        try:
+            await self.services.enable_and_start(unit)
+        except Unavailable as err:
+            self._log(job, journal.WARNING, f"not starting {unit}: {err}")
+            return
+        except ServiceError as err:
+            raise JobFailed(f"could not enable and start {unit}: {err}") from err
+        self._log(job, journal.INFO, f"enabled and started {unit}")
+
+    async def _run_remove(self, job: Job) -> JobResult:
+        name = job.machine
+        dataset = await self._dataset(name)
+        await self._check_not_running(name)
+        self._change(job, phase=Phase.CLEANUP)
+        settings = nspawn.settings_path(self.config.nspawn, name)
+        settings.unlink(missing_ok=True)
+        await uncancellable(self.zfs.destroy_filesystem(dataset))
+        with contextlib.suppress(OSError):
+            machines.directory(self.config, name).rmdir()
+        self._log(job, journal.INFO, f"destroyed {dataset} with its snapshots, removed {settings}")
+        return JobResult.DONE
+
     @contextlib.asynccontextmanager
-    async def _protected(self, job: Job, dataset: str) -> AsyncIterator[Snapshot]:
+    async def _protected(
+        self, job: Job, dataset: str, step: str = "pre"
+    ) -> AsyncIterator[Snapshot]:
         """Snapshot before the body; roll back to it if the body raises, cancellation included."""
         self._change(job, phase=Phase.SNAPSHOT)
-        snapshot = await self.zfs.snapshot(dataset, f"{SNAPSHOT_PREFIX}{job.id}-pre", job=job.id)
+        snapshot = await self.zfs.snapshot(dataset, f"{SNAPSHOT_PREFIX}{job.id}-{step}", job=job.id)
         self._change(job, snapshot=snapshot.full_name)
         self._log(job, journal.INFO, f"snapshot {snapshot.full_name} taken")
         try:
@@ -525,18 +688,81 @@ class Manager:
             raise NotGentoo(f"{root} has no etc/gentoo-release")
         return root
 
-    async def _roots(self) -> dict[str, Path | None]:
-        """Every machine dataset and where it is mounted."""
+    async def _mounted_root(self, name: str) -> Path:
+        root = await self.zfs.mountpoint(machines.dataset(self.config, name))
+        if root is None:
+            raise NoSuchMachine(f"the dataset of machine {name} is not mounted")
+        return root
+
+    async def _machines(self) -> dict[str, Machine]:
+        """Every machine dataset below [storage] dataset, in one zfs call."""
         parent = self.config.storage.dataset
         if not await self.zfs.exists(parent):
             return {}
-        mounts = await self.zfs.mountpoints(parent)
+        found = await self.zfs.machines(parent, [BUILD_PROPERTY, PROFILE_PROPERTY])
         prefix = parent + "/"
-        return {
-            name[len(prefix) :]: root
-            for name, root in sorted(mounts.items())
-            if name.startswith(prefix) and machines.valid_name(name[len(prefix) :])
-        }
+        result = {}
+        for dataset, props in sorted(found.items()):
+            name = dataset.removeprefix(prefix)
+            if not machines.valid_name(name):
+                continue
+            build, profile = props.get(BUILD_PROPERTY, "-"), props.get(PROFILE_PROPERTY, "-")
+            result[name] = Machine(
+                name=name,
+                dataset=dataset,
+                root=Path(props["root"]) if props["root"] else None,
+                build="" if build == "-" else build,
+                profile="" if profile == "-" else profile,
+            )
+        return result
+
+    def _foreign_directories(self, found: dict[str, Machine]) -> list[str]:
+        """Directories in machines_directory that are no dataset of ours: shown, never touched."""
+        try:
+            entries = list(self.config.storage.machines_directory.iterdir())
+        except OSError:
+            return []
+        return [
+            entry.name
+            for entry in entries
+            if entry.name not in found and machines.valid_name(entry.name) and entry.is_dir()
+        ]
+
+    async def _latest_snapshots(self) -> dict[str, str]:
+        """Each dataset's newest snapshot, in one zfs call."""
+        parent = self.config.storage.dataset
+        latest: dict[str, str] = {}
+        with contextlib.suppress(StorageFailed):
+            for snapshot in await self.zfs.all_snapshots(parent):
+                dataset, _, short = snapshot.partition("@")
+                latest[dataset] = short
+        return latest
+
+    async def _check_free(self, name: str) -> None:
+        """MachineExists unless no dataset, directory or .nspawn file has this name."""
+        dataset = machines.dataset(self.config, name)
+        directory = machines.directory(self.config, name)
+        settings = nspawn.settings_path(self.config.nspawn, name)
+        if await self.zfs.exists(dataset):
+            raise MachineExists(f"machine {name} exists (dataset {dataset})")
+        for path in (directory, settings):
+            if path.exists() or path.is_symlink():
+                raise MachineExists(f"{path} exists")
+
+    async def _check_not_running(self, name: str) -> None:
+        if await self.services.machine_running(name):
+            raise Busy(f"machine {name} is running; stop it first (machinectl poweroff {name})")
+
+    def _default_profile(self, name: str) -> str:
+        override = self.config.machines.get(name)
+        return (
+            override.profile
+            if override and override.profile
+            else self.config.portage.default_profile
+        )
+
+    def _repositories(self) -> str:
+        return ", ".join(str(repo) for repo in self.config.portage.repos) or "no repositories"
 
 
 def _priority(line: str) -> int:

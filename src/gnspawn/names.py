@@ -15,6 +15,9 @@ ERROR_PREFIX = "org.gnspawn1.Error."
 POLKIT_ACTION = "org.gnspawn1.manage"
 SNAPSHOT_PREFIX = "gnspawn-"
 JOB_PROPERTY = "org.gnspawn:job"
+BUILD_PROPERTY = "org.gnspawn:build"
+"""On a machine's dataset: the last build step that finished ("done" when all did)."""
+PROFILE_PROPERTY = "org.gnspawn:profile"
 
 
 class Flags(enum.IntFlag):
@@ -26,6 +29,8 @@ class Flags(enum.IntFlag):
     """Keep the failed state for inspection before rolling back."""
     PRETEND = 4
     """Run emerge --pretend: report what would change, change nothing."""
+    RESUME = 8
+    """Build: continue an incomplete machine from the first step that did not finish."""
 
 
 class JobType(enum.StrEnum):

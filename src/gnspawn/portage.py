@@ -6,6 +6,7 @@ import dataclasses
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from gnspawn.config import PortageConfig
 
@@ -124,3 +125,100 @@ class Progress:
         if self.log_file:
             text += f", log: {self.log_file}"
         return text
+
+
+class Profile(NamedTuple):
+    """A profile as `eselect profile list` shows it."""
+
+    name: str
+    repository: str
+    status: str
+    path: Path
+
+
+def repository_name(repo: Path) -> str:
+    """The name in profiles/repo_name, or the directory's name."""
+    try:
+        return (repo / "profiles" / "repo_name").read_text().split()[0]
+    except (OSError, IndexError):
+        return repo.name
+
+
+def profiles(config: PortageConfig) -> list[Profile]:
+    """The profiles listed in profiles.desc of every configured repository."""
+    found = []
+    for repo in config.repos:
+        try:
+            text = (repo / "profiles" / "profiles.desc").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            fields = line.split("#", 1)[0].split()
+            if len(fields) >= 3:
+                found.append(
+                    Profile(
+                        fields[1], repository_name(repo), fields[2], repo / "profiles" / fields[1]
+                    )
+                )
+    return found
+
+
+def resolve_profile(config: PortageConfig, profile: str) -> Path | None:
+    """A profile directory from an absolute path or a name under a repository's profiles/."""
+    if not profile or "\0" in profile:
+        return None
+    path = Path(profile)
+    if path.is_absolute():
+        candidates = [path]
+    else:
+        if ".." in path.parts:
+            return None
+        candidates = [repo / "profiles" / path for repo in config.repos]
+    for candidate in candidates:
+        if candidate.is_dir() and any(
+            (candidate / marker).exists()
+            for marker in ("parent", "make.defaults", "packages", "eapi")
+        ):
+            return candidate
+    return None
+
+
+def repos_conf(config: PortageConfig) -> str:
+    names = [repository_name(repo) for repo in config.repos]
+    lines = ["# Written by gnspawn.", "[DEFAULT]", f"main-repo = {names[0]}" if names else ""]
+    for name, repo in zip(names, config.repos, strict=True):
+        lines += ["", f"[{name}]", f"location = {repo}"]
+    return "\n".join(lines) + "\n"
+
+
+def make_conf(config: PortageConfig) -> str:
+    values = {
+        "FEATURES": " ".join(config.features),
+        "DISTDIR": str(config.distdir),
+        "PKGDIR": str(config.pkgdir),
+    }
+    if config.binhost:
+        values["PORTAGE_BINHOST"] = config.binhost
+    values.update(config.make_conf)
+    lines = ["# Written by gnspawn when it built this container."]
+    lines += [f'{key}="{_quoted(value)}"' for key, value in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _quoted(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
+
+
+def write_config(config: PortageConfig, root: Path, profile: Path) -> None:
+    """R/etc/portage: settings live in files under R, since Portage ignores some
+    environment settings when ROOT is not /."""
+    etc = root / "etc" / "portage"
+    etc.mkdir(parents=True, exist_ok=True)
+    link = etc / "make.profile"
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(profile)
+    (etc / "repos.conf").write_text(repos_conf(config))
+    (etc / "make.conf").write_text(make_conf(config))
+    for directory in (config.distdir, config.pkgdir):
+        directory.mkdir(parents=True, exist_ok=True)

@@ -8,14 +8,17 @@ status and the tail of its output, never a return code to check.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import logging
 import os
 import shlex
 import signal
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
+from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _PR_SET_PDEATHSIG = 1
 _TAIL_LINES = 20
@@ -78,19 +81,28 @@ async def _start(
 
 
 async def _complete(proc: asyncio.subprocess.Process, argv: Sequence[str]) -> str:
-    # Commands run to completion are short (zfs): when the caller is cancelled, let
-    # the command finish rather than leave a storage operation half done.
-    done = asyncio.ensure_future(proc.communicate())
-    try:
-        out, err = await asyncio.shield(done)
-    except asyncio.CancelledError:
-        await done
-        raise
+    out, err = await proc.communicate()
     if proc.returncode != 0:
         error = CommandFailed(argv, proc.returncode or 0, (err or b"").decode(errors="replace"))
         log.debug("%s", error)
         raise error
     return (out or b"").decode(errors="replace")
+
+
+async def _to_the_end(work: Coroutine[Any, Any, T]) -> T:
+    """Await `work`; if the caller is cancelled meanwhile, let it finish first.
+
+    Commands run to completion are short (zfs): stopping one half way could leave
+    storage half changed, and a subprocess cancelled while it starts can stall the
+    event loop's shutdown.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await task
+        raise
 
 
 async def run(argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> str:
@@ -99,24 +111,32 @@ async def run(argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> s
     Standard error is kept apart so that the output stays parseable; it becomes the
     message of CommandFailed.
     """
-    return await _complete(await _start(argv, env), argv)
+
+    async def work() -> str:
+        return await _complete(await _start(argv, env), argv)
+
+    return await _to_the_end(work())
 
 
 async def pipeline(first: Sequence[str], second: Sequence[str]) -> None:
     """Run `first | second`, failing if either fails."""
-    read, write = os.pipe()
-    try:
-        producer = await _start(first, None, stdout=write)
-    finally:
-        os.close(write)
-    try:
-        consumer = await _start(second, None, stdin=read)
-    finally:
-        os.close(read)
-    try:
-        await _complete(consumer, second)
-    finally:
-        await _complete(producer, first)
+
+    async def work() -> None:
+        read, write = os.pipe()
+        try:
+            producer = await _start(first, None, stdout=write)
+        finally:
+            os.close(write)
+        try:
+            consumer = await _start(second, None, stdin=read)
+        finally:
+            os.close(read)
+        try:
+            await _complete(consumer, second)
+        finally:
+            await _complete(producer, first)
+
+    await _to_the_end(work())
 
 
 class Process:

@@ -61,8 +61,25 @@ class Zfs:
             return False
         return True
 
-    async def create(self, dataset: str, mountpoint: Path) -> None:
-        await self._zfs("create", "-p", "-o", f"mountpoint={mountpoint}", "--", dataset)
+    async def create(self, dataset: str, mountpoint: Path, properties: dict[str, str]) -> None:
+        options = []
+        for key, value in {"mountpoint": str(mountpoint), **properties}.items():
+            options += ["-o", f"{key}={value}"]
+        await self._zfs("create", *options, "--", dataset)
+
+    async def destroy_filesystem(self, dataset: str) -> None:
+        """Destroy a filesystem with its snapshots.
+
+        zfs-fuse reports a filesystem whose files were used as busy until it is
+        unmounted through its mountpoint property; OpenZFS accepts either way.
+        """
+        mountpoint = (await self._get(dataset, ["mountpoint"], recursive=False))[0][2]
+        await self._zfs("set", "mountpoint=none", dataset)
+        try:
+            await self._zfs("destroy", "-r", "--", dataset)
+        except StorageFailed:
+            await self._zfs("set", f"mountpoint={mountpoint}", dataset)
+            raise
 
     async def mountpoint(self, dataset: str) -> Path | None:
         """Where the dataset is mounted, or None when it is not."""
@@ -72,28 +89,26 @@ class Zfs:
             return None
         return Path(values["mountpoint"])
 
-    async def mountpoints(self, parent: str) -> dict[str, Path | None]:
-        """`parent` and the filesystems directly below it, with where each is mounted."""
+    async def machines(self, parent: str, properties: Sequence[str]) -> dict[str, dict[str, str]]:
+        """The filesystems directly below `parent` with the given properties, plus where
+        each is mounted ("root", empty when not mounted): one zfs call for them all."""
+        wanted = ["type", "mountpoint", "mounted", *properties]
         args = ["get", "-H", "-p", "-r", "-d", "1", "-o", "name,property,value"]
-        out = await self._zfs(*args, "mountpoint,mounted,type", "--", parent)
+        out = await self._zfs(*args, ",".join(wanted), "--", parent)
         props: dict[str, dict[str, str]] = {}
         for line in out.splitlines():
             name, prop, value = line.split("\t")
             props.setdefault(name, {})[prop] = value
-        return {
-            name: Path(p["mountpoint"])
-            if p.get("mounted") == "yes" and p.get("mountpoint", "").startswith("/")
-            else None
-            for name, p in props.items()
-            if p.get("type") == "filesystem"
-        }
-
-    async def children(self, parent: str) -> list[str]:
-        """The names of the filesystems directly below `parent`."""
-        out = await self._zfs(
-            "list", "-H", "-o", "name", "-t", "filesystem", "-r", "-d", "1", "--", parent
-        )
-        return [name for name in out.splitlines() if name and name != parent]
+        result = {}
+        for name, values in props.items():
+            if name == parent or values.get("type") != "filesystem":
+                continue
+            mounted = values.get("mounted") == "yes" and values.get("mountpoint", "").startswith(
+                "/"
+            )
+            values["root"] = values["mountpoint"] if mounted else ""
+            result[name] = values
+        return result
 
     async def snapshot(self, dataset: str, name: str, *, job: int) -> Snapshot:
         """Take `dataset@name`, tagged with the job that took it."""
@@ -125,6 +140,11 @@ class Zfs:
             )
         return result
 
+    async def all_snapshots(self, parent: str) -> list[str]:
+        """The names of all snapshots below `parent`, oldest first per dataset."""
+        out = await self._zfs("list", "-H", "-t", "snapshot", "-o", "name", "-r", "--", parent)
+        return [name for name in out.splitlines() if name]
+
     async def clones(self, snapshot: str) -> list[str]:
         """Filesystems cloned from `snapshot` (zfs-fuse has no `clones` property)."""
         pool = snapshot.split("/", 1)[0].split("@", 1)[0]
@@ -149,4 +169,5 @@ class Zfs:
             raise StorageFailed(err.message) from err
 
     async def set(self, dataset: str, prop: str, value: str) -> None:
-        await self._zfs("set", f"{prop}={value}", "--", dataset)
+        # zfs-fuse's `set` takes no "--"; dataset names are validated before they get here.
+        await self._zfs("set", f"{prop}={value}", dataset)

@@ -1,7 +1,6 @@
 """The Manager and Job objects: read arguments, authorize, call the manager once, reply."""
 
-from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from dbus_fast.annotations import (
     DBusBool,
@@ -18,23 +17,29 @@ from gnspawn import __version__
 from gnspawn.bus.auth import Authority
 from gnspawn.bus.errors import translated
 from gnspawn.jobs import Job
+from gnspawn.machines import MachineInfo
 from gnspawn.manager import Manager
-from gnspawn.names import JOB_INTERFACE, MANAGER_INTERFACE, job_path
+from gnspawn.names import JOB_INTERFACE, MACHINE_INTERFACE, MANAGER_INTERFACE, job_path
 
 READ = PropertyAccess.READ
 JobHandle = Annotated[tuple[int, str], DBusSignature("uo")]
 
 
+class Exporter(Protocol):
+    """Keeps the Job and Machine objects on the bus."""
+
+    def export_job(self, job: Job) -> None: ...
+    def show_machines(self, machines: list[MachineInfo]) -> None: ...
+
+
 class ManagerInterface(ServiceInterface):
     """org.gnspawn1.Manager at /org/gnspawn1."""
 
-    def __init__(
-        self, manager: Manager, authority: Authority, export_job: Callable[[Job], None]
-    ) -> None:
+    def __init__(self, manager: Manager, authority: Authority, exporter: Exporter) -> None:
         super().__init__(MANAGER_INTERFACE)
         self.manager = manager
         self.authority = authority
-        self.export_job = export_job
+        self.exporter = exporter
 
     @dbus_method()
     @translated
@@ -52,6 +57,25 @@ class ManagerInterface(ServiceInterface):
 
     @dbus_method()
     @translated
+    async def Build(self, name: DBusStr, profile: DBusStr, flags: DBusUInt64) -> JobHandle:
+        uid = await self.authority.require_manage()
+        job = await self.manager.build(name, profile, flags, uid=uid)
+        return job.id, job_path(job.id)
+
+    @dbus_method()
+    @translated
+    async def Remove(self, name: DBusStr, flags: DBusUInt64) -> JobHandle:
+        uid = await self.authority.require_manage()
+        job = await self.manager.remove(name, flags, uid=uid)
+        return job.id, job_path(job.id)
+
+    @dbus_method()
+    @translated
+    async def ListProfiles(self) -> Annotated[list[Any], DBusSignature("a(sss)")]:
+        return [[p.name, p.repository, p.status] for p in self.manager.list_profiles()]
+
+    @dbus_method()
+    @translated
     async def Rollback(self, name: DBusStr, snapshot: DBusStr, flags: DBusUInt64) -> JobHandle:
         uid = await self.authority.require_manage()
         job = await self.manager.rollback(name, snapshot, flags, uid=uid)
@@ -60,7 +84,9 @@ class ManagerInterface(ServiceInterface):
     @dbus_method()
     @translated
     async def ListMachines(self) -> Annotated[list[Any], DBusSignature("a(sssso)")]:
-        return [list(row) for row in await self.manager.list_machines()]
+        machines = await self.manager.list_machines()
+        self.exporter.show_machines(machines)
+        return [list(machine.row()) for machine in machines]
 
     @dbus_method()
     @translated
@@ -79,7 +105,7 @@ class ManagerInterface(ServiceInterface):
     @translated
     async def GetJob(self, id: DBusUInt32) -> DBusObjectPath:
         job = self.manager.get_job(id)
-        self.export_job(job)
+        self.exporter.export_job(job)
         return job_path(job.id)
 
     @dbus_method()
@@ -209,3 +235,56 @@ class JobInterface(ServiceInterface):
     @dbus_property(access=READ)
     def InitiatorUID(self) -> DBusUInt32:
         return self.job.initiator_uid
+
+
+class MachineInterface(ServiceInterface):
+    """org.gnspawn1.Machine at /org/gnspawn1/machine/<escaped name>."""
+
+    def __init__(self, info: MachineInfo) -> None:
+        super().__init__(MACHINE_INTERFACE)
+        self.info = info
+
+    def update(self, info: MachineInfo) -> None:
+        old = self.info
+        self.info = info
+        changed = {
+            name: new
+            for name, new, before in (
+                ("State", info.state, old.state),
+                ("Profile", info.profile, old.profile),
+                ("Dataset", info.dataset, old.dataset),
+                ("LastJob", info.last_job, old.last_job),
+                ("LatestSnapshot", info.latest_snapshot, old.latest_snapshot),
+            )
+            if new != before
+        }
+        if changed:
+            self.emit_properties_changed(changed)
+
+    @dbus_property(access=READ)
+    def Name(self) -> DBusStr:
+        return self.info.name
+
+    @dbus_property(access=READ)
+    def State(self) -> DBusStr:
+        return self.info.state
+
+    @dbus_property(access=READ)
+    def Profile(self) -> DBusStr:
+        return self.info.profile
+
+    @dbus_property(access=READ)
+    def Dataset(self) -> DBusStr:
+        return self.info.dataset
+
+    @dbus_property(access=READ)
+    def Directory(self) -> DBusStr:
+        return self.info.directory
+
+    @dbus_property(access=READ)
+    def LastJob(self) -> DBusUInt32:
+        return self.info.last_job
+
+    @dbus_property(access=READ)
+    def LatestSnapshot(self) -> DBusStr:
+        return self.info.latest_snapshot

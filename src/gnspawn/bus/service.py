@@ -1,14 +1,20 @@
 """The daemon's presence on the bus: exported objects, and job events as signals."""
 
+import asyncio
+import logging
 from typing import Any
 
 from dbus_fast.aio import MessageBus
 
 from gnspawn.bus.auth import Authority
-from gnspawn.bus.objects import JobInterface, ManagerInterface
+from gnspawn.bus.objects import JobInterface, MachineInterface, ManagerInterface
+from gnspawn.errors import GnspawnError
 from gnspawn.jobs import Job
+from gnspawn.machines import MachineInfo
 from gnspawn.manager import HISTORY_SHOWN, Manager
 from gnspawn.names import MANAGER_PATH, job_path
+
+log = logging.getLogger(__name__)
 
 
 class BusService:
@@ -18,20 +24,55 @@ class BusService:
         self.bus = bus
         self.authority = Authority(bus)
         self._jobs: dict[int, JobInterface] = {}
+        self._machines: dict[str, MachineInterface] = {}
+        self._refresh: asyncio.Task[None] | None = None
         self._manager: Manager | None = None
         self._interface: ManagerInterface | None = None
 
     def attach(self, manager: Manager) -> None:
         self._manager = manager
-        self._interface = ManagerInterface(manager, self.authority, self.export_job)
+        self._interface = ManagerInterface(manager, self.authority, self)
         self.bus.export(MANAGER_PATH, self._interface)
         manager.on_queue_changed = self._queue_changed
 
     def export_known(self) -> None:
-        """Export the jobs the manager knows after its start: queued and recent ones."""
+        """Export the jobs the manager knows after its start, and the machines."""
         assert self._manager is not None
         for job in self._manager.list_jobs():
             self._export(job)
+        self._refresh_machines()
+
+    def show_machines(self, machines: list[MachineInfo]) -> None:
+        """Export a Machine object per machine, update changed ones, drop vanished ones."""
+        current = {machine.path: machine for machine in machines}
+        for path in set(self._machines) - set(current):
+            self.bus.unexport(path, self._machines.pop(path))
+        for path, info in current.items():
+            if (interface := self._machines.get(path)) is None:
+                self._machines[path] = interface = MachineInterface(info)
+                self.bus.export(path, interface)
+            else:
+                interface.update(info)
+
+    async def settle(self) -> None:
+        """Let a running look at the machines finish: a subprocess cancelled while it
+        starts can hold up the event loop's shutdown."""
+        if self._refresh is not None:
+            await asyncio.wait([self._refresh])
+
+    def _refresh_machines(self) -> None:
+        """Look at the machines again soon (after a job changed them), once at a time."""
+        if self._refresh is not None and not self._refresh.done():
+            return
+
+        async def refresh() -> None:
+            assert self._manager is not None
+            try:
+                self.show_machines(await self._manager.list_machines())
+            except GnspawnError as err:
+                log.warning("cannot list machines: %s", err)
+
+        self._refresh = asyncio.get_running_loop().create_task(refresh())
 
     def _export(self, job: Job) -> JobInterface:
         if (interface := self._jobs.get(job.id)) is None:
@@ -76,6 +117,7 @@ class BusService:
         if self._interface is not None:
             self._interface.JobRemoved(job)
         self._forget_old()
+        self._refresh_machines()
 
     def job_log(self, job: Job, priority: int, line: str) -> None:
         if (interface := self._jobs.get(job.id)) is not None:

@@ -78,11 +78,14 @@ class Client:
     async def manager(self, member: str, signature: str = "", *body: Any) -> list[Any]:
         return await self.call(MANAGER_PATH, MANAGER_INTERFACE, member, signature, *body)
 
-    async def job_properties(self, path: str) -> dict[str, Any]:
+    async def properties(self, path: str, interface: str) -> dict[str, Any]:
         (props,) = await self.call(
-            path, "org.freedesktop.DBus.Properties", "GetAll", "s", JOB_INTERFACE
+            path, "org.freedesktop.DBus.Properties", "GetAll", "s", interface
         )
         return {key: value.value for key, value in props.items()}
+
+    async def job_properties(self, path: str) -> dict[str, Any]:
+        return await self.properties(path, JOB_INTERFACE)
 
     async def subscribe(self, handler: Callable[[Message], None]) -> None:
         """Receive every signal gnspawnd sends about jobs (before a call, so none is missed)."""

@@ -12,8 +12,8 @@ from typing import Any, NoReturn
 
 from gnspawn import __version__
 from gnspawn.ctl.client import Client, JobWatcher, Unreachable
-from gnspawn.errors import GnspawnError
-from gnspawn.names import Flags
+from gnspawn.errors import GnspawnError, NoSuchMachine
+from gnspawn.names import MACHINE_INTERFACE, Flags
 
 EXIT_OK, EXIT_FAILED, EXIT_CANCELED, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE = 0, 1, 2, 3, 4, 64
 RESULT_EXIT = {
@@ -98,6 +98,29 @@ def build_parser() -> Parser:
     )
     rollback.add_argument("name", metavar="NAME")
     rollback.add_argument("snapshot", metavar="SNAPSHOT", nargs="?", default="")
+    build = verbs.add_parser(
+        "build",
+        parents=[job_opts],
+        help="build a new container",
+        description="Create a dataset, write etc/portage, emerge @system (a --nodeps pass "
+        "first), write NAME.nspawn. A failed step is rolled back and the machine left "
+        "incomplete: --resume continues it, 'gnctl remove' discards it.",
+    )
+    build.add_argument("name", metavar="NAME")
+    build.add_argument("--profile", default="", help="profile name or path (see 'gnctl profiles')")
+    build.add_argument("--resume", action="store_true", help="continue an incomplete build")
+    build.add_argument(
+        "--keep-failed",
+        action="store_true",
+        help="keep a copy of a failed state before rolling back",
+    )
+    remove = verbs.add_parser(
+        "remove", parents=[job_opts], help="destroy a machine's dataset, snapshots and .nspawn file"
+    )
+    remove.add_argument("name", metavar="NAME")
+    verbs.add_parser("profiles", parents=[common], help="list the profiles build accepts")
+    status = verbs.add_parser("status", parents=[common], help="show one machine")
+    status.add_argument("name", metavar="NAME")
     cancel = verbs.add_parser("cancel", help="cancel a job (a running one is rolled back)")
     cancel.add_argument("ids", metavar="ID", type=int, nargs="+")
     wait = verbs.add_parser("wait", parents=[job_opts], help="wait for jobs to finish")
@@ -269,6 +292,8 @@ def job_flags(args: argparse.Namespace) -> int:
         flags |= Flags.KEEP_FAILED
     if getattr(args, "pretend", False):
         flags |= Flags.PRETEND
+    if getattr(args, "resume", False):
+        flags |= Flags.RESUME
     return int(flags)
 
 
@@ -336,6 +361,48 @@ async def cmd_rollback(client: Client, args: argparse.Namespace) -> int:
     return await follow(client, args, watcher, [(job_id, path, args.name)])
 
 
+async def cmd_build(client: Client, args: argparse.Namespace) -> int:
+    watcher = make_watcher(args, multiple=False)
+    await client.subscribe(watcher)
+    job_id, path = await client.manager("Build", "sst", args.name, args.profile, job_flags(args))
+    return await follow(client, args, watcher, [(job_id, path, args.name)])
+
+
+async def cmd_remove(client: Client, args: argparse.Namespace) -> int:
+    watcher = make_watcher(args, multiple=False)
+    await client.subscribe(watcher)
+    job_id, path = await client.manager("Remove", "st", args.name, job_flags(args))
+    return await follow(client, args, watcher, [(job_id, path, args.name)])
+
+
+async def cmd_profiles(client: Client, args: argparse.Namespace) -> int:
+    (rows,) = await client.manager("ListProfiles")
+    records = [{"profile": p, "repository": r, "status": s} for p, r, s in rows]
+    emit(
+        args,
+        records,
+        ["PROFILE", "REPOSITORY", "STATUS"],
+        ["profile", "repository", "status"],
+        "No profiles (is [portage] repos set?).",
+    )
+    return EXIT_OK
+
+
+async def cmd_status(client: Client, args: argparse.Namespace) -> int:
+    (rows,) = await client.manager("ListMachines")
+    paths = {name: path for name, _, _, _, path in rows}
+    if args.name not in paths:
+        raise NoSuchMachine(f"no machine {args.name}")
+    props = await client.properties(paths[args.name], MACHINE_INTERFACE)
+    if args.json:
+        print(json.dumps(props, indent=2, sort_keys=True))
+        return EXIT_OK
+    for key in ("Name", "State", "Profile", "Dataset", "Directory", "LastJob", "LatestSnapshot"):
+        value = props.get(key, "")
+        print(f"{key:>15}: {value if value not in ('', 0) else '-'}")
+    return EXIT_OK
+
+
 async def cmd_cancel(client: Client, args: argparse.Namespace) -> int:
     for job_id in args.ids:
         await client.manager("CancelJob", "u", job_id)
@@ -367,6 +434,10 @@ COMMANDS = {
     "rollback": cmd_rollback,
     "cancel": cmd_cancel,
     "wait": cmd_wait,
+    "build": cmd_build,
+    "remove": cmd_remove,
+    "profiles": cmd_profiles,
+    "status": cmd_status,
 }
 
 

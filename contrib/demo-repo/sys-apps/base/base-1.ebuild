@@ -9,4 +9,8 @@ src_install() {
 	insinto /etc
 	echo "Gentoo Base System release 2.17" > "${T}/gentoo-release" || die
 	doins "${T}/gentoo-release"
+	insinto /usr/lib
+	printf 'NAME=Gentoo\nID=gentoo\nPRETTY_NAME="Gentoo (gnspawn demo)"\n' > "${T}/os-release" || die
+	doins "${T}/os-release"
+	dosym ../usr/lib/os-release /etc/os-release
 }
