@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -134,6 +135,7 @@ def test_cancel_of_a_build_rolls_back_its_step(daemon: Testbed) -> None:
     daemon.start_daemon()
     job = queued(call("Build", "sst", "c3", "", "0").stdout)
     wait_for(lambda: job_string(job, "CurrentPackage") == "app-misc/sleeper-2", "the slow build")
+    assert '"c3" "building"' in call("ListMachines").stdout
     assert gnctl("cancel", str(job)).returncode == 0
     assert wait_job(job) == "canceled"
     assert '"c3" "incomplete"' in call("ListMachines").stdout
@@ -189,3 +191,38 @@ def test_enable_without_systemd_on_the_bus_says_so_and_finishes(daemon: Testbed)
         "not starting systemd-nspawn@c5.service: org.freedesktop.systemd1 is not on the bus"
         in result.stdout
     )
+
+
+def calls(record: Path) -> list[list[object]]:
+    return [json.loads(line) for line in record.read_text().splitlines()] if record.exists() else []
+
+
+def test_enable_starts_the_container_through_systemds_bus_api(daemon: Testbed) -> None:
+    # systemd cannot be PID 1 here: a recording org.freedesktop.systemd1 stands in for it.
+    daemon.write_config(nspawn={"settings_directory": str(daemon.dir / "nspawn"), "enable": True})
+    daemon.stop_daemon()
+    daemon.start_daemon()
+    with daemon.host_services() as record:
+        result = gnctl("build", "c6")
+
+    assert result.returncode == 0, result.stderr
+    assert "enabled and started systemd-nspawn@c6.service" in result.stdout
+    assert calls(record) == [
+        ["EnableUnitFiles", ["systemd-nspawn@c6.service"], False, False],
+        ["Reload"],
+        ["StartUnit", "systemd-nspawn@c6.service", "replace"],
+    ]
+
+
+def test_remove_refuses_a_running_machine(daemon: Testbed) -> None:
+    # A recording org.freedesktop.machine1 says c7 runs, as machined would.
+    assert gnctl("build", "-q", "c7").returncode == 0
+    with daemon.host_services("c7") as record:
+        refused = gnctl("remove", "c7")
+    assert refused.returncode == 3
+    assert "machine c7 is running; stop it first (machinectl poweroff c7)" in refused.stderr
+    assert ["GetMachine", "c7"] in calls(record)
+    assert (daemon.machines / "c7/etc/gentoo-release").exists()
+    with daemon.host_services() as record:
+        assert gnctl("remove", "-q", "c7").returncode == 0
+    assert not (daemon.machines / "c7").exists()

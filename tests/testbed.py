@@ -150,6 +150,10 @@ BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Config
     <allow send_requested_reply="true" send_type="error"/>
   </policy>
   <policy user="root">
+    <allow own="org.freedesktop.systemd1"/>
+    <allow own="org.freedesktop.machine1"/>
+    <allow send_destination="org.freedesktop.systemd1"/>
+    <allow send_destination="org.freedesktop.machine1"/>
     <allow send_interface="org.freedesktop.DBus.Monitoring"/>
     <allow eavesdrop="true"/>
   </policy>
@@ -367,6 +371,28 @@ class Testbed:
             self.notify.close()
             self.notify = None
         return code
+
+    @contextlib.contextmanager
+    def host_services(self, *running: str) -> Iterator[Path]:
+        """Recording systemd and machined on the bus; yields the file of their calls."""
+        record = self.dir / "host-services.jsonl"
+        record.unlink(missing_ok=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(Path(__file__).parent / "recording_services.py"),
+                str(record),
+                *running,
+            ],
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+        )
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == b"ready"
+            yield record
+        finally:
+            stop_pid(proc)
 
     def stop(self) -> None:
         self.stop_daemon()
