@@ -225,6 +225,8 @@ def test_emerge_argv_reads_everything_from_the_root() -> None:
         f"--sysroot={ROOT}",
         f"--config-root={ROOT}",
         "--color=n",
+        "--usepkg=y",
+        "--buildpkg=y",
         "-1uv",
         "@world",
     ]
@@ -240,6 +242,8 @@ def test_emerge_argv_pretend_comes_before_the_arguments() -> None:
         f"--sysroot={ROOT}",
         f"--config-root={ROOT}",
         "--color=n",
+        "--usepkg=y",
+        "--buildpkg=y",
         "--pretend",
         "-1uv",
         "@system",
@@ -288,3 +292,11 @@ def test_the_first_of_several_failures_is_reported() -> None:
     progress.feed(" * ERROR: a/y-1::r failed (install phase):")
     progress.feed(">>> Failed to emerge a/y-1 for /R/, Log file:")
     assert progress.failure().startswith("a/x-1 failed (compile phase)")
+
+
+def test_binary_build_ids_are_dropped_from_pending_packages() -> None:
+    progress = Progress()
+    progress.feed("[binary     U  ] app-misc/hello-2-1::gnspawn-demo [1::gnspawn-demo] 0 KiB")
+    progress.feed("[binary     U  ] dev-libs/foo-1.0-r1-12::gentoo")
+    progress.feed("[binary   R    ] sys-apps/base-1::x")
+    assert progress.pending == ["app-misc/hello-2", "dev-libs/foo-1.0-r1", "sys-apps/base-1"]

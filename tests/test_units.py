@@ -116,7 +116,7 @@ def test_timer_starts_the_update_service() -> None:
     assert "Unit" not in timer["Timer"]  # the default: the service of the same name
     assert timer["Install"]["WantedBy"] == ["timers.target"]
     assert service["Service"]["Type"] == ["oneshot"]
-    assert service["Service"]["ExecStart"] == ["/usr/bin/gnctl update --all --quiet"]
+    assert service["Service"]["ExecStart"] == ["/usr/bin/gnctl update --all --scheduled --quiet"]
     assert "gnspawnd.service" in service["Unit"]["After"][0].split()
 
 

@@ -75,6 +75,14 @@ class NspawnConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class UpdatesConfig:
+    policy: str = "apply"
+    """What a scheduled update-all does: none, check (pretend and report) or apply."""
+    restart: bool = False
+    """Restart a running container whose update changed something."""
+
+
+@dataclasses.dataclass(frozen=True)
 class MachineConfig:
     profile: str = ""
 
@@ -87,6 +95,7 @@ class Config:
     portage: PortageConfig = PortageConfig()
     jobs: JobsConfig = JobsConfig()
     nspawn: NspawnConfig = NspawnConfig()
+    updates: UpdatesConfig = UpdatesConfig()
     machines: Mapping[str, MachineConfig] = dataclasses.field(default_factory=dict)
 
 
@@ -146,6 +155,12 @@ def _boolean(value: Any) -> bool:
     return value
 
 
+def _policy(value: Any) -> str:
+    if value not in ("none", "check", "apply"):
+        raise ValueError("expected one of none, check, apply")
+    return str(value)
+
+
 def _strings(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ValueError("expected a list of strings")
@@ -195,6 +210,7 @@ SETTINGS: dict[str, dict[str, Converter]] = {
         "bridge": _string,
         "enable": _boolean,
     },
+    "updates": {"policy": _policy, "restart": _boolean},
 }
 MACHINE_SETTINGS: dict[str, Converter] = {"profile": _nonempty}
 SECTIONS: dict[str, type[Any]] = {
@@ -203,6 +219,7 @@ SECTIONS: dict[str, type[Any]] = {
     "portage": PortageConfig,
     "jobs": JobsConfig,
     "nspawn": NspawnConfig,
+    "updates": UpdatesConfig,
 }
 
 
@@ -300,5 +317,6 @@ def parse(
         portage=sections.get("portage", PortageConfig()),
         jobs=sections.get("jobs", JobsConfig()),
         nspawn=sections.get("nspawn", NspawnConfig()),
+        updates=sections.get("updates", UpdatesConfig()),
         machines=machines,
     )

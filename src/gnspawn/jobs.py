@@ -42,6 +42,8 @@ class Job:
     finished_usec: int = 0
     pid: int = 0
     """Process group of the emerge running for this job, 0 when none."""
+    follows: int = 0
+    """A job that must end before this one starts (a fleet's first build of a profile)."""
 
     @property
     def active(self) -> bool:
@@ -70,7 +72,7 @@ PROPERTY_NAMES: dict[str, str] = {
 """Job fields as bus properties; the other fields stay inside the daemon."""
 
 _FIELDS = [f.name for f in dataclasses.fields(Job)]
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -92,7 +94,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT NOT NULL,
     started_usec INTEGER NOT NULL,
     finished_usec INTEGER NOT NULL,
-    pid INTEGER NOT NULL
+    pid INTEGER NOT NULL,
+    follows INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
 CREATE INDEX IF NOT EXISTS jobs_machine ON jobs (machine, id);
@@ -129,6 +132,8 @@ class JobStore:
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version > _SCHEMA_VERSION:
                 raise StoreError(f"{path}: written by a newer gnspawnd (schema {version})")
+            if version == 1:
+                self._db.execute("ALTER TABLE jobs ADD COLUMN follows INTEGER NOT NULL DEFAULT 0")
             self._db.executescript(_SCHEMA)
             self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
             self._db.execute("SELECT count(*) FROM jobs").fetchone()

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol, TypeVar
 
 from gnspawn import log as journal
-from gnspawn import machines, nspawn, portage
+from gnspawn import machines, nspawn, portage, retention
 from gnspawn.config import Config
 from gnspawn.errors import (
     Busy,
@@ -58,6 +58,7 @@ RUNNING_STATES = {
     JobType.BUILD: "building",
     JobType.ROLLBACK: "rolling-back",
     JobType.REMOVE: "removing",
+    JobType.PRUNE: "pruning",
 }
 HISTORY_SHOWN = 100
 """Finished jobs ListJobs shows after the active ones."""
@@ -136,6 +137,7 @@ class Manager:
             JobType.ROLLBACK: self._run_rollback,
             JobType.BUILD: self._run_build,
             JobType.REMOVE: self._run_remove,
+            JobType.PRUNE: self._run_prune,
         }
         self.on_queue_changed: Callable[[], None] = lambda: None
 
@@ -212,7 +214,7 @@ class Manager:
 
     # --- the bus API --------------------------------------------------------
 
-    async def update(self, name: str, flags: int, *, uid: int) -> Job:
+    async def update(self, name: str, flags: int, *, uid: int, follows: int = 0) -> Job:
         """Queue an update, or return the machine's update that is still waiting."""
         machines.check_name(name)
         checked = check_flags(flags)
@@ -226,21 +228,45 @@ class Manager:
             and waiting.flags & ~Flags.FAIL_IF_BUSY == checked & ~Flags.FAIL_IF_BUSY
         ):
             return waiting
-        return self._submit(JobType.UPDATE, name, checked, uid)
+        return self._submit(JobType.UPDATE, name, checked, uid, follows=follows)
 
-    async def update_all(self, flags: int, *, uid: int) -> list[tuple[str, Job]]:
-        """One update per Gentoo machine; others are logged as skipped."""
-        check_flags(flags)
-        queued = []
-        for machine in (await self._machines()).values():
-            if machine.root is None or not machines.is_gentoo(machine.root):
-                log.info("update-all: skipping %s, not a Gentoo root", machine.name)
+    async def update_all(self, flags: int, *, uid: int) -> list[tuple[str, Job | None]]:
+        """One update per Gentoo machine, in an order that compiles each package once.
+
+        Machines that are not Gentoo roots, or are busy with FAIL_IF_BUSY, come back
+        with no job. The first machine of each profile runs first; the others of that
+        profile wait for it and install the binary packages it built.
+        """
+        checked = check_flags(flags, KNOWN_FLAGS | Flags.SCHEDULED)
+        if Flags.SCHEDULED in checked:
+            policy = self.config.updates.policy
+            log.info("scheduled update of all machines, policy %s", policy)
+            if policy == "none":
+                return []
+            if policy == "check":
+                checked |= Flags.PRETEND
+        checked &= ~Flags.SCHEDULED
+        found = await self._machines()
+        result: list[tuple[str, Job | None]] = []
+        leaders: dict[str, Job] = {}
+        for name in sorted({*found, *self._foreign_directories(found)}):
+            machine = found.get(name)
+            if machine is None or machine.root is None or not machines.is_gentoo(machine.root):
+                log.info("update-all: skipping %s, not a Gentoo root", name)
+                result.append((name, None))
                 continue
+            profile = machine.profile or machines.profile_of(self.config, machine.root)
+            leader = leaders.get(profile)
+            follows = leader.id if leader and Flags.PRETEND not in checked else 0
             try:
-                queued.append((machine.name, await self.update(machine.name, flags, uid=uid)))
+                job = await self.update(name, checked, uid=uid, follows=follows)
             except Busy:
-                log.info("update-all: skipping %s, busy", machine.name)
-        return queued
+                log.info("update-all: skipping %s, busy", name)
+                result.append((name, None))
+                continue
+            leaders.setdefault(profile, job)
+            result.append((name, job))
+        return result
 
     async def build(self, name: str, profile: str, flags: int, *, uid: int) -> Job:
         """Queue the build of a new machine, or the rest of an incomplete one (RESUME)."""
@@ -274,6 +300,13 @@ class Manager:
         if Flags.FAIL_IF_BUSY in checked and self.queue.busy(name):
             raise Busy(f"machine {name} has a job waiting or running")
         return self._submit(JobType.REMOVE, name, checked, uid)
+
+    async def prune(self, name: str, flags: int, *, uid: int) -> Job:
+        """Queue the pruning of a machine's snapshots by retention."""
+        machines.check_name(name)
+        check_flags(flags, Flags(0))
+        await self._dataset(name)
+        return self._submit(JobType.PRUNE, name, Flags(0), uid)
 
     def list_profiles(self) -> list[Profile]:
         return portage.profiles(self.config.portage)
@@ -369,7 +402,16 @@ class Manager:
 
     # --- jobs ---------------------------------------------------------------
 
-    def _submit(self, kind: JobType, name: str, flags: Flags, uid: int, argument: str = "") -> Job:
+    def _submit(
+        self,
+        kind: JobType,
+        name: str,
+        flags: Flags,
+        uid: int,
+        *,
+        argument: str = "",
+        follows: int = 0,
+    ) -> Job:
         job = self.store.add(
             Job(
                 id=0,
@@ -379,6 +421,7 @@ class Manager:
                 initiator_uid=uid,
                 created_usec=now_usec(),
                 argument=argument,
+                follows=follows,
             )
         )
         self._log(job, journal.INFO, f"queued {kind} of {name}")
@@ -428,7 +471,8 @@ class Manager:
     async def _run(self, job: Job) -> None:
         self._change(job, state=JobState.RUNNING, started_usec=now_usec())
         try:
-            result, error = await self._runners[job.type](job), ""
+            result = await self._runners[job.type](job)
+            error = job.error  # a runner may explain a success (what a check found)
         except asyncio.CancelledError:
             result, error = JobResult.CANCELED, self._cancel_reason.pop(job.id, "canceled")
         except GnspawnError as err:
@@ -445,12 +489,11 @@ class Manager:
         if Flags.PRETEND in job.flags:
             progress = await self._emerge(job, root, args, pretend=True)
             if not progress.pending:
+                self._log(job, journal.INFO, "nothing pending")
                 return JobResult.SKIPPED
-            self._log(
-                job,
-                journal.NOTICE,
-                f"{len(progress.pending)} packages pending: " + " ".join(progress.pending),
-            )
+            pending = f"{len(progress.pending)} packages pending: " + " ".join(progress.pending)
+            self._log(job, journal.NOTICE, pending)
+            self._change(job, error=pending)
             return JobResult.DONE
         async with self._protected(job, dataset) as snapshot:
             progress = await self._emerge(job, root, args)
@@ -461,16 +504,44 @@ class Manager:
             self._change(job, snapshot="")
             return JobResult.SKIPPED
         self._change(job, phase=Phase.CLEANUP)
-        await self._prune(dataset)
+        await self._prune(job, dataset)
+        if self.config.updates.restart:
+            await self._restart(job)
         return JobResult.DONE
+
+    async def _restart(self, job: Job) -> None:
+        unit = f"systemd-nspawn@{job.machine}.service"
+        try:
+            await self.services.try_restart(unit)
+        except Unavailable as err:
+            self._log(job, journal.WARNING, f"not restarting {unit}: {err}")
+        except ServiceError as err:
+            raise JobFailed(f"updated, but restarting {unit} failed: {err}") from err
+        else:
+            self._log(job, journal.INFO, f"restarted {unit} if it was running")
 
     async def _run_rollback(self, job: Job) -> JobResult:
         dataset = await self._dataset(job.machine)
         target = f"{dataset}@{job.argument}"
+        unit = f"systemd-nspawn@{job.machine}.service"
         self._change(job, phase=Phase.ROLLBACK, snapshot=target)
-        await uncancellable(self._rollback_to(dataset, target))
+        try:
+            async with self.services.stopped(unit) as was_active:
+                if was_active:
+                    self._log(job, journal.INFO, f"stopped {unit} for the rollback")
+                await uncancellable(self._rollback_to(dataset, target))
+        except ServiceError as err:
+            raise JobFailed(f"stopping or starting {unit} failed: {err}") from err
+        if was_active:
+            self._log(job, journal.INFO, f"started {unit} again")
         self._change(job, rolled_back=True)
+        await self._prune(job, dataset)
         return JobResult.DONE
+
+    async def _run_prune(self, job: Job) -> JobResult:
+        dataset = await self._dataset(job.machine)
+        self._change(job, phase=Phase.CLEANUP)
+        return JobResult.DONE if await self._prune(job, dataset) else JobResult.SKIPPED
 
     async def _run_build(self, job: Job) -> JobResult:
         name = job.machine
@@ -620,14 +691,36 @@ class Manager:
         await self._check_disposable(snapshots[snapshots.index(target) + 1 :])
         return target
 
-    async def _prune(self, dataset: str) -> None:
-        """Destroy gnspawn snapshots beyond the retention count, oldest first."""
-        ours = [s for s in await self.zfs.snapshots(dataset) if s.job is not None]
-        needed = {job.snapshot for job in self.queue.jobs}
-        excess = ours[: max(0, len(ours) - self.config.storage.keep_snapshots)]
-        for snap in excess:
-            if snap.full_name not in needed:
-                await self.zfs.destroy(snap.full_name)
+    async def retention_plan(self, name: str) -> list[retention.Verdict]:
+        """The machine's snapshots with whether retention keeps each, and why."""
+        machines.check_name(name)
+        return self._plan(
+            await self._dataset(name), await self.zfs.snapshots(machines.dataset(self.config, name))
+        )
+
+    def _plan(self, dataset: str, snapshots: list[Snapshot]) -> list[retention.Verdict]:
+        needed = {job.snapshot: job.id for job in self.queue.jobs if job.snapshot}
+        needed.update(
+            {
+                f"{dataset}@{job.argument}": job.id
+                for job in self.queue.jobs
+                if job.type is JobType.ROLLBACK and job.machine == dataset.rsplit("/", 1)[-1]
+            }
+        )
+        return retention.plan(snapshots, self.config.storage.keep_snapshots, needed)
+
+    async def _prune(self, job: Job, dataset: str) -> int:
+        """Destroy what retention does not keep, oldest first; how many went."""
+        verdicts = self._plan(dataset, await self.zfs.snapshots(dataset))
+        gone = 0
+        for verdict in verdicts:
+            if not verdict.keep:
+                await self.zfs.destroy(verdict.snapshot.full_name)
+                self._log(
+                    job, journal.INFO, f"pruned {verdict.snapshot.full_name}: {verdict.reason}"
+                )
+                gone += 1
+        return gone
 
     async def _emerge(
         self,

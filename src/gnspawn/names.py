@@ -31,6 +31,8 @@ class Flags(enum.IntFlag):
     """Run emerge --pretend: report what would change, change nothing."""
     RESUME = 8
     """Build: continue an incomplete machine from the first step that did not finish."""
+    SCHEDULED = 16
+    """UpdateAll: do what [updates] policy says (none, check or apply)."""
 
 
 class JobType(enum.StrEnum):
@@ -40,6 +42,7 @@ class JobType(enum.StrEnum):
     UPDATE = "update"
     ROLLBACK = "rollback"
     REMOVE = "remove"
+    PRUNE = "prune"
 
 
 class JobState(enum.StrEnum):

@@ -19,20 +19,28 @@ _FAILED = re.compile(r"^>>> Failed to emerge (\S+?)(?:::\S+)?(?:,| for )")
 _ERROR = re.compile(r"^ \* ERROR: (\S+?)(?:::\S+)? failed(?: \((\w+) phase\))?")
 _LOG_FILE = re.compile(r"^>>>\s+'([^']+)'")
 _BUILD_LOG = re.compile(r"^ \* The complete build log is located at '([^']+)'")
-_PENDING = re.compile(r"^\[(?:ebuild|binary)\s+([^\]]*?)\s*\] ([^\s:]+)")
+_PENDING = re.compile(r"^\[(ebuild|binary)\s+[^\]]*\] ([^\s:]+)")
+_BUILD_ID = re.compile(r"(-\d[^-/]*(?:-r\d+)?)-\d+$")
+"""binpkg-multi-instance appends -<build id> to a binary package's version."""
 _NOTHING = re.compile(r"^Total: 0 packages|^Nothing to merge")
 
 
 def emerge_argv(
     config: PortageConfig, root: Path, args: Sequence[str], *, pretend: bool = False
 ) -> list[str]:
-    """emerge into `root`, with its configuration read from `root` as well."""
+    """emerge into `root`, with its configuration read from `root` as well.
+
+    Every merge builds binary packages into the shared PKGDIR and uses those there:
+    what one container compiled, the others install.
+    """
     argv = [
         config.emerge,
         f"--root={root}",
         f"--sysroot={root}",
         f"--config-root={root}",
         "--color=n",
+        "--usepkg=y",
+        "--buildpkg=y",
     ]
     if pretend:
         argv.append("--pretend")
@@ -88,7 +96,10 @@ class Progress:
                 return True
         elif first == "[":
             if match := _PENDING.match(line):
-                self.pending.append(match.group(2))
+                atom = match.group(2)
+                self.pending.append(
+                    _BUILD_ID.sub(r"\1", atom) if match.group(1) == "binary" else atom
+                )
         elif first in "TN" and _NOTHING.match(line):
             self.nothing_to_merge = True
         return False

@@ -74,6 +74,8 @@ class Queue:
             if job.machine in seen:
                 continue
             seen.add(job.machine)
+            if job.follows in self._jobs:
+                continue  # waits for the job that builds its binary packages
             if job.id not in self._tasks and job.state is JobState.WAITING:
                 self._start(job)
 

@@ -6,7 +6,10 @@ instead of failing the job.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 from dbus_fast import Message, MessageType
@@ -46,8 +49,99 @@ class ServiceError(Exception):
 class HostServices:
     """Calls to systemd and machined, through the daemon's own bus connection."""
 
-    def __init__(self, bus: MessageBus | None) -> None:
+    def __init__(self, bus: MessageBus | None, *, job_timeout: float = 300) -> None:
         self.bus = bus
+        self.job_timeout = job_timeout
+        self._jobs: dict[str, asyncio.Future[str]] = {}
+        self._ended: dict[str, str] = {}
+        self._subscribed = False
+        if bus is not None:
+            bus.add_message_handler(self._on_message)
+
+    def _on_message(self, msg: Message) -> None:
+        if (
+            msg.message_type is MessageType.SIGNAL
+            and msg.member == "JobRemoved"
+            and msg.interface == SYSTEMD[2]
+        ):
+            path, result = str(msg.body[1]), str(msg.body[3])
+            if (future := self._jobs.pop(path, None)) is not None and not future.done():
+                future.set_result(result)
+            else:
+                # The signal can come before the reply that names the job.
+                self._ended[path] = result
+                if len(self._ended) > 256:
+                    self._ended.pop(next(iter(self._ended)))
+
+    async def _subscribe(self) -> None:
+        if self._subscribed or self.bus is None:
+            return
+        rule = f"type='signal',sender='{SYSTEMD[0]}',interface='{SYSTEMD[2]}',member='JobRemoved'"
+        await self.bus.call(
+            Message(
+                destination="org.freedesktop.DBus",
+                path="/org/freedesktop/DBus",
+                interface="org.freedesktop.DBus",
+                member="AddMatch",
+                signature="s",
+                body=[rule],
+            )
+        )
+        await self._call(SYSTEMD, "Subscribe")
+        self._subscribed = True
+
+    async def _unit_job(self, member: str, unit: str) -> None:
+        """StartUnit/StopUnit/TryRestartUnit, waited for until systemd's job ends."""
+        await self._subscribe()
+        (path,) = await self._call(SYSTEMD, member, "ss", unit, "replace")
+        result = self._ended.pop(path, None)
+        if result is None:
+            future = asyncio.get_running_loop().create_future()
+            self._jobs[path] = future
+            try:
+                result = await asyncio.wait_for(future, self.job_timeout)
+            except TimeoutError as err:
+                raise ServiceError("timeout", f"{member} {unit} did not finish") from err
+            finally:
+                self._jobs.pop(path, None)
+        if result != "done":
+            raise ServiceError(str(result), f"{member} {unit}: {result}")
+
+    async def unit_active(self, unit: str) -> bool:
+        """Whether systemd has the unit active; False without systemd."""
+        try:
+            (path,) = await self._call(SYSTEMD, "GetUnit", "s", unit)
+            (state,) = await self._call(
+                (SYSTEMD[0], path, "org.freedesktop.DBus.Properties"),
+                "Get",
+                "ss",
+                "org.freedesktop.systemd1.Unit",
+                "ActiveState",
+            )
+        except Unavailable:
+            return False
+        except ServiceError as err:
+            if err.name == "org.freedesktop.systemd1.NoSuchUnit":
+                return False
+            raise
+        return bool(getattr(state, "value", state) in ("active", "activating", "reloading"))
+
+    async def try_restart(self, unit: str) -> None:
+        """Restart the unit if it runs."""
+        await self._unit_job("TryRestartUnit", unit)
+
+    @contextlib.asynccontextmanager
+    async def stopped(self, unit: str) -> AsyncIterator[bool]:
+        """Stop the unit for the body if it is active, start it again after; yields
+        whether it was active."""
+        active = await self.unit_active(unit)
+        if active:
+            await self._unit_job("StopUnit", unit)
+        try:
+            yield active
+        finally:
+            if active:
+                await self._unit_job("StartUnit", unit)
 
     async def _call(
         self, target: tuple[str, str, str], member: str, signature: str = "", *body: Any

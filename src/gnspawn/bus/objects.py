@@ -53,7 +53,8 @@ class ManagerInterface(ServiceInterface):
     async def UpdateAll(self, flags: DBusUInt64) -> Annotated[list[Any], DBusSignature("a(suo)")]:
         uid = await self.authority.require_manage()
         queued = await self.manager.update_all(flags, uid=uid)
-        return [[name, job.id, job_path(job.id)] for name, job in queued]
+        # A machine that was skipped (not Gentoo, or busy) is named with job 0 and "/".
+        return [[name, job.id, job_path(job.id)] if job else [name, 0, "/"] for name, job in queued]
 
     @dbus_method()
     @translated
@@ -68,6 +69,20 @@ class ManagerInterface(ServiceInterface):
         uid = await self.authority.require_manage()
         job = await self.manager.remove(name, flags, uid=uid)
         return job.id, job_path(job.id)
+
+    @dbus_method()
+    @translated
+    async def Prune(self, name: DBusStr, flags: DBusUInt64) -> JobHandle:
+        uid = await self.authority.require_manage()
+        job = await self.manager.prune(name, flags, uid=uid)
+        return job.id, job_path(job.id)
+
+    @dbus_method()
+    @translated
+    async def ListRetention(self, name: DBusStr) -> Annotated[list[Any], DBusSignature("a(sbs)")]:
+        return [
+            [v.snapshot.name, v.keep, v.reason] for v in await self.manager.retention_plan(name)
+        ]
 
     @dbus_method()
     @translated

@@ -82,6 +82,11 @@ def build_parser() -> Parser:
     update.add_argument("names", metavar="NAME", nargs="*")
     update.add_argument("--all", action="store_true", help="every Gentoo machine")
     update.add_argument(
+        "--scheduled",
+        action="store_true",
+        help="with --all: do what [updates] policy says (none, check or apply)",
+    )
+    update.add_argument(
         "--pretend", action="store_true", help="show what would be merged, change nothing"
     )
     update.add_argument(
@@ -119,6 +124,10 @@ def build_parser() -> Parser:
     )
     remove.add_argument("name", metavar="NAME")
     verbs.add_parser("profiles", parents=[common], help="list the profiles build accepts")
+    prune = verbs.add_parser(
+        "prune", parents=[job_opts], help="destroy the snapshots retention does not keep"
+    )
+    prune.add_argument("name", metavar="NAME")
     status = verbs.add_parser("status", parents=[common], help="show one machine")
     status.add_argument("name", metavar="NAME")
     cancel = verbs.add_parser("cancel", help="cancel a job (a running one is rolled back)")
@@ -193,8 +202,18 @@ async def cmd_list(client: Client, args: argparse.Namespace) -> int:
 
 async def cmd_snapshots(client: Client, args: argparse.Namespace) -> int:
     (rows,) = await client.manager("ListSnapshots", "s", args.name)
+    (plan,) = await client.manager("ListRetention", "s", args.name)
+    verdicts = {name: (keep, reason) for name, keep, reason in plan}
     records = [
-        {"snapshot": s, "created_usec": c, "used_bytes": u, "job": j, "job_type": t}
+        {
+            "snapshot": s,
+            "created_usec": c,
+            "used_bytes": u,
+            "job": j,
+            "job_type": t,
+            "kept": verdicts.get(s, (True, ""))[0],
+            "why": verdicts.get(s, (True, ""))[1],
+        }
         for s, c, u, j, t in rows
     ]
     if args.json:
@@ -210,11 +229,12 @@ async def cmd_snapshots(client: Client, args: argparse.Namespace) -> int:
                         timestamp(r["created_usec"]),
                         size(r["used_bytes"]),
                         r["job"] or "-",
-                        r["job_type"] or "(not gnspawn's)",
+                        r["job_type"] or "-",
+                        ("kept: " if r["kept"] else "pruned next: ") + r["why"],
                     ]
                     for r in records
                 ],
-                ["SNAPSHOT", "CREATED", "USED", "JOB", "TYPE"],
+                ["SNAPSHOT", "CREATED", "USED", "JOB", "TYPE", "RETENTION"],
             )
         )
     return EXIT_OK
@@ -294,6 +314,8 @@ def job_flags(args: argparse.Namespace) -> int:
         flags |= Flags.PRETEND
     if getattr(args, "resume", False):
         flags |= Flags.RESUME
+    if getattr(args, "scheduled", False):
+        flags |= Flags.SCHEDULED
     return int(flags)
 
 
@@ -342,7 +364,10 @@ async def cmd_update(client: Client, args: argparse.Namespace) -> int:
     jobs = []
     if args.all:
         (rows,) = await client.manager("UpdateAll", "t", job_flags(args))
-        jobs = [(job_id, path, name) for name, job_id, path in rows]
+        for name, job_id, _ in rows:
+            if not job_id:
+                print(f"skipped {name}: not a Gentoo root, or busy")
+        jobs = [(job_id, path, name) for name, job_id, path in rows if job_id]
         if not jobs:
             print("No Gentoo machines to update.")
     else:
@@ -350,29 +375,6 @@ async def cmd_update(client: Client, args: argparse.Namespace) -> int:
             job_id, path = await client.manager("Update", "st", name, job_flags(args))
             jobs.append((job_id, path, name))
     return await follow(client, args, watcher, jobs)
-
-
-async def cmd_rollback(client: Client, args: argparse.Namespace) -> int:
-    watcher = make_watcher(args, multiple=False)
-    await client.subscribe(watcher)
-    job_id, path = await client.manager(
-        "Rollback", "sst", args.name, args.snapshot, job_flags(args)
-    )
-    return await follow(client, args, watcher, [(job_id, path, args.name)])
-
-
-async def cmd_build(client: Client, args: argparse.Namespace) -> int:
-    watcher = make_watcher(args, multiple=False)
-    await client.subscribe(watcher)
-    job_id, path = await client.manager("Build", "sst", args.name, args.profile, job_flags(args))
-    return await follow(client, args, watcher, [(job_id, path, args.name)])
-
-
-async def cmd_remove(client: Client, args: argparse.Namespace) -> int:
-    watcher = make_watcher(args, multiple=False)
-    await client.subscribe(watcher)
-    job_id, path = await client.manager("Remove", "st", args.name, job_flags(args))
-    return await follow(client, args, watcher, [(job_id, path, args.name)])
 
 
 async def cmd_profiles(client: Client, args: argparse.Namespace) -> int:
@@ -401,6 +403,34 @@ async def cmd_status(client: Client, args: argparse.Namespace) -> int:
         value = props.get(key, "")
         print(f"{key:>15}: {value if value not in ('', 0) else '-'}")
     return EXIT_OK
+
+
+async def queue_one(
+    client: Client, args: argparse.Namespace, member: str, signature: str, *body: object
+) -> int:
+    """Call a method that queues one job for args.name, then follow the job."""
+    watcher = make_watcher(args, multiple=False)
+    await client.subscribe(watcher)
+    job_id, path = await client.manager(member, signature, *body)
+    return await follow(client, args, watcher, [(job_id, path, args.name)])
+
+
+async def cmd_rollback(client: Client, args: argparse.Namespace) -> int:
+    flags = job_flags(args)
+    return await queue_one(client, args, "Rollback", "sst", args.name, args.snapshot, flags)
+
+
+async def cmd_build(client: Client, args: argparse.Namespace) -> int:
+    flags = job_flags(args)
+    return await queue_one(client, args, "Build", "sst", args.name, args.profile, flags)
+
+
+async def cmd_remove(client: Client, args: argparse.Namespace) -> int:
+    return await queue_one(client, args, "Remove", "st", args.name, job_flags(args))
+
+
+async def cmd_prune(client: Client, args: argparse.Namespace) -> int:
+    return await queue_one(client, args, "Prune", "st", args.name, 0)
 
 
 async def cmd_cancel(client: Client, args: argparse.Namespace) -> int:
@@ -438,6 +468,7 @@ COMMANDS = {
     "remove": cmd_remove,
     "profiles": cmd_profiles,
     "status": cmd_status,
+    "prune": cmd_prune,
 }
 
 
