@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := zfs-fuse dbus systemd systemd-container libsystemd-dev pkg-config gcc util-linux busybox-static
+APT_PACKAGES := zfs-fuse dbus systemd systemd-container libsystemd-dev pkg-config gcc util-linux busybox-static polkitd
 STAMP := $(VENV)/.installed
 
 .PHONY: all check lint typecheck test demo deps apt-deps clean

@@ -150,6 +150,7 @@ BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Config
     <allow send_requested_reply="true" send_type="error"/>
   </policy>
   <policy user="root">
+    <allow own="org.freedesktop.PolicyKit1"/>
     <allow own="org.freedesktop.systemd1"/>
     <allow own="org.freedesktop.machine1"/>
     <allow send_destination="org.freedesktop.systemd1"/>
@@ -158,6 +159,7 @@ BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Config
     <allow eavesdrop="true"/>
   </policy>
   <include>{policy}</include>
+  <include ignore_missing="yes">/usr/share/dbus-1/system.d/org.freedesktop.PolicyKit1.conf</include>
 </busconfig>
 """
 
@@ -393,6 +395,64 @@ class Testbed:
             yield record
         finally:
             stop_pid(proc)
+
+    @contextlib.contextmanager
+    def polkit(self, rules: str) -> Iterator[None]:
+        """The real polkitd on the test bus, with gnspawn's action and `rules`.
+
+        Its configuration and the users it knows are bind-mounted over the system's
+        inside the test bed's private mount namespace, so the host is not touched:
+        users gnuser (4242, in group gnspawn-admins 4243) and outsider (4244).
+        """
+        conf = self.dir / "polkit"
+        actions, rules_d, empty = conf / "actions", conf / "rules.d", conf / "empty"
+        for directory in (actions, rules_d, empty):
+            directory.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO_ROOT / "dbus" / "org.gnspawn1.policy", actions)
+        (rules_d / "50-gnspawn-test.rules").write_text(rules)
+        passwd = conf / "passwd"
+        users = [
+            "gnuser:x:4242:4242::/nonexistent:/bin/sh",
+            "outsider:x:4244:4244::/nonexistent:/bin/sh",
+        ]
+        passwd.write_text(Path("/etc/passwd").read_text() + "\n".join(users) + "\n")
+        group = conf / "group"
+        groups = ["gnuser:x:4242:", "outsider:x:4244:", "gnspawn-admins:x:4243:gnuser"]
+        group.write_text(Path("/etc/group").read_text() + "\n".join(groups) + "\n")
+        binds = [
+            (actions, "/usr/share/polkit-1/actions"),
+            (rules_d, "/etc/polkit-1/rules.d"),
+            (empty, "/usr/share/polkit-1/rules.d"),
+            (passwd, "/etc/passwd"),
+            (group, "/etc/group"),
+        ]
+        mounted = []
+        try:
+            for source, target in binds:
+                subprocess.run(["mount", "--bind", str(source), target], check=True)
+                mounted.append(target)
+            proc = subprocess.Popen(
+                ["/usr/lib/polkit-1/polkitd", "--no-debug"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                wait_for(
+                    lambda: (
+                        subprocess.run(
+                            ["busctl", "--system", "status", "org.freedesktop.PolicyKit1"],
+                            capture_output=True,
+                        ).returncode
+                        == 0
+                    ),
+                    "polkitd",
+                )
+                yield
+            finally:
+                stop_pid(proc)
+        finally:
+            for target in reversed(mounted):
+                subprocess.run(["umount", target], check=False)
 
     def stop(self) -> None:
         self.stop_daemon()

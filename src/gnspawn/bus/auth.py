@@ -1,19 +1,33 @@
-"""Who is calling: the caller's uid, asked of the bus and cached per connection."""
+"""Who may change things: root, or whom polkit allows org.gnspawn1.manage."""
 
 import contextvars
+import logging
 from collections import OrderedDict
 
-from dbus_fast import Message, MessageType
+from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
 from gnspawn.errors import AccessDenied
+from gnspawn.names import POLKIT_ACTION
+
+log = logging.getLogger(__name__)
 
 _message: contextvars.ContextVar[Message | None] = contextvars.ContextVar("message", default=None)
 _CACHE_SIZE = 4096
+BUS_DRIVER = ("org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus")
+POLKIT = (
+    "org.freedesktop.PolicyKit1",
+    "/org/freedesktop/PolicyKit1/Authority",
+    "org.freedesktop.PolicyKit1.Authority",
+)
+_ABSENT = {
+    "org.freedesktop.DBus.Error.ServiceUnknown",
+    "org.freedesktop.DBus.Error.NameHasNoOwner",
+}
 
 
 class Authority:
-    """Decides whether the caller of the current method may change things."""
+    """Decides whether the caller of the current method may change machines and jobs."""
 
     def __init__(self, bus: MessageBus) -> None:
         self.bus = bus
@@ -27,24 +41,34 @@ class Authority:
         if msg.message_type is MessageType.METHOD_CALL:
             _message.set(msg)
 
-    async def caller_uid(self) -> int:
+    def _sender(self) -> str:
         msg = _message.get()
         if msg is None or not msg.sender:
             raise AccessDenied("cannot tell who is calling")
-        sender = msg.sender
+        return msg.sender
+
+    async def _call(
+        self, target: tuple[str, str, str], member: str, signature: str, body: list[object]
+    ) -> Message:
+        destination, path, interface = target
+        message = Message(
+            destination=destination,
+            path=path,
+            interface=interface,
+            member=member,
+            signature=signature,
+            body=body,
+        )
+        reply = await self.bus.call(message)
+        assert reply is not None
+        return reply
+
+    async def caller_uid(self) -> int:
+        sender = self._sender()
         if (uid := self._uids.get(sender)) is not None:
             return uid
-        reply = await self.bus.call(
-            Message(
-                destination="org.freedesktop.DBus",
-                path="/org/freedesktop/DBus",
-                interface="org.freedesktop.DBus",
-                member="GetConnectionUnixUser",
-                signature="s",
-                body=[sender],
-            )
-        )
-        if reply is None or reply.message_type is not MessageType.METHOD_RETURN:
+        reply = await self._call(BUS_DRIVER, "GetConnectionUnixUser", "s", [sender])
+        if reply.message_type is not MessageType.METHOD_RETURN:
             raise AccessDenied(f"cannot tell who {sender} is")
         uid = int(reply.body[0])
         # Unique names are never reused on a bus, so a cached answer stays true.
@@ -54,8 +78,21 @@ class Authority:
         return uid
 
     async def require_manage(self) -> int:
-        """The caller's uid, if the caller may change machines and jobs."""
+        """The caller's uid, if root or polkit allows it org.gnspawn1.manage."""
         uid = await self.caller_uid()
-        if uid != 0:
-            raise AccessDenied("changing machines and jobs needs root")
+        if uid == 0:
+            return uid
+        subject = ["system-bus-name", {"name": Variant("s", self._sender())}]
+        reply = await self._call(
+            POLKIT, "CheckAuthorization", "(sa{sv})sa{ss}us", [subject, POLKIT_ACTION, {}, 0, ""]
+        )
+        if reply.message_type is MessageType.ERROR:
+            if reply.error_name in _ABSENT:
+                raise AccessDenied("changing machines and jobs needs root (polkit is not running)")
+            log.warning("polkit failed: %s %s", reply.error_name, reply.body)
+            raise AccessDenied(f"polkit could not decide: {reply.error_name}")
+        authorized, challenge, _ = reply.body[0]
+        if not authorized:
+            how = "authentication is required" if challenge else "not allowed"
+            raise AccessDenied(f"polkit: {POLKIT_ACTION} {how} for uid {uid}")
         return uid

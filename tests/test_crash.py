@@ -1,0 +1,67 @@
+"""The daemon killed at many moments of a real update: every root ends up either as it
+was before the job or as it is after it, never in between."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+from helpers import call, gnspawn_processes, job_string, queued, snapshots, wait_job, wait_until
+from testbed import Testbed, tree_hash, zfs
+
+MOMENTS = 12
+
+
+def installed(root: Path) -> set[str]:
+    """The packages in the root's package database."""
+    vdb = root / "var/db/pkg"
+    return {f"{cat.name}/{pkg.name}" for cat in vdb.iterdir() for pkg in cat.iterdir()}
+
+
+def is_after(root: Path) -> bool:
+    """The update's whole result: hello-2 recorded and its files in place, hello-1 gone."""
+    packages = installed(root)
+    return (
+        "app-misc/hello-2" in packages
+        and "app-misc/hello-1" not in packages
+        and (root / "usr/share/hello/version").read_text() == "2\n"
+        and (root / "usr/share/hello/hello.txt").read_text() == "hello 2\n"
+    )
+
+
+def test_kill_at_any_moment_leaves_before_or_after(daemon: Testbed) -> None:
+    root = daemon.seed("web")
+    ds = f"{daemon.dataset}/web"
+    zfs("snapshot", f"{ds}@base")
+    before = tree_hash(root)
+
+    # One undisturbed run measures how long a job takes.
+    started = time.monotonic()
+    assert wait_job(queued(call("Update", "st", "web", "0").stdout)) == "done"
+    duration = time.monotonic() - started
+    assert is_after(root)
+
+    outcomes = []
+    for moment in range(MOMENTS):
+        zfs("rollback", "-r", f"{ds}@base")
+        assert tree_hash(root) == before
+        job = queued(call("Update", "st", "web", "0").stdout)
+        time.sleep(duration * moment / (MOMENTS - 2))
+        daemon.stop_daemon(signal.SIGKILL)
+        daemon.start_daemon()
+
+        result = wait_job(job)
+        wait_until(lambda: not gnspawn_processes(), "no emerge of gnspawn's left")
+        if tree_hash(root) == before:
+            outcomes.append("before")
+            assert result == "failed" and job_string(job, "Error") == "interrupted", result
+        else:
+            assert is_after(root), f"root between two states after a kill at {moment}"
+            assert result in ("done", "failed"), result
+            outcomes.append("after")
+        verdicts = call("ListRetention", "s", "web").stdout
+        assert " false " not in verdicts, verdicts
+        assert f"{ds}@base" in snapshots(ds)
+    # The kills fell both before the end of a job and after it.
+    assert "before" in outcomes and "after" in outcomes, outcomes
