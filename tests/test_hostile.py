@@ -82,7 +82,11 @@ class Caller:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self.bus = self.loop.run_until_complete(MessageBus(bus_type=BusType.SYSTEM).connect())
+        self.bus = self.loop.run_until_complete(self._connect())
+
+    @staticmethod
+    async def _connect() -> MessageBus:
+        return await MessageBus(bus_type=BusType.SYSTEM).connect()
 
     def error(self, path: str, interface: str, member: str, signature: str, *body: Any) -> str:
         message = Message(

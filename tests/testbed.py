@@ -402,7 +402,7 @@ class Testbed:
 
         Its configuration and the users it knows are bind-mounted over the system's
         inside the test bed's private mount namespace, so the host is not touched:
-        users gnuser (4242, in group gnspawn-admins 4243) and outsider (4244).
+        daemon (uid 1) in group gnspawn-admins, nobody (65534) outside it.
         """
         conf = self.dir / "polkit"
         actions, rules_d, empty = conf / "actions", conf / "rules.d", conf / "empty"
@@ -410,20 +410,14 @@ class Testbed:
             directory.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO_ROOT / "dbus" / "org.gnspawn1.policy", actions)
         (rules_d / "50-gnspawn-test.rules").write_text(rules)
-        passwd = conf / "passwd"
-        users = [
-            "gnuser:x:4242:4242::/nonexistent:/bin/sh",
-            "outsider:x:4244:4244::/nonexistent:/bin/sh",
-        ]
-        passwd.write_text(Path("/etc/passwd").read_text() + "\n".join(users) + "\n")
+        # The users are the system's own (the bus knows them): daemon (uid 1) joins a
+        # group the rules grant, nobody (65534) stays outside.
         group = conf / "group"
-        groups = ["gnuser:x:4242:", "outsider:x:4244:", "gnspawn-admins:x:4243:gnuser"]
-        group.write_text(Path("/etc/group").read_text() + "\n".join(groups) + "\n")
+        group.write_text(Path("/etc/group").read_text() + "gnspawn-admins:x:4243:daemon\n")
         binds = [
             (actions, "/usr/share/polkit-1/actions"),
             (rules_d, "/etc/polkit-1/rules.d"),
             (empty, "/usr/share/polkit-1/rules.d"),
-            (passwd, "/etc/passwd"),
             (group, "/etc/group"),
         ]
         mounted = []

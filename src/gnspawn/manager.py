@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, TypeVar
@@ -42,7 +41,7 @@ from gnspawn.names import (
 )
 from gnspawn.portage import Profile, Progress, emerge_argv, emerge_environment
 from gnspawn.queue import Queue
-from gnspawn.run import CommandFailed, Process, group_alive, kill_group
+from gnspawn.run import CommandFailed, Process, kill_tagged
 from gnspawn.services import HostServices, ServiceError, Unavailable
 from gnspawn.zfs import Snapshot, Zfs
 
@@ -180,12 +179,10 @@ class Manager:
             job.machine,
             extra=journal.fields(job.id, job.machine, Phase.ROLLBACK),
         )
-        if job.pid and _is_ours(job.pid, job.id):
-            kill_group(job.pid, signal.SIGKILL)
-            for _ in range(100):
-                if not group_alive(job.pid):
-                    break
-                await asyncio.sleep(0.05)
+        # The emerge died with the daemon (PR_SET_PDEATHSIG); its children may not
+        # have: every process started for the job carries GNSPAWN_JOB=<id>.
+        if not await kill_tagged(f"GNSPAWN_JOB={job.id}"):
+            log.error("processes of job %d survive SIGKILL", job.id)
         dataset = machines.dataset(self.config, job.machine)
         snapshot = job.snapshot or f"{dataset}@{SNAPSHOT_PREFIX}{job.id}-pre"
         if job.type is JobType.REMOVE:
@@ -736,7 +733,9 @@ class Manager:
         argv = emerge_argv(self.config.portage, root, args, pretend=pretend)
         env = emerge_environment(self.config.portage, job=job.id)
         self._log(job, journal.INFO, "running " + " ".join(argv))
-        proc = Process(argv, env=env, stop_timeout=self.config.jobs.stop_timeout)
+        proc = Process(
+            argv, env=env, stop_timeout=self.config.jobs.stop_timeout, tag=f"GNSPAWN_JOB={job.id}"
+        )
         progress = Progress()
         try:
             await proc.start()
@@ -864,12 +863,3 @@ def _priority(line: str) -> int:
     if line.startswith((" * WARNING", " * QA")):
         return journal.WARNING
     return journal.INFO
-
-
-def _is_ours(pid: int, job: int) -> bool:
-    """Whether a process is an emerge this daemon started for `job`."""
-    try:
-        environ = Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:
-        return False
-    return f"GNSPAWN_JOB={job}".encode() in environ.split(b"\0")

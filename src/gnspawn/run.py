@@ -143,11 +143,18 @@ class Process:
     """A long-running command whose merged stdout and stderr are read line by line."""
 
     def __init__(
-        self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, stop_timeout: float
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        stop_timeout: float,
+        tag: str = "",
     ) -> None:
         self.argv = list(argv)
         self.env = environment(env)
         self.stop_timeout = stop_timeout
+        self.tag = tag
+        """NAME=value in the environment that marks every process of this command."""
         self._proc: asyncio.subprocess.Process | None = None
         self._tail: list[str] = []
 
@@ -208,6 +215,8 @@ class Process:
         # Children may outlive the leader; the group id stays valid while any live.
         kill_group(self._proc.pid, signal.SIGKILL)
         await self._proc.wait()
+        if self.tag:
+            await kill_tagged(self.tag)
 
 
 def kill_group(pgid: int, sig: int) -> bool:
@@ -219,12 +228,32 @@ def kill_group(pgid: int, sig: int) -> bool:
     return True
 
 
-def group_alive(pgid: int) -> bool:
-    """Whether any process of the group still runs."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def tagged(tag: str) -> list[int]:
+    """Processes whose environment holds `tag` (NAME=value): all that a command started
+    with it, including those that left its process group."""
+    wanted = tag.encode()
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as environ:
+                if wanted in environ.read().split(b"\0"):
+                    found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+async def kill_tagged(tag: str, rounds: int = 200) -> bool:
+    """SIGKILL every process tagged `tag` until none is left; False if some survive
+    `rounds` tries 50 ms apart."""
+    for _ in range(rounds):
+        pids = tagged(tag)
+        if not pids:
+            return True
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        await asyncio.sleep(0.05)
+    return not tagged(tag)
