@@ -297,10 +297,12 @@ class Testbed:
 
     # --- machines ---------------------------------------------------------------
 
-    def seed(self, name: str, packages: Sequence[str] = ("=app-misc/hello-1",)) -> Path:
+    def seed(
+        self, name: str, packages: Sequence[str] = ("=app-misc/hello-1",), parent: str = ""
+    ) -> Path:
         """A Gentoo container as an admin would have made it: a dataset, emerge into it."""
         root = self.machines / name
-        zfs("create", "-o", f"mountpoint={root}", f"{self.dataset}/{name}")
+        zfs("create", "-o", f"mountpoint={root}", f"{parent or self.dataset}/{name}")
         write_portage_config(root, self.repo, self.work, name)
         self.emerge(root, "@system", *packages)
         return root

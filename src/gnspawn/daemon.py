@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -60,6 +61,7 @@ class Daemon:
         except (OSError, ValueError) as err:
             store.close()
             raise StartFailed(f"cannot connect to the system bus: {err}") from err
+        _make_room(bus)
         service = BusService(bus)
         manager = Manager(self.config, store, Zfs(), service, HostServices(bus))
         service.attach(manager)
@@ -94,6 +96,27 @@ class Daemon:
             bus.disconnect()
             store.close()
         return 0
+
+
+SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
+SEND_BUFFER = 16 << 20
+
+
+def _make_room(bus: MessageBus) -> None:
+    """Give the bus socket room for thousands of queued messages.
+
+    dbus-fast (5.x, as dbus-next before it) treats a send that would block (EAGAIN)
+    as a broken connection and drops off the bus. A burst of replies (a thousand
+    Update calls at once) fills the default send buffer, so the daemon makes the
+    buffer large enough that a burst never blocks; root may exceed wmem_max.
+    """
+    sock = bus._sock
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, SEND_BUFFER)
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

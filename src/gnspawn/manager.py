@@ -130,6 +130,7 @@ class Manager:
         self.queue = Queue(config.jobs.max_parallel, self._run, self._queue_changed)
         self._history: dict[int, Job] = {}
         self._last_job: dict[str, tuple[int, JobResult]] = {}
+        self._listing: asyncio.Future[dict[str, Machine]] | None = None
         self._cancel_reason: dict[int, str] = {}
         self._runners: dict[JobType, Callable[[Job], Coroutine[Any, Any, JobResult]]] = {
             JobType.UPDATE: self._run_update,
@@ -755,7 +756,7 @@ class Manager:
                     )
             await proc.wait()
         except CommandFailed as err:
-            raise JobFailed(progress.failure()) from err
+            raise JobFailed(progress.failure(err.message)) from err
         except BaseException:
             await uncancellable(proc.stop())
             raise
@@ -765,29 +766,39 @@ class Manager:
 
     # --- machines -----------------------------------------------------------
 
-    async def _dataset(self, name: str) -> str:
-        dataset = machines.dataset(self.config, name)
-        if not await self.zfs.exists(dataset):
+    async def _machine(self, name: str) -> Machine:
+        machine = (await self._machines()).get(name)
+        if machine is None:
+            dataset = machines.dataset(self.config, name)
             raise NoSuchMachine(f"no machine {name} (no dataset {dataset})")
-        return dataset
+        return machine
+
+    async def _dataset(self, name: str) -> str:
+        return (await self._machine(name)).dataset
+
+    async def _mounted_root(self, name: str) -> Path:
+        machine = await self._machine(name)
+        if machine.root is None:
+            raise NoSuchMachine(f"dataset {machine.dataset} of machine {name} is not mounted")
+        return machine.root
 
     async def _gentoo_root(self, name: str) -> Path:
-        dataset = await self._dataset(name)
-        root = await self.zfs.mountpoint(dataset)
-        if root is None:
-            raise NoSuchMachine(f"dataset {dataset} of machine {name} is not mounted")
+        root = await self._mounted_root(name)
         if not machines.is_gentoo(root):
             raise NotGentoo(f"{root} has no etc/gentoo-release")
         return root
 
-    async def _mounted_root(self, name: str) -> Path:
-        root = await self.zfs.mountpoint(machines.dataset(self.config, name))
-        if root is None:
-            raise NoSuchMachine(f"the dataset of machine {name} is not mounted")
-        return root
-
     async def _machines(self) -> dict[str, Machine]:
-        """Every machine dataset below [storage] dataset, in one zfs call."""
+        """Every machine dataset below [storage] dataset.
+
+        Calls that come while a listing runs share it: a burst of a thousand requests
+        costs one zfs call, not a thousand.
+        """
+        if self._listing is None or self._listing.done():
+            self._listing = asyncio.ensure_future(self._list_machines())
+        return await asyncio.shield(self._listing)
+
+    async def _list_machines(self) -> dict[str, Machine]:
         parent = self.config.storage.dataset
         if not await self.zfs.exists(parent):
             return {}

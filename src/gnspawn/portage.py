@@ -66,6 +66,8 @@ class Progress:
     failed_phase: str = ""
     log_file: str = ""
     pending: list[str] = dataclasses.field(default_factory=list)
+    last_error: str = ""
+    """The last '!!!' line: Portage's own words when it fails outside a package's build."""
     _expect_log: bool = False
 
     @property
@@ -94,6 +96,8 @@ class Progress:
             if match := _BUILD_LOG.match(line):
                 self.log_file = match.group(1)
                 return True
+        elif first == "!" and line.startswith("!!! "):
+            self.last_error = line[4:].strip()
         elif first == "[":
             if match := _PENDING.match(line):
                 atom = match.group(2)
@@ -126,10 +130,12 @@ class Progress:
             return True
         return False
 
-    def failure(self) -> str:
-        """Why emerge failed, in one line."""
+    def failure(self, last_words: str = "") -> str:
+        """Why emerge failed, in one line; `last_words` is its last line of output."""
         if not self.failed_package:
-            return "emerge failed"
+            during = f" while merging {self.current}" if self.current else ""
+            why = self.last_error or last_words
+            return f"emerge failed{during}" + (f": {why}" if why else "")
         text = f"{self.failed_package} failed"
         if self.failed_phase:
             text += f" ({self.failed_phase} phase)"

@@ -81,14 +81,6 @@ class Zfs:
             await self._zfs("set", f"mountpoint={mountpoint}", dataset)
             raise
 
-    async def mountpoint(self, dataset: str) -> Path | None:
-        """Where the dataset is mounted, or None when it is not."""
-        rows = await self._get(dataset, ["mountpoint", "mounted"], recursive=False)
-        values = {prop: value for _, prop, value in rows}
-        if values.get("mounted") != "yes" or not values.get("mountpoint", "").startswith("/"):
-            return None
-        return Path(values["mountpoint"])
-
     async def machines(self, parent: str, properties: Sequence[str]) -> dict[str, dict[str, str]]:
         """The filesystems directly below `parent` with the given properties, plus where
         each is mounted ("root", empty when not mounted): one zfs call for them all."""

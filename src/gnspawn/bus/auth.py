@@ -1,5 +1,6 @@
 """Who may change things: root, or whom polkit allows org.gnspawn1.manage."""
 
+import asyncio
 import contextvars
 import logging
 from collections import OrderedDict
@@ -32,6 +33,7 @@ class Authority:
     def __init__(self, bus: MessageBus) -> None:
         self.bus = bus
         self._uids: OrderedDict[str, int] = OrderedDict()
+        self._asking: dict[str, asyncio.Future[int]] = {}
         # dbus-fast hands method handlers only the arguments. This handler runs just
         # before the method and its context is copied into the method's task.
         bus.add_message_handler(self._remember)
@@ -67,6 +69,15 @@ class Authority:
         sender = self._sender()
         if (uid := self._uids.get(sender)) is not None:
             return uid
+        # One question per caller, however many of its calls arrive before the answer:
+        # a burst must not turn into a burst of calls to the bus (which limits them).
+        if (asking := self._asking.get(sender)) is None:
+            asking = asyncio.ensure_future(self._ask_uid(sender))
+            self._asking[sender] = asking
+            asking.add_done_callback(lambda _: self._asking.pop(sender, None))
+        return await asyncio.shield(asking)
+
+    async def _ask_uid(self, sender: str) -> int:
         reply = await self._call(BUS_DRIVER, "GetConnectionUnixUser", "s", [sender])
         if reply.message_type is not MessageType.METHOD_RETURN:
             raise AccessDenied(f"cannot tell who {sender} is")
