@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from helpers import call, gnspawn_processes, job_string, queued, snapshots, wait_job, wait_until
-from testbed import Testbed, tree_hash, zfs
+from testbed import Testbed, emerge_environment, tree_hash, zfs
 
 MOMENTS = 12
 
@@ -65,3 +65,43 @@ def test_kill_at_any_moment_leaves_before_or_after(daemon: Testbed) -> None:
         assert f"{ds}@base" in snapshots(ds)
     # The kills fell both before the end of a job and after it.
     assert "before" in outcomes and "after" in outcomes, outcomes
+
+
+def test_a_build_killed_in_a_step_is_rolled_back_and_resumes(daemon: Testbed) -> None:
+    # The sleeper's compile takes GNSPAWN_DEMO_SLEEP seconds: time enough to kill.
+    env = {**emerge_environment(daemon.repo), "GNSPAWN_DEMO_SLEEP": "4"}
+    daemon.write_config(
+        portage={"build_args": ["@system", "=app-misc/sleeper-2"], "environment": env}
+    )
+    daemon.stop_daemon()
+    daemon.start_daemon()
+    job = queued(call("Build", "sst", "c1", "", "0").stdout)
+    wait_until(lambda: job_string(job, "CurrentPackage") == "app-misc/sleeper-2", "the build")
+    phase = job_string(job, "Phase")
+
+    daemon.stop_daemon(signal.SIGKILL)
+    daemon.start_daemon()
+
+    assert wait_job(job) == "failed"
+    assert job_string(job, "Error") == "interrupted"
+    wait_until(lambda: not gnspawn_processes(), "no emerge of gnspawn's left")
+    root = daemon.machines / "c1"
+    assert not (root / "usr/share/sleeper").exists()
+    assert '"c1" "incomplete"' in call("ListMachines").stdout
+    step = "emerge-nodeps" if phase == "emerge-nodeps" else "emerge"
+    assert snapshots(f"{daemon.dataset}/c1")[-1] == f"{daemon.dataset}/c1@gnspawn-{job}-{step}"
+
+    resumed = queued(call("Build", "sst", "c1", "", "8").stdout)
+    assert wait_job(resumed) == "done", job_string(resumed, "Error")
+    assert (root / "usr/share/sleeper/version").read_text() == "2\n"
+
+
+def test_a_rollback_interrupted_by_a_kill_is_finished_at_the_next_start(daemon: Testbed) -> None:
+    root = daemon.seed("web")
+    assert wait_job(queued(call("Update", "st", "web", "0").stdout)) == "done"
+    rollback = queued(call("Rollback", "sst", "web", "", "0").stdout)
+    daemon.stop_daemon(signal.SIGKILL)  # wherever the rollback is, it is cut short
+    daemon.start_daemon()
+
+    assert wait_job(rollback) == "done"
+    assert (root / "usr/share/hello/version").read_text() == "1\n"
