@@ -28,6 +28,34 @@ def busctl(
     return result
 
 
+def gdbus(
+    path: str, method: str, *args: str, user: int | None = None
+) -> subprocess.CompletedProcess[str]:
+    """gdbus call, which (unlike busctl) prints a failing call's error name and message."""
+    argv = [
+        "gdbus",
+        "call",
+        "--system",
+        "--dest",
+        "org.gnspawn1",
+        "--object-path",
+        path,
+        "--method",
+        method,
+        *args,
+    ]
+    if user is not None:
+        argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *argv]
+    return subprocess.run(argv, capture_output=True, text=True)
+
+
+def gdbus_error(method: str, *args: str, user: int | None = None) -> str:
+    """'name: message' of a failing Manager call."""
+    result = gdbus("/org/gnspawn1", f"org.gnspawn1.Manager.{method}", *args, user=user)
+    assert result.returncode != 0, (method, result.stdout)
+    return result.stderr.split("GDBus.Error:", 1)[1].strip()
+
+
 def call(
     method: str, signature: str = "", *args: str, check: bool = True
 ) -> subprocess.CompletedProcess[str]:

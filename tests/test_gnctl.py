@@ -7,45 +7,27 @@ import re
 import subprocess
 import sys
 
-from helpers import gnctl, hello_version, wait_job
+from helpers import gdbus_error, gnctl, hello_version, wait_job
 from testbed import Testbed, zfs
 
 
-def gdbus_error(method: str, *args: str) -> str:
-    """The D-Bus error name of a failing call (busctl prints only the message)."""
-    result = subprocess.run(
-        [
-            "gdbus",
-            "call",
-            "--system",
-            "--dest",
-            "org.gnspawn1",
-            "--object-path",
-            "/org/gnspawn1",
-            "--method",
-            f"org.gnspawn1.Manager.{method}",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode != 0
-    return result.stderr.split("GDBus.Error:")[1].split(":")[0]
+def error_name(method: str, *args: str) -> str:
+    return gdbus_error(method, *args).split(":")[0]
 
 
 def test_errors_have_distinct_names(daemon: Testbed) -> None:
     daemon.seed("web")
     (daemon.machines / "plain").mkdir()
     zfs("create", "-o", f"mountpoint={daemon.machines}/other", f"{daemon.dataset}/other")
-    assert gdbus_error("Update", "../x", "0") == "org.gnspawn1.Error.InvalidName"
-    assert gdbus_error("Update", "nope", "0") == "org.gnspawn1.Error.NoSuchMachine"
-    assert gdbus_error("Update", "other", "0") == "org.gnspawn1.Error.NotGentoo"
-    assert gdbus_error("Update", "web", "1024") == "org.freedesktop.DBus.Error.InvalidArgs"
-    assert gdbus_error("GetJob", "42") == "org.gnspawn1.Error.NoSuchJob"
-    assert gdbus_error("CancelJob", "42") == "org.gnspawn1.Error.NoSuchJob"
-    assert gdbus_error("Rollback", "web", "nope", "0") == "org.gnspawn1.Error.NoSuchSnapshot"
-    assert gdbus_error("Rollback", "web", "", "4") == "org.freedesktop.DBus.Error.InvalidArgs"
-    assert gdbus_error("ListSnapshots", "a/b") == "org.gnspawn1.Error.InvalidName"
+    assert error_name("Update", "../x", "0") == "org.gnspawn1.Error.InvalidName"
+    assert error_name("Update", "nope", "0") == "org.gnspawn1.Error.NoSuchMachine"
+    assert error_name("Update", "other", "0") == "org.gnspawn1.Error.NotGentoo"
+    assert error_name("Update", "web", "1024") == "org.freedesktop.DBus.Error.InvalidArgs"
+    assert error_name("GetJob", "42") == "org.gnspawn1.Error.NoSuchJob"
+    assert error_name("CancelJob", "42") == "org.gnspawn1.Error.NoSuchJob"
+    assert error_name("Rollback", "web", "nope", "0") == "org.gnspawn1.Error.NoSuchSnapshot"
+    assert error_name("Rollback", "web", "", "4") == "org.freedesktop.DBus.Error.InvalidArgs"
+    assert error_name("ListSnapshots", "a/b") == "org.gnspawn1.Error.InvalidName"
     assert zfs("list", "-H", "-o", "name", "-r", daemon.dataset).split() == [
         daemon.dataset,
         f"{daemon.dataset}/other",

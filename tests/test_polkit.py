@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
-
-from helpers import busctl, call, job_string, queued, wait_job, wait_until
+from helpers import busctl, call, gdbus, gdbus_error, job_string, queued, wait_job, wait_until
 from testbed import Testbed, zfs
 
 GNUSER, OUTSIDER = 1, 65534  # daemon, in gnspawn-admins in the test bed; nobody
@@ -27,37 +25,6 @@ MUTATING = [
 ACCESS_DENIED = "org.freedesktop.DBus.Error.AccessDenied: "
 
 
-def gdbus_as(uid: int, path: str, method: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """gdbus, which (unlike busctl) prints the error's name and message."""
-    return subprocess.run(
-        [
-            "setpriv",
-            f"--reuid={uid}",
-            f"--regid={uid}",
-            "--clear-groups",
-            "gdbus",
-            "call",
-            "--system",
-            "--dest",
-            "org.gnspawn1",
-            "--object-path",
-            path,
-            "--method",
-            method,
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-    )
-
-
-def denied(uid: int, method: str, *args: str) -> str:
-    """The error of a Manager call as `uid`: 'name: message'."""
-    result = gdbus_as(uid, "/org/gnspawn1", f"org.gnspawn1.Manager.{method}", *args)
-    assert result.returncode != 0, (method, result.stdout)
-    return result.stderr.split("GDBus.Error:", 1)[1].strip()
-
-
 def test_polkit_denies_outsiders_everything_that_changes_and_grants_a_group(
     daemon: Testbed,
 ) -> None:
@@ -68,9 +35,9 @@ def test_polkit_denies_outsiders_everything_that_changes_and_grants_a_group(
     datasets = zfs("list", "-H", "-o", "name", "-r", "-t", "all", daemon.dataset)
     with daemon.polkit(GROUP_RULE):
         for method, *args in MUTATING:
-            error = denied(OUTSIDER, method, *args)
+            error = gdbus_error(method, *args, user=OUTSIDER)
             assert error.startswith(ACCESS_DENIED + "polkit: org.gnspawn1.manage"), (method, error)
-        job_cancel = gdbus_as(OUTSIDER, f"/org/gnspawn1/job/_{job}", "org.gnspawn1.Job.Cancel")
+        job_cancel = gdbus(f"/org/gnspawn1/job/_{job}", "org.gnspawn1.Job.Cancel", user=OUTSIDER)
         assert ACCESS_DENIED in job_cancel.stderr
         # busctl shows only the errno text of a well-known error.
         plain = busctl(
@@ -90,10 +57,10 @@ def test_polkit_denies_outsiders_everything_that_changes_and_grants_a_group(
         assert call("ListJobs").stdout.startswith("a(ussssuo) 1 ")
         assert job_string(job, "State") == "running"
         # Reading stays open to everyone.
-        listing = gdbus_as(OUTSIDER, "/org/gnspawn1", "org.gnspawn1.Manager.ListMachines")
+        listing = gdbus("/org/gnspawn1", "org.gnspawn1.Manager.ListMachines", user=OUTSIDER)
         assert listing.returncode == 0
 
-        granted = gdbus_as(GNUSER, "/org/gnspawn1", "org.gnspawn1.Manager.Update", "web", "0")
+        granted = gdbus("/org/gnspawn1", "org.gnspawn1.Manager.Update", "web", "0", user=GNUSER)
         assert granted.returncode == 0, granted.stderr
         web_job = int(granted.stdout.split(",")[0].removeprefix("(uint32 "))
         assert wait_job(web_job) == "done"
@@ -113,7 +80,7 @@ def test_polkit_denies_outsiders_everything_that_changes_and_grants_a_group(
 def test_without_polkit_only_root_may_change(daemon: Testbed) -> None:
     daemon.seed("web")
     for method, *args in MUTATING:
-        error = denied(GNUSER, method, *args)
+        error = gdbus_error(method, *args, user=GNUSER)
         assert (
             error == ACCESS_DENIED + "changing machines and jobs needs root (polkit is not running)"
         )
