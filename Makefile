@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := zfs-fuse dbus systemd systemd-container libsystemd-dev pkg-config gcc util-linux busybox-static polkitd
 STAMP := $(VENV)/.installed
 
-.PHONY: all check lint typecheck test demo deps apt-deps clean
+.PHONY: all check lint typecheck test demo bench deps apt-deps clean
 
 all: check
 
@@ -44,6 +44,9 @@ check: lint typecheck test
 
 demo: deps
 	$(PY) contrib/demo.py
+
+bench: deps
+	cd bench && ../$(PY) run.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .mypy_cache .ruff_cache

@@ -37,6 +37,7 @@ def daemon(bed: Testbed) -> Iterator[Testbed]:
     for name in zfs("list", "-H", "-o", "name", "-r", "-d", "1", bed.dataset).split()[1:]:
         bed.remove_machine(name.rsplit("/", 1)[1])
     shutil.rmtree(bed.machines, ignore_errors=True)
+    shutil.rmtree(bed.dir / "nspawn", ignore_errors=True)
     shutil.rmtree(bed.state, ignore_errors=True)
     bed.write_config()
     bed.start_daemon()
