@@ -24,8 +24,9 @@ CASES = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 
-# D-Bus strings are UTF-8 without NUL (the bus itself rejects NUL), so the text
-# below is everything else: path separators, dots, dashes, controls, non-ASCII.
+# D-Bus strings are valid UTF-8 without NUL (no client can send NUL or a lone
+# surrogate), so the text below is everything else: path separators, dots, dashes,
+# controls, non-ASCII.
 hostile_names = st.one_of(
     st.sampled_from(
         [
@@ -54,7 +55,10 @@ hostile_names = st.one_of(
             "/etc",
         ]
     ),
-    st.text(alphabet=st.characters(blacklist_characters="\0"), max_size=300),
+    st.text(
+        alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"),
+        max_size=300,
+    ),
 ).filter(lambda name: name != "web")
 hostile_snapshots = st.one_of(
     st.sampled_from(
@@ -70,7 +74,10 @@ hostile_snapshots = st.one_of(
             "x" * 5000,
         ]
     ),
-    st.text(alphabet=st.characters(blacklist_characters="\0"), max_size=300),
+    st.text(
+        alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"),
+        max_size=300,
+    ),
 )
 unknown_flags = st.integers(min_value=0, max_value=2**64 - 1).filter(lambda f: f & ~0x1F)
 any_flags = st.integers(min_value=0, max_value=2**64 - 1)
