@@ -143,3 +143,20 @@ def test_without_a_journal_the_log_goes_to_stderr_once_said(daemon: Testbed) -> 
     lines = result.stderr.splitlines()
     assert sum("no journal" in line for line in lines) == 1
     assert "job 7 (web, emerge): >>> Emerging (1 of 1) a/b-1" in lines
+
+
+def test_logs_of_a_job_and_of_a_machine_come_from_the_journal(daemon: Testbed) -> None:
+    daemon.seed("web")
+    assert gnctl("update", "-q", "web").returncode == 0
+    subprocess.run(["journalctl", "--flush"], capture_output=True)
+
+    job = gnctl("logs", "1")
+    machine = gnctl("logs", "web", "-n", "1")
+
+    assert job.returncode == 0, job.stderr
+    assert "snapshot gnspawn-test/machines/web@gnspawn-1-pre taken" in job.stdout
+    assert re.search(
+        r"gnspawnd\[\d+\]: >>> Emerging (binary )?\(1 of 1\) app-misc/hello-2", job.stdout
+    )
+    assert machine.stdout.strip().endswith("update of web done")
+    assert len(machine.stdout.strip().splitlines()) == 1

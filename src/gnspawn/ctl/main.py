@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import datetime
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -128,6 +129,15 @@ def build_parser() -> Parser:
         "prune", parents=[job_opts], help="destroy the snapshots retention does not keep"
     )
     prune.add_argument("name", metavar="NAME")
+    logs = verbs.add_parser(
+        "logs",
+        help="show a job's or a machine's log from the journal",
+        description="The journal entries of job ID (GNSPAWN_JOB=ID) or of every job of machine "
+        "NAME (GNSPAWN_MACHINE=NAME): what `journalctl` shows for those fields.",
+    )
+    logs.add_argument("target", metavar="ID|NAME")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep showing new lines")
+    logs.add_argument("-n", "--lines", type=int, default=None, help="show only the last N lines")
     status = verbs.add_parser("status", parents=[common], help="show one machine")
     status.add_argument("name", metavar="NAME")
     cancel = verbs.add_parser("cancel", help="cancel a job (a running one is rolled back)")
@@ -433,6 +443,34 @@ async def cmd_prune(client: Client, args: argparse.Namespace) -> int:
     return await queue_one(client, args, "Prune", "st", args.name, 0)
 
 
+def journal_argv(args: argparse.Namespace) -> list[str]:
+    """journalctl for a job (a number) or a machine (a name)."""
+    field = "GNSPAWN_JOB" if args.target.isdigit() else "GNSPAWN_MACHINE"
+    argv = [
+        "journalctl",
+        "--no-pager",
+        "-o",
+        "short-iso",
+        f"{field}={args.target}",
+        "SYSLOG_IDENTIFIER=gnspawnd",
+    ]
+    if args.follow:
+        argv.append("--follow")
+    if args.lines is not None:
+        argv.append(f"--lines={args.lines}")
+    return argv
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    """Hand over to journalctl, which pages, follows and filters as users know it."""
+    argv = journal_argv(args)
+    try:
+        os.execvp(argv[0], argv)
+    except OSError as err:
+        print(f"gnctl: cannot run journalctl: {err.strerror}", file=sys.stderr)
+    return EXIT_UNREACHABLE
+
+
 async def cmd_cancel(client: Client, args: argparse.Namespace) -> int:
     for job_id in args.ids:
         await client.manager("CancelJob", "u", job_id)
@@ -483,6 +521,8 @@ async def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.verb == "logs":
+        return cmd_logs(args)
     try:
         return asyncio.run(run(args))
     except UsageError as err:
