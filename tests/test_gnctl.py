@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 from helpers import gdbus_error, gnctl, hello_version, wait_job
-from testbed import Testbed, zfs
+from testbed import REPO_ROOT, Testbed, zfs
 
 
 def error_name(method: str, *args: str) -> str:
@@ -160,3 +162,29 @@ def test_logs_of_a_job_and_of_a_machine_come_from_the_journal(daemon: Testbed) -
     )
     assert machine.stdout.strip().endswith("update of web done")
     assert len(machine.stdout.strip().splitlines()) == 1
+
+
+def complete(*words: str) -> list[str]:
+    """What bash completion offers after `gnctl WORDS...` (the last word is the one typed)."""
+    script = (
+        f"source {REPO_ROOT}/contrib/completion/gnctl.bash; "
+        'COMP_WORDS=(gnctl "$@"); COMP_CWORD=$#; _gnctl; printf "%s\\n" "${COMPREPLY[@]}"'
+    )
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    result = subprocess.run(
+        ["bash", "-c", script, "bash", *words], capture_output=True, text=True, env=env, check=True
+    )
+    return [line for line in result.stdout.splitlines() if line]
+
+
+def test_bash_completion_asks_the_daemon(daemon: Testbed) -> None:
+    daemon.seed("web")
+    daemon.seed("db", [])
+    assert gnctl("update", "-q", "--pretend", "web").returncode == 0
+
+    assert complete("up") == ["update"]
+    assert complete("update", "") == ["db", "web"]
+    assert complete("update", "w") == ["web"]
+    assert complete("job", "") == ["1"]
+    assert complete("update", "--a") == ["--all"]
+    assert "default/bootable" in complete("build", "--profile", "")
