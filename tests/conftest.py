@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from testbed import Testbed, zfs
+from testbed import Testbed
 
 
 @pytest.fixture(scope="session")
@@ -34,12 +34,7 @@ def bed() -> Iterator[Testbed]:
 @pytest.fixture
 def daemon(bed: Testbed) -> Iterator[Testbed]:
     """A running gnspawnd with an empty job database and no machines."""
-    for name in zfs("list", "-H", "-o", "name", "-r", "-d", "1", bed.dataset).split()[1:]:
-        bed.remove_machine(name.rsplit("/", 1)[1])
-    shutil.rmtree(bed.machines, ignore_errors=True)
-    shutil.rmtree(bed.dir / "nspawn", ignore_errors=True)
-    shutil.rmtree(bed.state, ignore_errors=True)
-    bed.write_config()
+    bed.reset()
     bed.start_daemon()
     try:
         yield bed

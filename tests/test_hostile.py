@@ -4,7 +4,6 @@ changes nothing. The calls go to the real daemon over the real bus."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -119,10 +118,7 @@ class Caller:
 
 @pytest.fixture(scope="module")
 def hostile(bed: Testbed) -> Iterator[tuple[Testbed, Caller, str]]:
-    for name in zfs("list", "-H", "-o", "name", "-r", "-d", "1", bed.dataset).split()[1:]:
-        bed.remove_machine(name.rsplit("/", 1)[1])
-    shutil.rmtree(bed.state, ignore_errors=True)
-    bed.write_config()
+    bed.reset()
     bed.start_daemon()
     bed.seed("web")
     call("Update", "st", "web", "4")  # one finished job, id 1, for the Job methods
@@ -133,11 +129,13 @@ def hostile(bed: Testbed) -> Iterator[tuple[Testbed, Caller, str]]:
         yield bed, caller, before
     finally:
         caller.close()
-        assert zfs("list", "-H", "-o", "name", "-r", "-t", "all", bed.dataset) == before
-        assert call("ListJobs").stdout.startswith("a(ussssuo) 1 1 ")
-        assert snapshots(f"{bed.dataset}/web") == []
-        assert list(bed.machines.iterdir()) == [bed.machines / "web"]
-        assert bed.stop_daemon() == 0
+        jobs = call("ListJobs").stdout
+        code = bed.stop_daemon()
+    assert code == 0
+    assert zfs("list", "-H", "-o", "name", "-r", "-t", "all", bed.dataset) == before
+    assert jobs.startswith("a(ussssuo) 1 1 ")
+    assert snapshots(f"{bed.dataset}/web") == []
+    assert list(bed.machines.iterdir()) == [bed.machines / "web"]
 
 
 def named(error: str) -> bool:

@@ -319,6 +319,15 @@ class Testbed:
         if result.returncode != 0:
             raise RuntimeError(f"emerge {' '.join(args)} failed:\n{result.stdout[-3000:]}")
 
+    def reset(self) -> None:
+        """No machines, no jobs, no settings files, the default config: a fresh start."""
+        assert self.daemon is None
+        for dataset in zfs("list", "-H", "-o", "name", "-r", "-d", "1", self.dataset).split()[1:]:
+            self.remove_machine(dataset.rsplit("/", 1)[1])
+        for directory in (self.machines, self.dir / "nspawn", self.state):
+            shutil.rmtree(directory, ignore_errors=True)
+        self.write_config()
+
     def remove_machine(self, name: str) -> None:
         # zfs-fuse calls a dataset whose files were touched "busy" until it is
         # unmounted through its mountpoint property.
