@@ -22,6 +22,7 @@ from common import HEADER, REPO, alternate, row
 from dbus_fast import BusType, Message
 from dbus_fast.aio import MessageBus
 
+from gnspawn.driver import add_match, bus_driver
 from gnspawn.zfs import Zfs
 from testbed import EMERGE, Testbed, emerge_environment, zfs
 
@@ -59,12 +60,7 @@ async def latency(calls: int, in_flight: int) -> tuple[list[float], list[float]]
                 interface="org.gnspawn1.Manager",
                 member="ListJobs",
             )
-        return Message(
-            destination="org.freedesktop.DBus",
-            path="/org/freedesktop/DBus",
-            interface="org.freedesktop.DBus",
-            member="ListNames",
-        )
+        return bus_driver("ListNames")
 
     async def batch(ours: bool) -> float:
         started = time.perf_counter()
@@ -99,16 +95,7 @@ async def update_over_the_bus(name: str) -> None:
             removed.set_result(msg.body[3])
 
     bus.add_message_handler(on_signal)
-    await bus.call(
-        Message(
-            destination="org.freedesktop.DBus",
-            path="/org/freedesktop/DBus",
-            interface="org.freedesktop.DBus",
-            member="AddMatch",
-            signature="s",
-            body=["type='signal',sender='org.gnspawn1',member='JobRemoved'"],
-        )
-    )
+    await bus.call(add_match("type='signal',sender='org.gnspawn1',member='JobRemoved'"))
     reply = await bus.call(
         Message(
             destination="org.gnspawn1",

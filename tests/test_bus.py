@@ -10,6 +10,7 @@ from typing import Any
 from dbus_fast import BusType, Message, MessageType
 from dbus_fast.aio import MessageBus
 
+from gnspawn.driver import add_match
 from helpers import (
     build_with_a_job_waiting,
     busctl,
@@ -45,16 +46,7 @@ async def record_signals(action: Any, until_removed: int) -> list[Message]:
                 removed.set()
 
     bus.add_message_handler(handler)
-    await bus.call(
-        Message(
-            destination="org.freedesktop.DBus",
-            path="/org/freedesktop/DBus",
-            interface="org.freedesktop.DBus",
-            member="AddMatch",
-            signature="s",
-            body=[MATCH],
-        )
-    )
+    await bus.call(add_match(MATCH))
     await asyncio.get_running_loop().run_in_executor(None, action)
     await asyncio.wait_for(removed.wait(), 120)
     await asyncio.sleep(0.3)  # anything sent after JobRemoved would be a bug

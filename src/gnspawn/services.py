@@ -15,6 +15,8 @@ from typing import Any
 from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 
+from gnspawn.driver import add_match
+
 log = logging.getLogger(__name__)
 
 SYSTEMD = (
@@ -77,16 +79,7 @@ class HostServices:
         if self._subscribed or self.bus is None:
             return
         rule = f"type='signal',sender='{SYSTEMD[0]}',interface='{SYSTEMD[2]}',member='JobRemoved'"
-        await self.bus.call(
-            Message(
-                destination="org.freedesktop.DBus",
-                path="/org/freedesktop/DBus",
-                interface="org.freedesktop.DBus",
-                member="AddMatch",
-                signature="s",
-                body=[rule],
-            )
-        )
+        await self.bus.call(add_match(rule))
         await self._call(SYSTEMD, "Subscribe")
         self._subscribed = True
 

@@ -8,6 +8,7 @@ from collections import OrderedDict
 from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
+from gnspawn.driver import bus_driver
 from gnspawn.errors import AccessDenied
 from gnspawn.names import POLKIT_ACTION
 
@@ -15,7 +16,6 @@ log = logging.getLogger(__name__)
 
 _message: contextvars.ContextVar[Message | None] = contextvars.ContextVar("message", default=None)
 _CACHE_SIZE = 4096
-BUS_DRIVER = ("org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus")
 POLKIT = (
     "org.freedesktop.PolicyKit1",
     "/org/freedesktop/PolicyKit1/Authority",
@@ -78,7 +78,8 @@ class Authority:
         return await asyncio.shield(asking)
 
     async def _ask_uid(self, sender: str) -> int:
-        reply = await self._call(BUS_DRIVER, "GetConnectionUnixUser", "s", [sender])
+        reply = await self.bus.call(bus_driver("GetConnectionUnixUser", "s", sender))
+        assert reply is not None
         if reply.message_type is not MessageType.METHOD_RETURN:
             raise AccessDenied(f"cannot tell who {sender} is")
         uid = int(reply.body[0])

@@ -9,6 +9,7 @@ from typing import Any
 from dbus_fast import BusType, DBusError, Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
+from gnspawn.driver import add_match
 from gnspawn.errors import BY_DBUS_NAME, GnspawnError
 from gnspawn.names import BUS_NAME, JOB_INTERFACE, JOB_PATH_PREFIX, MANAGER_INTERFACE, MANAGER_PATH
 
@@ -91,16 +92,7 @@ class Client:
         """Receive every signal gnspawnd sends about jobs (before a call, so none is missed)."""
         self._signal_handlers.append(handler)
         rule = f"type='signal',sender='{BUS_NAME}',path_namespace='{MANAGER_PATH}'"
-        reply = await self.bus.call(
-            Message(
-                destination="org.freedesktop.DBus",
-                path="/org/freedesktop/DBus",
-                interface="org.freedesktop.DBus",
-                member="AddMatch",
-                signature="s",
-                body=[rule],
-            )
-        )
+        reply = await self.bus.call(add_match(rule))
         assert reply is not None and reply.message_type is MessageType.METHOD_RETURN
 
 
