@@ -4,10 +4,10 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := zfs-fuse dbus systemd systemd-container libsystemd-dev pkg-config gcc util-linux busybox-static polkitd
+APT_PACKAGES := zfs-fuse dbus systemd systemd-container libsystemd-dev pkg-config gcc util-linux busybox-static polkitd groff-base man-db python3-pip
 STAMP := $(VENV)/.installed
 
-.PHONY: all check lint typecheck test demo bench deps apt-deps clean
+.PHONY: all check lint typecheck test demo bench deps apt-deps clean install uninstall
 
 all: check
 
@@ -50,3 +50,91 @@ bench: deps
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .mypy_cache .ruff_cache
+
+# Installation for packagers and admins: make install [DESTDIR=...] [PREFIX=/usr].
+# PREFIX is /usr because the system bus and polkit read their files only from
+# /usr/share (and /etc); with PREFIX=/usr/local set DBUS_POLICYDIR, DBUS_SERVICEDIR
+# and POLKIT_ACTIONDIR to the /usr/share ones. SYSCONFDIR stays /etc, where gnspawnd
+# looks for its configuration whatever the prefix.
+PREFIX ?= /usr
+SYSCONFDIR ?= /etc
+BINDIR ?= $(PREFIX)/bin
+DATADIR ?= $(PREFIX)/share
+MANDIR ?= $(DATADIR)/man
+DOCDIR ?= $(DATADIR)/doc/gnspawn
+SYSTEMD_UNITDIR ?= $(PREFIX)/lib/systemd/system
+DBUS_POLICYDIR ?= $(DATADIR)/dbus-1/system.d
+DBUS_SERVICEDIR ?= $(DATADIR)/dbus-1/system-services
+POLKIT_ACTIONDIR ?= $(DATADIR)/polkit-1/actions
+BASH_COMPLETIONDIR ?= $(DATADIR)/bash-completion/completions
+ZSH_COMPLETIONDIR ?= $(DATADIR)/zsh/site-functions
+# The package goes where $(PYTHON) imports from under PREFIX: the directory of its
+# sys.path below PREFIX/lib (Debian: /usr/lib/python3/dist-packages, or
+# /usr/local/lib/python3.X/dist-packages for /usr/local), else the posix_prefix
+# scheme's (Gentoo and upstream Python: PREFIX/lib/python3.X/site-packages).
+# pip's own --prefix would not do: it follows the interpreter's default scheme, which
+# Debian patches to add /local, so the same command lands elsewhere on each system.
+# pip --target writes exactly where it is told; the scripts it leaves in bin/ there
+# are moved to BINDIR (their #! is $(PYTHON)). Building offline needs
+# PIP_FLAGS=--no-build-isolation and setuptools>=64 with wheel for $(PYTHON).
+PYTHON_SITEDIR ?= $(shell $(PYTHON) -c 'import sys, sysconfig; \
+	under = [p for p in sys.path if p.startswith("$(PREFIX)/lib/") and p.endswith("-packages")]; \
+	print(under[0] if under else sysconfig.get_path("purelib", "posix_prefix", \
+	{"base": "$(PREFIX)", "platbase": "$(PREFIX)"}))')
+PIP_FLAGS ?=
+SITE = $(DESTDIR)$(PYTHON_SITEDIR)
+UNITS := $(wildcard systemd/*.service systemd/*.timer)
+MANPAGES := $(wildcard man/*.[1-8])
+ZSH_COMPLETION := $(wildcard contrib/completion/_gnctl)
+# The units and the bus activation file name the programs by their /usr/bin path.
+FIX_BINDIR = sed -e 's|=/usr/bin/|=$(BINDIR)/|'
+
+install:
+	@test -n "$(PYTHON_SITEDIR)" || { echo "cannot ask $(PYTHON) for its site directory"; exit 1; }
+	$(PYTHON) -m pip install --quiet --no-deps --no-compile --upgrade $(PIP_FLAGS) \
+		--target='$(SITE)' .
+	install -d '$(DESTDIR)$(BINDIR)'
+	for script in gnctl gnspawnd; do mv '$(SITE)/bin/'$$script '$(DESTDIR)$(BINDIR)/' || exit 1; done
+	rmdir '$(SITE)/bin'
+	@# As distributions' tools do: no RECORD (its script paths are pip's, not BINDIR)
+	@# and no direct_url.json (the build directory); pip uninstall then names make.
+	rm -f '$(SITE)'/gnspawn-*.dist-info/RECORD '$(SITE)'/gnspawn-*.dist-info/direct_url.json
+	for info in '$(SITE)'/gnspawn-*.dist-info; do echo make > "$$info/INSTALLER"; done
+	$(PYTHON) -m compileall -q -d '$(PYTHON_SITEDIR)/gnspawn' '$(SITE)/gnspawn'
+	install -d '$(DESTDIR)$(SYSTEMD_UNITDIR)' '$(DESTDIR)$(DBUS_POLICYDIR)' \
+		'$(DESTDIR)$(DBUS_SERVICEDIR)' '$(DESTDIR)$(POLKIT_ACTIONDIR)' \
+		'$(DESTDIR)$(SYSCONFDIR)/gnspawn' '$(DESTDIR)$(DOCDIR)' \
+		'$(DESTDIR)$(BASH_COMPLETIONDIR)' '$(DESTDIR)$(ZSH_COMPLETIONDIR)' \
+		$(foreach s,1 5 8,'$(DESTDIR)$(MANDIR)/man$(s)')
+	for unit in $(UNITS); do \
+		$(FIX_BINDIR) $$unit > '$(DESTDIR)$(SYSTEMD_UNITDIR)/'$${unit##*/} || exit 1; \
+		chmod 0644 '$(DESTDIR)$(SYSTEMD_UNITDIR)/'$${unit##*/}; \
+	done
+	$(FIX_BINDIR) dbus/org.gnspawn1.service > '$(DESTDIR)$(DBUS_SERVICEDIR)/org.gnspawn1.service'
+	chmod 0644 '$(DESTDIR)$(DBUS_SERVICEDIR)/org.gnspawn1.service'
+	install -m 0644 dbus/org.gnspawn1.conf '$(DESTDIR)$(DBUS_POLICYDIR)/'
+	install -m 0644 dbus/org.gnspawn1.policy '$(DESTDIR)$(POLKIT_ACTIONDIR)/'
+	install -m 0644 README.md contrib/gnspawn.toml '$(DESTDIR)$(DOCDIR)/'
+	@# An admin's configuration is never overwritten.
+	test -e '$(DESTDIR)$(SYSCONFDIR)/gnspawn/gnspawn.toml' || \
+		install -m 0644 contrib/gnspawn.toml '$(DESTDIR)$(SYSCONFDIR)/gnspawn/gnspawn.toml'
+	install -m 0644 contrib/completion/gnctl.bash '$(DESTDIR)$(BASH_COMPLETIONDIR)/gnctl'
+	$(if $(ZSH_COMPLETION),install -m 0644 $(ZSH_COMPLETION) '$(DESTDIR)$(ZSH_COMPLETIONDIR)/_gnctl')
+	for page in $(MANPAGES); do \
+		install -m 0644 $$page '$(DESTDIR)$(MANDIR)/man'$${page##*.}/ || exit 1; \
+	done
+
+# Removes what install put there, except a configuration the admin changed.
+uninstall:
+	rm -rf '$(SITE)/gnspawn' '$(SITE)'/gnspawn-*.dist-info
+	rm -f '$(DESTDIR)$(BINDIR)/gnctl' '$(DESTDIR)$(BINDIR)/gnspawnd' \
+		$(foreach u,$(UNITS),'$(DESTDIR)$(SYSTEMD_UNITDIR)/$(notdir $(u))') \
+		'$(DESTDIR)$(DBUS_POLICYDIR)/org.gnspawn1.conf' \
+		'$(DESTDIR)$(DBUS_SERVICEDIR)/org.gnspawn1.service' \
+		'$(DESTDIR)$(POLKIT_ACTIONDIR)/org.gnspawn1.policy' \
+		'$(DESTDIR)$(BASH_COMPLETIONDIR)/gnctl' '$(DESTDIR)$(ZSH_COMPLETIONDIR)/_gnctl' \
+		$(foreach p,$(MANPAGES),'$(DESTDIR)$(MANDIR)/man$(subst .,,$(suffix $(p)))/$(notdir $(p))')
+	rm -rf '$(DESTDIR)$(DOCDIR)'
+	! cmp -s contrib/gnspawn.toml '$(DESTDIR)$(SYSCONFDIR)/gnspawn/gnspawn.toml' || \
+		rm -f '$(DESTDIR)$(SYSCONFDIR)/gnspawn/gnspawn.toml'
+	-rmdir '$(DESTDIR)$(SYSCONFDIR)/gnspawn' 2>/dev/null
