@@ -1,4 +1,4 @@
-# Copyright 2024 gnspawn authors
+# Copyright 2026 gnspawn authors
 # Distributed under the terms of the GNU General Public License v2
 
 EAPI=8
