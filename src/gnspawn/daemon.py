@@ -11,7 +11,6 @@ import socket
 import sys
 from pathlib import Path
 
-import systemd.daemon as sd_daemon
 from dbus_fast import BusType, RequestNameReply
 from dbus_fast.aio import MessageBus
 
@@ -32,13 +31,23 @@ EX_UNAVAILABLE = 69
 
 
 def _notify(state: str) -> None:
-    if not os.environ.get("NOTIFY_SOCKET"):
+    """Tell the service manager `state`, never waiting for it.
+
+    sd_notify's socket blocks once the manager has not read the last few datagrams
+    (net.unix.max_dgram_qlen, 10 by default); a STATUS= nobody reads must not stall
+    every job and bus call, so a message that does not fit at once is dropped.
+    """
+    address = os.environ.get("NOTIFY_SOCKET", "")
+    if not address:
         return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
     try:
-        sd_daemon.notify(state)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.sendto(state.encode(), socket.MSG_DONTWAIT, address)
     except OSError as err:
-        # The service manager went away; the daemon's work does not depend on it.
-        log.debug("sd_notify failed: %s", err)
+        # The service manager is busy or went away; the daemon's work does not depend on it.
+        log.debug("sd_notify %s failed: %s", state.split("=", 1)[0], err)
 
 
 class StartFailed(Exception):

@@ -18,8 +18,8 @@ ERR, WARNING, NOTICE, INFO = 3, 4, 5, 6
 
 
 class _Journal:
-    send: Callable[..., Any] | None = None
-    """systemd.journal.send while journald listens."""
+    sendv: Callable[..., Any] | None = None
+    """systemd.journal.sendv while journald listens."""
 
 
 _journal = _Journal()
@@ -31,11 +31,11 @@ def setup(level: int = logging.INFO, *, journal: bool | None = None) -> None:
         journal = os.path.exists(JOURNAL_SOCKET)
     handler: logging.Handler
     if journal:
-        _journal.send = sd_journal.send
+        _journal.sendv = sd_journal.sendv
         handler = sd_journal.JournalHandler(SYSLOG_IDENTIFIER=IDENTIFIER)
         handler.setFormatter(logging.Formatter("%(message)s"))
     else:
-        _journal.send = None
+        _journal.sendv = None
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
@@ -51,15 +51,23 @@ def fields(job: int, machine: str, phase: str) -> dict[str, str]:
 
 
 def job_line(line: str, priority: int, job: int, machine: str, phase: str) -> None:
-    """One line of a job's output: the hot path, so straight to the journal socket."""
-    if _journal.send is not None:
-        _journal.send(
-            line,
-            PRIORITY=priority,
-            SYSLOG_IDENTIFIER=IDENTIFIER,
-            GNSPAWN_JOB=job,
-            GNSPAWN_MACHINE=machine,
-            GNSPAWN_PHASE=phase,
+    """One line of a job's output: the hot path, so straight to the journal socket.
+
+    sendv takes the fields ready-made: journal.send would also look up the caller's
+    source line (a stack walk and a stat) for every line emerge prints.
+    """
+    if _journal.sendv is not None:
+        _journal.sendv(
+            "MESSAGE=" + line,
+            _PRIORITIES[priority],
+            _IDENTIFIER_FIELD,
+            f"GNSPAWN_JOB={job}",
+            "GNSPAWN_MACHINE=" + machine,
+            "GNSPAWN_PHASE=" + phase,
         )
     else:
         sys.stderr.write(f"job {job} ({machine}, {phase}): {line}\n")
+
+
+_PRIORITIES = {level: f"PRIORITY={level}" for level in range(8)}
+_IDENTIFIER_FIELD = f"SYSLOG_IDENTIFIER={IDENTIFIER}"

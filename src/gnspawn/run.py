@@ -22,6 +22,8 @@ T = TypeVar("T")
 
 _PR_SET_PDEATHSIG = 1
 _TAIL_LINES = 20
+_BLOCK = 16 << 10
+_LONGEST_LINE = 1 << 20
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -179,21 +181,33 @@ class Process:
         )
 
     async def lines(self) -> AsyncIterator[str]:
-        """Each line of output, without its newline."""
+        """Each line of output, without its newline.
+
+        Output is read in blocks and split here: a readline per line costs more than
+        the rest of a line's way. After each block the event loop gets a turn, so that
+        bus calls and other jobs are not held up by an emerge that prints at full speed.
+        """
         assert self._proc is not None and self._proc.stdout is not None
         stream = self._proc.stdout
-        while True:
-            try:
-                raw = await stream.readline()
-            except ValueError:
-                # A line longer than the limit: hand it over in pieces.
-                raw = await stream.read(1 << 20)
-            if not raw:
-                return
-            line = raw.decode(errors="replace").rstrip("\r\n")
-            self._tail.append(line)
-            if len(self._tail) > 2 * _TAIL_LINES:
-                del self._tail[:_TAIL_LINES]
+        rest = b""
+        while block := await stream.read(_BLOCK):
+            buffer = rest + block
+            end = buffer.rfind(b"\n")
+            if end >= 0:
+                complete, rest = buffer[:end], buffer[end + 1 :]
+            elif len(buffer) > _LONGEST_LINE:
+                complete, rest = buffer, b""  # a line this long is handed over in pieces
+            else:
+                rest = buffer
+                continue
+            lines = complete.decode(errors="replace").split("\n")
+            self._tail = [*self._tail, *lines][-_TAIL_LINES:]
+            for line in lines:
+                yield line.rstrip("\r")
+            await asyncio.sleep(0)
+        if rest:
+            line = rest.decode(errors="replace").rstrip("\r")
+            self._tail = [*self._tail, line][-_TAIL_LINES:]
             yield line
 
     async def wait(self) -> None:

@@ -15,7 +15,7 @@ from dbus_fast.service import ServiceInterface, dbus_method, dbus_property, dbus
 
 from gnspawn import __version__
 from gnspawn.bus.auth import Authority
-from gnspawn.bus.errors import translated
+from gnspawn.bus.errors import translated, translated_now
 from gnspawn.jobs import Job
 from gnspawn.machines import MachineInfo
 from gnspawn.manager import Manager
@@ -109,16 +109,16 @@ class ManagerInterface(ServiceInterface):
         return [list(row) for row in await self.manager.list_snapshots(name)]
 
     @dbus_method()
-    @translated
-    async def ListJobs(self) -> Annotated[list[Any], DBusSignature("a(ussssuo)")]:
+    @translated_now
+    def ListJobs(self) -> Annotated[list[Any], DBusSignature("a(ussssuo)")]:
         return [
             [job.id, job.type, job.machine, job.state, job.result, job.progress, job_path(job.id)]
             for job in self.manager.list_jobs()
         ]
 
     @dbus_method()
-    @translated
-    async def GetJob(self, id: DBusUInt32) -> DBusObjectPath:
+    @translated_now
+    def GetJob(self, id: DBusUInt32) -> DBusObjectPath:
         job = self.manager.get_job(id)
         self.exporter.export_job(job)
         return job_path(job.id)
