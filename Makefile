@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 		{ echo "gnspawn needs Python 3.11 or newer as $(PYTHON)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,bench]'
 	touch $@
 
 deps: apt-deps $(STAMP)
