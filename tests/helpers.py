@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -113,12 +115,16 @@ def snapshots(dataset: str) -> list[str]:
 
 
 def gnspawn_processes(job_id: int | None = None) -> list[int]:
-    """Processes whose environment says gnspawnd started them for a job."""
+    """Processes whose environment says gnspawnd started them for a job, in this test
+    bed's mount namespace (another test bed may run on the machine at the same time)."""
     found = []
+    ours = os.readlink("/proc/self/ns/mnt")
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
+            if os.readlink(entry / "ns/mnt") != ours:
+                continue
             environ = (entry / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
@@ -155,3 +161,64 @@ def build_with_a_job_waiting(daemon: Testbed) -> Interrupted:
     waiting = queued(call("Update", "st", "web", "0").stdout)
     wait_until(lambda: job_string(running, "CurrentPackage") == "app-misc/sleeper-2", "a build")
     return Interrupted(slow, web, before, running, waiting)
+
+
+class Tmux:
+    """A terminal: a tmux server of our own whose screen the tests read."""
+
+    def __init__(self, directory: Path, width: int = 120, height: int = 30) -> None:
+        self.socket = directory / "tmux.sock"
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+        env.pop("TMUX", None)
+        self.tmux(
+            "-f", "/dev/null", "new-session", "-d", "-x", str(width), "-y", str(height),
+            "env", "PS1=$ ", "PROMPT=$ ", "bash", "--norc", "--noprofile", env=env,
+        )  # fmt: skip
+        self.server_pid = int(self.tmux("display-message", "-p", "#{pid}").strip())
+
+    def tmux(self, *args: str, env: dict[str, str] | None = None) -> str:
+        return subprocess.run(
+            ["tmux", "-S", str(self.socket), *args],
+            capture_output=True, text=True, check=True, env=env,
+        ).stdout  # fmt: skip
+
+    def type(self, *keys: str) -> None:
+        """Keys as tmux names them: text, "Enter", "Tab", "C-c"."""
+        self.tmux("send-keys", *keys)
+
+    def run(self, command: str) -> None:
+        self.type(command, "Enter")
+
+    def screen(self) -> list[str]:
+        """The visible lines, trailing blanks trimmed."""
+        lines = self.tmux("capture-pane", "-p").splitlines()
+        while lines and not lines[-1].strip():
+            lines.pop()
+        return [line.rstrip() for line in lines]
+
+    def wait_for(self, check: Callable[[list[str]], object], what: str) -> list[str]:
+        """The screen, once check(screen) holds."""
+        seen: list[str] = []
+
+        def matches() -> bool:
+            seen[:] = self.screen()
+            return bool(check(seen))
+
+        try:
+            wait_until(matches, what, timeout=90)
+        except TimeoutError:
+            raise AssertionError(f"{what}; the screen:\n" + "\n".join(seen)) from None
+        return seen
+
+    def stop(self) -> None:
+        os.kill(self.server_pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                status = Path(f"/proc/{self.server_pid}/stat").read_text()
+            except FileNotFoundError:
+                return
+            if status.rsplit(")", 1)[1].split()[0] == "Z":
+                return  # a daemon: its reaper is not us
+            time.sleep(0.05)
+        os.kill(self.server_pid, signal.SIGKILL)

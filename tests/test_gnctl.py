@@ -93,7 +93,7 @@ def test_update_all_and_no_block(daemon: Testbed) -> None:
     a = daemon.seed("a")
     b = daemon.seed("b", ["=app-misc/hello-1", "=app-misc/broken-1"])
 
-    result = gnctl("update", "--all")
+    result = gnctl("update", "--all", "--verbose")
 
     assert result.returncode == 1
     assert "job 1: update of a done" in result.stdout

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gnspawn.config import PortageConfig
-from gnspawn.portage import Progress, emerge_argv, emerge_environment
+from gnspawn.portage import Progress, emerge_argv, emerge_environment, job_tag
 
 ROOT = Path("/var/lib/machines/web")
 
@@ -261,8 +261,9 @@ def test_emerge_argv_appends_configured_update_args() -> None:
 
 def test_emerge_environment() -> None:
     config = PortageConfig(environment={"MAKEOPTS": "-j4", "PORTAGE_NICENESS": "10"})
-    env = emerge_environment(config, job=42)
+    env = emerge_environment(config, job=42, tag="GNSPAWN_TAG=abc-42")
     assert env["NOCOLOR"] == "true"
+    assert env["GNSPAWN_TAG"] == "abc-42"
     assert env["MAKEOPTS"] == "-j4"
     assert env["PORTAGE_NICENESS"] == "10"
     assert env["GNSPAWN_JOB"] == "42"
@@ -270,11 +271,19 @@ def test_emerge_environment() -> None:
 
 def test_emerge_environment_job_cannot_be_overridden() -> None:
     config = PortageConfig(environment={"GNSPAWN_JOB": "1"})
-    assert emerge_environment(config, job=7)["GNSPAWN_JOB"] == "7"
+    assert emerge_environment(config, job=7, tag="GNSPAWN_TAG=x-7")["GNSPAWN_JOB"] == "7"
+
+
+def test_job_tags_tell_daemons_and_jobs_apart() -> None:
+    one, other = Path("/var/lib/gnspawn"), Path("/srv/gnspawn-test")
+    assert job_tag(one, 1) == job_tag(one, 1)
+    assert job_tag(one, 1) != job_tag(other, 1)
+    assert job_tag(one, 1) != job_tag(one, 11)
+    assert job_tag(one, 1).startswith("GNSPAWN_TAG=")
 
 
 def test_emerge_environment_without_extras() -> None:
-    env = emerge_environment(PortageConfig(), job=1)
+    env = emerge_environment(PortageConfig(), job=1, tag="GNSPAWN_TAG=x-1")
     assert env["NOCOLOR"] == "true"
     assert env["GNSPAWN_JOB"] == "1"
 

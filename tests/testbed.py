@@ -186,6 +186,12 @@ class Bus:
         assert self.proc.stdout is not None
         self.address = self.proc.stdout.readline().decode().strip()
         os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = self.address
+        # Where programs that do not read the variable look for the system bus, such as
+        # systemd-stdio-bridge at the far end of `gnctl -H` (the private /run is ours).
+        standard = Path("/run/dbus/system_bus_socket")
+        standard.parent.mkdir(exist_ok=True)
+        standard.unlink(missing_ok=True)
+        standard.symlink_to(self.socket)
 
     def stop(self) -> None:
         stop_pid(self.proc)
@@ -332,6 +338,15 @@ class Testbed:
         # zfs-fuse calls a dataset whose files were touched "busy" until it is
         # unmounted through its mountpoint property.
         zfs("set", "mountpoint=none", f"{self.dataset}/{name}")
+        # ... and now and then for a moment after that, while it writes a txg out.
+        for _ in range(50):
+            try:
+                zfs("destroy", "-r", f"{self.dataset}/{name}")
+                return
+            except RuntimeError as err:
+                if "dataset is busy" not in str(err):
+                    raise
+                time.sleep(0.1)
         zfs("destroy", "-r", f"{self.dataset}/{name}")
 
     # --- the daemon -------------------------------------------------------------
@@ -501,3 +516,55 @@ def testbed(directory: Path) -> Iterator[Testbed]:
         yield bed
     finally:
         bed.stop()
+
+
+class Sshd:
+    """An OpenSSH server on 127.0.0.1 that lets root in with a key of our own, and the
+    ssh program that uses it ($SYSTEMD_SSH): the far end of `gnctl -H`."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(exist_ok=True)
+        host_key, user_key = directory / "host_key", directory / "user_key"
+        for key in (host_key, user_key):
+            key.unlink(missing_ok=True)
+            subprocess.run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True
+            )
+        (directory / "authorized_keys").write_text((directory / "user_key.pub").read_text())
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        config = directory / "sshd_config"
+        config.write_text(
+            f"ListenAddress 127.0.0.1\nPort {self.port}\nHostKey {host_key}\n"
+            f"AuthorizedKeysFile {directory}/authorized_keys\nPermitRootLogin prohibit-password\n"
+            "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
+            "StrictModes no\nPidFile none\n"
+        )
+        Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation, in the private /run
+        self.proc = subprocess.Popen(
+            ["/usr/sbin/sshd", "-D", "-e", "-f", str(config)],
+            stdin=subprocess.DEVNULL,
+            stderr=(directory / "sshd.log").open("ab"),
+        )
+        wait_for(self._listening, "sshd")
+        client_config = directory / "ssh_config"
+        client_config.write_text(
+            f"Host *\n  IdentityFile {user_key}\n  IdentitiesOnly yes\n  BatchMode yes\n"
+            f"  StrictHostKeyChecking no\n  UserKnownHostsFile {directory}/known_hosts\n"
+            "  LogLevel ERROR\n"
+        )
+        self.ssh = directory / "ssh"
+        self.ssh.write_text(f'#!/bin/sh\nexec ssh -F {client_config} "$@"\n')
+        self.ssh.chmod(0o755)
+
+    def _listening(self) -> bool:
+        with socket.socket() as probe:
+            return probe.connect_ex(("127.0.0.1", self.port)) == 0
+
+    @property
+    def host(self) -> str:
+        return f"root@127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        stop_pid(self.proc)

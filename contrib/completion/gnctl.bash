@@ -1,24 +1,31 @@
 # bash completion for gnctl: verbs, options, and machine names, job ids and profiles
-# asked of the running gnspawnd.
-
-_gnctl_column() {
-    # The first column of a gnctl listing, without its header.
-    gnctl "$@" 2>/dev/null | awk 'NR > 1 { print $1 }'
-}
+# asked of the running gnspawnd (of the -H host when one is given).
 
 _gnctl() {
     local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}
     local verbs="list snapshots jobs job update rollback build remove prune profiles status logs cancel wait"
     local verb="" i
+    local -a host=()
     for ((i = 1; i < COMP_CWORD; i++)); do
         case ${COMP_WORDS[i]} in
+            -H|--host) host=(--host "${COMP_WORDS[i+1]}"); ((i++)) ;;
+            --host=*) host=("${COMP_WORDS[i]}") ;;
             -*) ;;
             *) verb=${COMP_WORDS[i]}; break ;;
         esac
     done
 
+    # The first column of a gnctl listing.
+    _gnctl_column() {
+        gnctl "${host[@]}" "$@" --no-legend 2>/dev/null | awk '{ print $1 }'
+    }
+
+    if [[ $prev == -H || $prev == --host ]]; then
+        COMPREPLY=($(compgen -A hostname -- "$cur"))
+        return
+    fi
     if [[ -z $verb ]]; then
-        COMPREPLY=($(compgen -W "$verbs --help --version" -- "$cur"))
+        COMPREPLY=($(compgen -W "$verbs --help --version --host" -- "$cur"))
         return
     fi
     if [[ $prev == --profile ]]; then
@@ -27,11 +34,13 @@ _gnctl() {
     fi
     if [[ $cur == -* ]]; then
         local options="--help"
+        local listing="--json --no-legend" waiting="--no-block --quiet --verbose --fail-if-busy"
         case $verb in
-            list|snapshots|jobs|job|profiles|status) options+=" --json" ;;
-            update) options+=" --all --scheduled --pretend --keep-failed --no-block --quiet --fail-if-busy" ;;
-            build) options+=" --profile --resume --keep-failed --no-block --quiet --fail-if-busy" ;;
-            rollback|remove|prune|wait) options+=" --no-block --quiet --fail-if-busy" ;;
+            list|snapshots|jobs|profiles) options+=" $listing" ;;
+            job|status) options+=" --json" ;;
+            update) options+=" --all --scheduled --pretend --keep-failed $waiting" ;;
+            build) options+=" --profile --resume --keep-failed $waiting" ;;
+            rollback|remove|prune|wait) options+=" $waiting" ;;
             logs) options+=" --follow --lines" ;;
         esac
         COMPREPLY=($(compgen -W "$options" -- "$cur"))

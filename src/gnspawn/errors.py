@@ -11,7 +11,7 @@ class GnspawnError(Exception):
     """A failure a caller can understand and act on."""
 
     dbus_name: ClassVar[str] = ERROR_PREFIX + "Failed"
-    hint: ClassVar[str] = ""
+    hint: ClassVar[str] = "'journalctl -u gnspawnd' shows the daemon's side of it."
     """What the user can do about it, for gnctl."""
 
 

@@ -39,7 +39,7 @@ from gnspawn.names import (
     Phase,
     machine_path,
 )
-from gnspawn.portage import Profile, Progress, emerge_argv, emerge_environment
+from gnspawn.portage import Profile, Progress, emerge_argv, emerge_environment, job_tag
 from gnspawn.queue import Queue
 from gnspawn.run import CommandFailed, Process, kill_tagged
 from gnspawn.services import HostServices, ServiceError, Unavailable
@@ -181,8 +181,8 @@ class Manager:
             extra=journal.fields(job.id, job.machine, Phase.ROLLBACK),
         )
         # The emerge died with the daemon (PR_SET_PDEATHSIG); its children may not
-        # have: every process started for the job carries GNSPAWN_JOB=<id>.
-        if not await kill_tagged(f"GNSPAWN_JOB={job.id}"):
+        # have: every process started for the job carries the job's tag.
+        if not await kill_tagged(self._tag(job)):
             log.error("processes of job %d survive SIGKILL", job.id)
         dataset = machines.dataset(self.config, job.machine)
         snapshot = job.snapshot or f"{dataset}@{SNAPSHOT_PREFIX}{job.id}-pre"
@@ -462,6 +462,9 @@ class Manager:
         )
         self.listener.job_removed(job)
 
+    def _tag(self, job: Job) -> str:
+        return job_tag(self.config.daemon.state_directory, job.id)
+
     def _log(self, job: Job, priority: int, line: str) -> None:
         journal.job_line(line, priority, job.id, job.machine, job.phase)
         self.listener.job_log(job, priority, line)
@@ -732,11 +735,10 @@ class Manager:
         """Run emerge for a job, streaming its output and progress."""
         self._change(job, phase=phase)
         argv = emerge_argv(self.config.portage, root, args, pretend=pretend)
-        env = emerge_environment(self.config.portage, job=job.id)
+        tag = self._tag(job)
+        env = emerge_environment(self.config.portage, job=job.id, tag=tag)
         self._log(job, journal.INFO, "running " + " ".join(argv))
-        proc = Process(
-            argv, env=env, stop_timeout=self.config.jobs.stop_timeout, tag=f"GNSPAWN_JOB={job.id}"
-        )
+        proc = Process(argv, env=env, stop_timeout=self.config.jobs.stop_timeout, tag=tag)
         progress = Progress()
         try:
             await proc.start()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,10 +49,25 @@ def emerge_argv(
     return [*argv, *args]
 
 
-def emerge_environment(config: PortageConfig, *, job: int) -> dict[str, str]:
-    """emerge's environment: never colour, the configured extras, and who started it."""
-    # GNSPAWN_JOB lets a restarted daemon recognise an emerge of its own.
-    return {"NOCOLOR": "true", "TERM": "dumb", **config.environment, "GNSPAWN_JOB": str(job)}
+def emerge_environment(config: PortageConfig, *, job: int, tag: str) -> dict[str, str]:
+    """emerge's environment: never colour, the configured extras, and who started it:
+    the job, and `tag` (NAME=value), by which a restarted daemon finds what is its own."""
+    name, _, value = tag.partition("=")
+    return {
+        "NOCOLOR": "true",
+        "TERM": "dumb",
+        **config.environment,
+        "GNSPAWN_JOB": str(job),
+        name: value,
+    }
+
+
+def job_tag(state_directory: Path, job: int) -> str:
+    """What marks the processes of one job of one daemon: the job id alone would also
+    match another daemon's job of that number (a second instance with its own state
+    directory), or a shell where someone exported GNSPAWN_JOB."""
+    instance = hashlib.sha256(os.fsencode(state_directory)).hexdigest()[:16]
+    return f"GNSPAWN_TAG={instance}-{job}"
 
 
 @dataclasses.dataclass

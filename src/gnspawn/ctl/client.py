@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import secrets
+import socket
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -29,27 +34,123 @@ def domain_error(err: DBusError) -> Exception:
         return Unreachable("gnspawnd is not running (nobody owns org.gnspawn1 on the system bus)")
     if err.type == "org.freedesktop.DBus.Error.UnknownObject":
         return Unreachable(f"gnspawnd does not know that object: {err.text}")
-    return GnspawnError(f"{err.type}: {err.text}")
+    if err.type in ("org.freedesktop.DBus.Error.NoReply", "org.freedesktop.DBus.Error.Timeout"):
+        return Unreachable(
+            "gnspawnd did not answer in time; 'systemctl status gnspawnd' and "
+            "'journalctl -u gnspawnd' tell why"
+        )
+    return GnspawnError(f"{err.text} ({err.type})")
+
+
+HOST = re.compile(
+    r"(?:(?P<user>[^@:/\s]+)@)?(?P<host>[^@:/\s]+|\[[0-9a-fA-F:]+\])(?::(?P<port>\d+))?"
+)
+
+
+def ssh_argv(host: str, *command: str) -> list[str]:
+    """ssh to [USER@]HOST[:PORT] running COMMAND, as `machinectl -H` runs it: the ssh
+    program is $SYSTEMD_SSH when set, so that one setting serves both tools."""
+    match = HOST.fullmatch(host)
+    if match is None:
+        raise ValueError(f"not a host: {host!r} (expected [USER@]HOST[:PORT])")
+    argv = [os.environ.get("SYSTEMD_SSH") or "ssh", "-xT"]
+    if match["port"]:
+        argv += ["-p", match["port"]]
+    target = match["host"] if not match["user"] else f"{match['user']}@{match['host']}"
+    return [*argv, "--", target, *command]
+
+
+async def _connect_over_ssh(host: str) -> tuple[MessageBus, asyncio.subprocess.Process]:
+    """The remote system bus through `ssh HOST systemd-stdio-bridge`.
+
+    dbus-fast dials sockets only, so the bus connects to a listening socket of our own
+    (abstract, so nothing is left on disk) and ssh is started on the accepted end. Only a
+    connection from this very process is accepted: the socket has no file permissions.
+    """
+    argv = ssh_argv(host, "systemd-stdio-bridge")
+    loop = asyncio.get_running_loop()
+    name = f"gnctl-{os.getpid()}-{secrets.token_hex(8)}"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(b"\0" + name.encode())
+    listener.listen(4)
+    listener.setblocking(False)
+
+    async def bridge() -> asyncio.subprocess.Process:
+        while True:
+            conn, _ = await loop.sock_accept(listener)
+            creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            if struct.unpack("3i", creds)[0] == os.getpid():
+                break
+            conn.close()
+        with conn:
+            return await asyncio.create_subprocess_exec(
+                *argv, stdin=conn.fileno(), stdout=conn.fileno()
+            )
+
+    spawning = asyncio.create_task(bridge())
+    try:
+        bus = await MessageBus(bus_address=f"unix:abstract={name}").connect()
+        return bus, await spawning
+    except (OSError, EOFError) as err:
+        if not spawning.done() or spawning.cancelled() or spawning.exception():
+            spawning.cancel()
+            raise Unreachable(f"cannot reach {host} over ssh: {err}") from err
+        ssh = spawning.result()
+        try:
+            status = await asyncio.wait_for(ssh.wait(), 5)
+        except TimeoutError:
+            ssh.kill()
+            status = await ssh.wait()
+        raise Unreachable(
+            f"cannot reach {host} over ssh: ssh exited with status {status}"
+            if status
+            else f"cannot reach the system bus of {host}: is systemd-stdio-bridge installed there?"
+        ) from err
+    finally:
+        spawning.cancel()
+        listener.close()
 
 
 class Client:
-    """One connection to the system bus, talking to gnspawnd."""
+    """One connection to the system bus (local, or a remote one over ssh), talking to
+    gnspawnd."""
 
-    def __init__(self, bus: MessageBus) -> None:
+    def __init__(self, bus: MessageBus, ssh: asyncio.subprocess.Process | None = None) -> None:
         self.bus = bus
+        self.ssh = ssh
         self._signal_handlers: list[Callable[[Message], None]] = []
         bus.add_message_handler(self._dispatch)
 
     @classmethod
-    async def connect(cls) -> Client:
+    async def connect(cls, host: str | None = None) -> Client:
+        if host:
+            bus, ssh = await _connect_over_ssh(host)
+            return cls(bus, ssh)
         try:
             bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
         except (OSError, ValueError) as err:
             raise Unreachable(f"cannot connect to the system bus: {err}") from err
         return cls(bus)
 
-    def close(self) -> None:
+    async def close(self) -> None:
         self.bus.disconnect()
+        if self.ssh is not None:
+            # ssh ends when its end of the socket closes; wait so that no zombie is left.
+            try:
+                await asyncio.wait_for(self.ssh.wait(), 5)
+            except TimeoutError:
+                self.ssh.kill()
+                await self.ssh.wait()
+
+    def on_job_new(self, handler: Callable[[int, str], object]) -> None:
+        """Call handler(job id, machine) for each job queued from now on (after a
+        subscribe)."""
+
+        def on_signal(msg: Message) -> None:
+            if msg.member == "JobNew" and msg.path == MANAGER_PATH:
+                handler(int(msg.body[0]), str(msg.body[2]))
+
+        self._signal_handlers.append(on_signal)
 
     def _dispatch(self, msg: Message) -> None:
         if msg.message_type is MessageType.SIGNAL:
@@ -95,17 +196,29 @@ class Client:
         reply = await self.bus.call(add_match(rule))
         assert reply is not None and reply.message_type is MessageType.METHOD_RETURN
 
+    async def watch_jobs(self) -> JobWatcher:
+        """A watcher of job signals, subscribed before any job is queued."""
+        watcher = JobWatcher()
+        await self.subscribe(watcher)
+        return watcher
+
+
+def _ignore(*args: object) -> None:
+    pass
+
 
 class JobWatcher:
     """Follows jobs by their signals until each has been removed."""
 
     def __init__(
         self,
-        on_log: Callable[[int, int, str], None],
-        on_change: Callable[[int, dict[str, Any]], None],
+        on_log: Callable[[int, int, str], None] = _ignore,
+        on_change: Callable[[int, dict[str, Any]], None] = _ignore,
+        on_finished: Callable[[int], None] = _ignore,
     ) -> None:
         self.on_log = on_log
         self.on_change = on_change
+        self.on_finished = on_finished
         self.results: dict[int, str] = {}
         self._watched: set[int] = set()
         self._early: dict[int, str] = {}
@@ -119,6 +232,7 @@ class JobWatcher:
     def finished(self, job_id: int, result: str) -> None:
         if job_id in self._watched:
             self.results[job_id] = result
+            self.on_finished(job_id)
             if self._watched <= set(self.results):
                 self._done.set()
         else:

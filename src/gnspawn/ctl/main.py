@@ -7,13 +7,17 @@ import asyncio
 import datetime
 import json
 import os
+import shlex
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from gnspawn import __version__
-from gnspawn.ctl.client import Client, JobWatcher, Unreachable
+from gnspawn.ctl.client import Client, JobWatcher, Unreachable, ssh_argv
+from gnspawn.ctl.progress import Display
 from gnspawn.errors import GnspawnError, NoSuchMachine
+from gnspawn.machines import valid_name
 from gnspawn.names import MACHINE_INTERFACE, Flags
 
 EXIT_OK, EXIT_FAILED, EXIT_CANCELED, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE = 0, 1, 2, 3, 4, 64
@@ -25,8 +29,11 @@ RESULT_EXIT = {
 }
 
 EPILOG = """\
-Mutating verbs (update, rollback) wait for their jobs, showing emerge's output,
-unless --no-block is given.
+The verbs that queue jobs (update, rollback, build, remove, prune) and wait wait
+for them: on a terminal one progress line per job is redrawn in place
+([3/12] dev-libs/foo-1.2  25%  emerge  0:42), with emerge's output above it when
+--verbose; off a terminal each new package or phase is a line of its own.
+--no-block prints the job ids and returns at once; Ctrl-C leaves the jobs running.
 
 exit status:
   0   done (or skipped: nothing to do)
@@ -53,14 +60,28 @@ def build_parser() -> Parser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"gnctl {__version__}")
+    parser.add_argument(
+        "-H",
+        "--host",
+        metavar="[USER@]HOST",
+        help="talk to gnspawnd on HOST over ssh (systemd-stdio-bridge there), as machinectl -H",
+    )
+    as_json = Parser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print JSON instead of text")
     common = Parser(add_help=False)
     common.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    common.add_argument(
+        "--no-legend", action="store_true", help="print neither the header nor the count line"
+    )
     job_opts = Parser(add_help=False)
     job_opts.add_argument(
         "--no-block", action="store_true", help="print the job id and return at once"
     )
     job_opts.add_argument(
-        "-q", "--quiet", action="store_true", help="do not show emerge's output while waiting"
+        "-q", "--quiet", action="store_true", help="show only how each job ended, no progress"
+    )
+    job_opts.add_argument(
+        "-v", "--verbose", action="store_true", help="show emerge's output above the progress"
     )
     job_opts.add_argument(
         "--fail-if-busy",
@@ -72,7 +93,7 @@ def build_parser() -> Parser:
     snaps = verbs.add_parser("snapshots", parents=[common], help="list a machine's snapshots")
     snaps.add_argument("name", metavar="NAME")
     verbs.add_parser("jobs", parents=[common], help="list waiting, running and recent jobs")
-    job = verbs.add_parser("job", parents=[common], help="show one job")
+    job = verbs.add_parser("job", parents=[as_json], help="show one job")
     job.add_argument("id", metavar="ID", type=int)
     update = verbs.add_parser(
         "update",
@@ -138,7 +159,7 @@ def build_parser() -> Parser:
     logs.add_argument("target", metavar="ID|NAME")
     logs.add_argument("-f", "--follow", action="store_true", help="keep showing new lines")
     logs.add_argument("-n", "--lines", type=int, default=None, help="show only the last N lines")
-    status = verbs.add_parser("status", parents=[common], help="show one machine")
+    status = verbs.add_parser("status", parents=[as_json], help="show one machine")
     status.add_argument("name", metavar="NAME")
     cancel = verbs.add_parser("cancel", help="cancel a job (a running one is rolled back)")
     cancel.add_argument("ids", metavar="ID", type=int, nargs="+")
@@ -156,6 +177,28 @@ def table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def listing(
+    args: argparse.Namespace,
+    records: list[dict[str, Any]],
+    header: Sequence[str],
+    rows: Sequence[Sequence[object]],
+    noun: str,
+) -> None:
+    """Records as JSON, or as a table with a header and a count line (as machinectl and
+    systemctl print them; --no-legend leaves both out, for scripts)."""
+    if args.json:
+        print(json.dumps(records, indent=2))
+        return
+    if args.no_legend:
+        for row in rows:
+            print("  ".join(str(cell) for cell in row))
+        return
+    if rows:
+        print(table(rows, header))
+        print()
+    print(f"{len(rows)} {noun}{'' if len(rows) == 1 else 's'} listed.")
+
+
 def timestamp(usec: int) -> str:
     if not usec:
         return "-"
@@ -171,42 +214,14 @@ def size(n: int) -> str:
     return str(n)
 
 
-def emit(
-    args: argparse.Namespace,
-    records: list[dict[str, Any]],
-    header: Sequence[str],
-    keys: Sequence[str],
-    empty: str,
-) -> None:
-    if args.json:
-        print(json.dumps(records, indent=2))
-    elif not records:
-        print(empty)
-    else:
-        print(table([[r[k] for k in keys] for r in records], header))
-
-
 async def cmd_list(client: Client, args: argparse.Namespace) -> int:
     (rows,) = await client.manager("ListMachines")
     records = [
         {"name": n, "state": s, "profile": p, "last_result": r, "object": o}
         for n, s, p, r, o in rows
     ]
-    shown = (
-        [
-            {**r, "profile": r["profile"] or "-", "last_result": r["last_result"] or "-"}
-            for r in records
-        ]
-        if not args.json
-        else records
-    )
-    emit(
-        args,
-        shown,
-        ["NAME", "STATE", "PROFILE", "LAST RESULT"],
-        ["name", "state", "profile", "last_result"],
-        "No machines.",
-    )
+    rows = [[r["name"], r["state"], r["profile"] or "-", r["last_result"] or "-"] for r in records]
+    listing(args, records, ["NAME", "STATE", "PROFILE", "LAST RESULT"], rows, "machine")
     return EXIT_OK
 
 
@@ -226,27 +241,19 @@ async def cmd_snapshots(client: Client, args: argparse.Namespace) -> int:
         }
         for s, c, u, j, t in rows
     ]
-    if args.json:
-        print(json.dumps(records, indent=2))
-    elif not records:
-        print(f"{args.name} has no snapshots.")
-    else:
-        print(
-            table(
-                [
-                    [
-                        r["snapshot"],
-                        timestamp(r["created_usec"]),
-                        size(r["used_bytes"]),
-                        r["job"] or "-",
-                        r["job_type"] or "-",
-                        ("kept: " if r["kept"] else "pruned next: ") + r["why"],
-                    ]
-                    for r in records
-                ],
-                ["SNAPSHOT", "CREATED", "USED", "JOB", "TYPE", "RETENTION"],
-            )
-        )
+    rows = [
+        [
+            r["snapshot"],
+            timestamp(r["created_usec"]),
+            size(r["used_bytes"]),
+            r["job"] or "-",
+            r["job_type"] or "-",
+            ("kept: " if r["kept"] else "pruned next: ") + r["why"],
+        ]
+        for r in records
+    ]
+    header = ["SNAPSHOT", "CREATED", "USED", "JOB", "TYPE", "RETENTION"]
+    listing(args, records, header, rows, "snapshot")
     return EXIT_OK
 
 
@@ -256,27 +263,11 @@ async def cmd_jobs(client: Client, args: argparse.Namespace) -> int:
         {"id": i, "type": t, "machine": m, "state": s, "result": r, "progress": p, "object": o}
         for i, t, m, s, r, p, o in rows
     ]
-    if args.json:
-        print(json.dumps(records, indent=2))
-    elif not records:
-        print("No jobs.")
-    else:
-        print(
-            table(
-                [
-                    [
-                        r["id"],
-                        r["type"],
-                        r["machine"],
-                        r["state"],
-                        r["result"] or "-",
-                        f"{r['progress']}%",
-                    ]
-                    for r in records
-                ],
-                ["ID", "TYPE", "MACHINE", "STATE", "RESULT", "PROGRESS"],
-            )
-        )
+    rows = [
+        [r["id"], r["type"], r["machine"], r["state"], r["result"] or "-", f"{r['progress']}%"]
+        for r in records
+    ]
+    listing(args, records, ["ID", "TYPE", "MACHINE", "STATE", "RESULT", "PROGRESS"], rows, "job")
     return EXIT_OK
 
 
@@ -332,17 +323,30 @@ def job_flags(args: argparse.Namespace) -> int:
 async def follow(
     client: Client, args: argparse.Namespace, watcher: JobWatcher, jobs: list[tuple[int, str, str]]
 ) -> int:
-    """Wait for jobs (id, path, machine) and summarise how each ended."""
+    """Wait for jobs (id, path, machine), showing their progress, and summarise how each
+    ended. The watcher was subscribed before the jobs were queued: no signal is missed."""
     if args.no_block:
         for job_id, _, machine in jobs:
             print(f"{job_id}\t{machine}")
         return EXIT_OK
+    display = Display(sys.stdout, verbose=args.verbose, quiet=args.quiet, multiple=len(jobs) > 1)
+    watcher.on_log = lambda job_id, priority, line: display.log(job_id, line)
+    watcher.on_change = display.change
+    watcher.on_finished = display.finished
     for job_id, path, _ in jobs:
-        watcher.watch(job_id)
         props = await client.job_properties(path)
         if props["State"] == "finished":
+            watcher.watch(job_id)
             watcher.finished(job_id, props["Result"])
-    results = await watcher.wait()
+        else:
+            display.watch(job_id, props)
+            watcher.watch(job_id)
+    ticker = asyncio.create_task(tick(display))
+    try:
+        results = await watcher.wait()
+    finally:
+        ticker.cancel()
+        display.close()
     codes: set[int] = set()
     for job_id, path, machine in jobs:
         props = await client.job_properties(path)
@@ -358,19 +362,16 @@ async def follow(
     return min(codes - {EXIT_OK}, default=EXIT_OK)
 
 
-def make_watcher(args: argparse.Namespace, multiple: bool) -> JobWatcher:
-    def on_log(job_id: int, priority: int, line: str) -> None:
-        if not args.quiet:
-            print(f"[{job_id}] {line}" if multiple else line, flush=True)
-
-    return JobWatcher(on_log, lambda job_id, changed: None)
+async def tick(display: Display) -> None:
+    while True:
+        await asyncio.sleep(1)
+        display.tick()
 
 
 async def cmd_update(client: Client, args: argparse.Namespace) -> int:
     if args.all == bool(args.names):
         raise UsageError("name the machines to update, or give --all")
-    watcher = make_watcher(args, multiple=args.all or len(args.names) > 1)
-    await client.subscribe(watcher)
+    watcher = await client.watch_jobs()
     jobs = []
     if args.all:
         (rows,) = await client.manager("UpdateAll", "t", job_flags(args))
@@ -390,13 +391,8 @@ async def cmd_update(client: Client, args: argparse.Namespace) -> int:
 async def cmd_profiles(client: Client, args: argparse.Namespace) -> int:
     (rows,) = await client.manager("ListProfiles")
     records = [{"profile": p, "repository": r, "status": s} for p, r, s in rows]
-    emit(
-        args,
-        records,
-        ["PROFILE", "REPOSITORY", "STATUS"],
-        ["profile", "repository", "status"],
-        "No profiles (is [portage] repos set?).",
-    )
+    rows = [[r["profile"], r["repository"], r["status"]] for r in records]
+    listing(args, records, ["PROFILE", "REPOSITORY", "STATUS"], rows, "profile")
     return EXIT_OK
 
 
@@ -419,8 +415,7 @@ async def queue_one(
     client: Client, args: argparse.Namespace, member: str, signature: str, *body: object
 ) -> int:
     """Call a method that queues one job for args.name, then follow the job."""
-    watcher = make_watcher(args, multiple=False)
-    await client.subscribe(watcher)
+    watcher = await client.watch_jobs()
     job_id, path = await client.manager(member, signature, *body)
     return await follow(client, args, watcher, [(job_id, path, args.name)])
 
@@ -461,14 +456,79 @@ def journal_argv(args: argparse.Namespace) -> list[str]:
     return argv
 
 
-def cmd_logs(args: argparse.Namespace) -> int:
-    """Hand over to journalctl, which pages, follows and filters as users know it."""
+def journal_readable() -> bool:
+    """Whether this user may read the system journal, where gnspawnd's lines are."""
+    for base in ("/run/log/journal", "/var/log/journal"):
+        for path in Path(base).glob("*/system*.journal"):
+            if os.access(path, os.R_OK):
+                return True
+    return False
+
+
+def cmd_logs(args: argparse.Namespace) -> int | None:
+    """Hand over to journalctl, which pages, follows and filters as users know it (on the
+    remote host with -H). None when the journal cannot be read: the bus serves instead."""
+    if not args.target.isdigit() and not valid_name(args.target):
+        raise UsageError(f"not a job id or a machine name: {args.target!r}")
     argv = journal_argv(args)
+    if args.host:
+        argv = ssh_argv(args.host, *map(shlex.quote, argv))
+    elif not journal_readable():
+        return None
     try:
         os.execvp(argv[0], argv)
     except OSError as err:
-        print(f"gnctl: cannot run journalctl: {err.strerror}", file=sys.stderr)
+        print(f"gnctl: cannot run {argv[0]}: {err.strerror}", file=sys.stderr)
     return EXIT_UNREACHABLE
+
+
+async def cmd_logs_from_bus(client: Client, args: argparse.Namespace) -> int:
+    """The live lines of a job, or of a machine's jobs, as their LogMessage signals bring
+    them: what is left to a user who may not read the journal."""
+    print(
+        "gnctl: this user cannot read the system journal (root and the systemd-journal "
+        "group can); showing the live log over the bus instead",
+        file=sys.stderr,
+    )
+    watcher = await client.watch_jobs()
+    watcher.on_log = lambda job_id, priority, line: print(line, flush=True)
+    (rows,) = await client.manager("ListJobs")
+    if args.target.isdigit():
+        job_id = int(args.target)
+        (path,) = await client.manager("GetJob", "u", job_id)
+        props = await client.job_properties(path)
+        if props["State"] == "finished":
+            print(
+                f"gnctl: job {job_id} has finished ({props['Result']}); its log is only in "
+                "the journal",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
+        watcher.watch(job_id)
+        await watcher.wait()
+        return EXIT_OK
+    active = [
+        i for i, _, machine, state, *_ in rows if machine == args.target and state != "finished"
+    ]
+    if args.follow:
+
+        def on_new(job_id: int, machine: str) -> None:
+            if machine == args.target:
+                watcher.watch(job_id)
+
+        client.on_job_new(on_new)
+    for job_id in active:
+        watcher.watch(job_id)
+    if args.follow:
+        await asyncio.Event().wait()  # until Ctrl-C, as journalctl -f
+    elif not active:
+        print(
+            f"gnctl: no job of {args.target} is running; its log is only in the journal",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    await watcher.wait()
+    return EXIT_OK
 
 
 async def cmd_cancel(client: Client, args: argparse.Namespace) -> int:
@@ -478,8 +538,7 @@ async def cmd_cancel(client: Client, args: argparse.Namespace) -> int:
 
 
 async def cmd_wait(client: Client, args: argparse.Namespace) -> int:
-    watcher = make_watcher(args, multiple=len(args.ids) > 1)
-    await client.subscribe(watcher)
+    watcher = await client.watch_jobs()
     jobs = []
     for job_id in args.ids:
         (path,) = await client.manager("GetJob", "u", job_id)
@@ -507,23 +566,29 @@ COMMANDS = {
     "profiles": cmd_profiles,
     "status": cmd_status,
     "prune": cmd_prune,
+    "logs": cmd_logs_from_bus,
 }
 
 
 async def run(args: argparse.Namespace) -> int:
-    client = await Client.connect()
+    client = await Client.connect(args.host)
     try:
         return await COMMANDS[args.verb](client, args)
     finally:
-        client.close()
+        await client.close()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.verb == "logs":
-        return cmd_logs(args)
     try:
+        if args.host:
+            try:
+                ssh_argv(args.host)
+            except ValueError as err:
+                raise UsageError(str(err)) from None
+        if args.verb == "logs" and (code := cmd_logs(args)) is not None:
+            return code
         return asyncio.run(run(args))
     except UsageError as err:
         parser.print_usage(sys.stderr)
