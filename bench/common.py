@@ -127,16 +127,22 @@ def emerge_env(bed: Testbed) -> dict[str, str]:
     return {**os.environ, **emerge_environment(bed.repo), "NOCOLOR": "true"}
 
 
-def emerge(bed: Testbed, root: Path, *options: str) -> None:
-    """emerge by hand, its output to /dev/null, as a loop in a shell script would."""
-    subprocess.run(
-        emerge_argv(root, *options),
-        env=emerge_env(bed),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        check=True,
-    )
+def emerge(bed: Testbed, root: Path, *options: str, output: Path | None = None) -> None:
+    """emerge by hand, its output to a file (by default one its failure is told from),
+    as a loop in a shell script would."""
+    output = output or bed.dir / f"emerge-{root.name}.log"
+    with output.open("wb") as log:
+        result = subprocess.run(
+            emerge_argv(root, *options),
+            env=emerge_env(bed),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
+    if result.returncode != 0:
+        tail = output.read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"emerge into {root} failed:\n{tail}")
 
 
 async def update_over_the_bus(name: str, *, count_log: bool = False) -> tuple[int, int]:

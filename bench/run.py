@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +29,7 @@ from load import bus_latency_under_load
 from logs import throughput
 from scaling import scaling
 
-from testbed import Testbed
+from testbed import Testbed, enter_private_namespace
 
 RESULTS = REPO / "bench" / "results"
 
@@ -92,6 +93,18 @@ def render(report: Report, elapsed: float) -> str:
     return "\n".join(lines)
 
 
+def private_host_config(sandbox: Path) -> Path:
+    """Give the venv's etc/portage (which emerge reads even with --config-root) a
+    private copy in this mount namespace: a test run at the same time rewrites it."""
+    enter_private_namespace()
+    host = Path(sys.prefix) / "etc" / "portage"
+    private = sandbox / "host-portage"
+    private.mkdir()
+    host.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "--bind", str(private), str(host)], check=True)
+    return sandbox
+
+
 def main(argv: list[str]) -> int:
     if os.geteuid() != 0:
         print("make bench needs root (zfs-fuse, mounts, journald)", file=sys.stderr)
@@ -107,7 +120,7 @@ def main(argv: list[str]) -> int:
     sandbox.chmod(0o755)
     started = time.perf_counter()
     report = Report()
-    bed = Testbed(sandbox)
+    bed = Testbed(private_host_config(sandbox))
     try:
         bed.start_daemon()
         for name, section in SECTIONS.items():
