@@ -23,7 +23,7 @@ def machine_property(name: str, prop: str) -> str:
 
 
 def test_build_makes_a_container_systemd_nspawn_can_run(daemon: Testbed) -> None:
-    result = gnctl("build", "c1", "--profile", "default/bootable")
+    result = gnctl("build", "--verbose", "c1", "--profile", "default/bootable")
 
     assert result.returncode == 0, result.stderr
     root = daemon.machines / "c1"
@@ -119,7 +119,7 @@ def test_a_failed_step_leaves_an_incomplete_machine_that_resume_finishes(daemon:
     assert not (root / "etc/gentoo-release").exists()  # rolled back to before the first pass
     assert '"c2" "incomplete" "default/flaky" "failed"' in call("ListMachines").stdout
 
-    resumed = gnctl("build", "--resume", "c2")
+    resumed = gnctl("build", "--resume", "--verbose", "c2")
 
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming after step configured" in resumed.stdout

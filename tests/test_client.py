@@ -53,11 +53,14 @@ def test_on_a_terminal_one_progress_line_is_redrawn_in_place(
     during = terminal.wait_for(
         lambda screen: PROGRESS.match(screen[-1]), "a progress line with package and clock"
     )
-    # Redrawn, not scrolled: one progress line, under the command, whatever the clock says.
-    assert during[-2] == "$ gnctl update web; echo exit=$?", during
+    # Redrawn, not scrolled: one progress line, under the command and the notice of the
+    # snapshot, whatever the clock says.
+    command = "$ gnctl update web; echo exit=$?"
+    snapshot = f"snapshot {daemon.dataset}/web@gnspawn-1-pre taken"
+    assert during[-3:-1] == [command, snapshot], during
     after = terminal.wait_for(lambda screen: "exit=0" in screen, "the end of the job")
     end = after.index("exit=0")
-    assert after[end - 2 : end] == ["$ gnctl update web; echo exit=$?", "job 1: update of web done"]
+    assert after[end - 3 : end] == [command, snapshot, "job 1: update of web done"]
     assert not any("emerge  " in line for line in after), "the progress line is cleared"
 
 

@@ -61,6 +61,8 @@ def test_listings_as_json(daemon: Testbed) -> None:
     jobs = json.loads(gnctl("jobs", "--json").stdout)
     snaps = json.loads(gnctl("snapshots", "--json", "web").stdout)
     job = json.loads(gnctl("job", "--json", "1").stdout)
+    profiles = json.loads(gnctl("profiles", "--json").stdout)
+    status = json.loads(gnctl("status", "--json", "web").stdout)
 
     assert machines == [
         {
@@ -87,6 +89,9 @@ def test_listings_as_json(daemon: Testbed) -> None:
         snaps[0]["job"] == 1 and snaps[0]["job_type"] == "update" and snaps[0]["created_usec"] > 0
     )
     assert job["Result"] == "done" and job["RolledBack"] is False
+    assert {"profile": "default", "repository": "gnspawn-demo", "status": "stable"} in profiles
+    assert all(set(p) == {"profile", "repository", "status"} for p in profiles)
+    assert status["Name"] == "web" and status["State"] == "ready" and status["LastJob"] == 1
 
 
 def test_update_all_and_no_block(daemon: Testbed) -> None:

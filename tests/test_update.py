@@ -27,7 +27,7 @@ def test_update_merges_the_upgrade_and_keeps_a_snapshot(daemon: Testbed) -> None
     root = daemon.seed("web")
     assert hello_version(root) == "1"
 
-    result = gnctl("update", "web")
+    result = gnctl("update", "--verbose", "web")
 
     assert result.returncode == 0, result.stderr
     # From source, or as the binary package an earlier test built into the shared PKGDIR.
@@ -69,7 +69,7 @@ def test_failed_update_rolls_back_file_for_file(daemon: Testbed) -> None:
     root = daemon.seed("db", ["=app-misc/hello-1", "=app-misc/broken-1"])
     before = tree_hash(root)
 
-    result = gnctl("update", "db")
+    result = gnctl("update", "--verbose", "db")
 
     assert result.returncode == 1
     assert "app-misc/broken-2 failed (compile phase)" in result.stderr

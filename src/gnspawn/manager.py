@@ -519,7 +519,7 @@ class Manager:
         except ServiceError as err:
             raise JobFailed(f"updated, but restarting {unit} failed: {err}") from err
         else:
-            self._log(job, journal.INFO, f"restarted {unit} if it was running")
+            self._log(job, journal.NOTICE, f"restarted {unit} if it was running")
 
     async def _run_rollback(self, job: Job) -> JobResult:
         dataset = await self._dataset(job.machine)
@@ -529,12 +529,12 @@ class Manager:
         try:
             async with self.services.stopped(unit) as was_active:
                 if was_active:
-                    self._log(job, journal.INFO, f"stopped {unit} for the rollback")
+                    self._log(job, journal.NOTICE, f"stopped {unit} for the rollback")
                 await uncancellable(self._rollback_to(dataset, target))
         except ServiceError as err:
             raise JobFailed(f"stopping or starting {unit} failed: {err}") from err
         if was_active:
-            self._log(job, journal.INFO, f"started {unit} again")
+            self._log(job, journal.NOTICE, f"started {unit} again")
         self._change(job, rolled_back=True)
         await self._prune(job, dataset)
         return JobResult.DONE
@@ -556,14 +556,14 @@ class Manager:
             if machine is None:
                 raise NoSuchMachine(f"no machine {name} to resume")
             done = machine.build
-            self._log(job, journal.INFO, f"resuming after step {done or 'none'}")
+            self._log(job, journal.NOTICE, f"resuming after step {done or 'none'}")
         if not done:
             self._change(job, phase=Phase.CONFIGURE)
             root = machines.directory(self.config, name)
             await self.zfs.create(
                 dataset, root, {BUILD_PROPERTY: "created", PROFILE_PROPERTY: job.argument}
             )
-            self._log(job, journal.INFO, f"created {dataset} at {root}")
+            self._log(job, journal.NOTICE, f"created {dataset} at {root}")
             done = "created"
         root = await self._mounted_root(name)
         if done == "created":
@@ -585,7 +585,7 @@ class Manager:
         self._change(job, phase=Phase.CONFIGURE)
         if done != "done":
             path = nspawn.write_settings(self.config.nspawn, name)
-            self._log(job, journal.INFO, f"wrote {path}")
+            self._log(job, journal.NOTICE, f"wrote {path}")
             done = await self._step_done(dataset, "done")
         if self.config.nspawn.enable:
             await self._enable(job, name)
@@ -605,7 +605,7 @@ class Manager:
             return
         except ServiceError as err:
             raise JobFailed(f"could not enable and start {unit}: {err}") from err
-        self._log(job, journal.INFO, f"enabled and started {unit}")
+        self._log(job, journal.NOTICE, f"enabled and started {unit}")
 
     async def _run_remove(self, job: Job) -> JobResult:
         name = job.machine
@@ -617,7 +617,9 @@ class Manager:
         await uncancellable(self.zfs.destroy_filesystem(dataset))
         with contextlib.suppress(OSError):
             machines.directory(self.config, name).rmdir()
-        self._log(job, journal.INFO, f"destroyed {dataset} with its snapshots, removed {settings}")
+        self._log(
+            job, journal.NOTICE, f"destroyed {dataset} with its snapshots, removed {settings}"
+        )
         return JobResult.DONE
 
     @contextlib.asynccontextmanager
@@ -628,7 +630,7 @@ class Manager:
         self._change(job, phase=Phase.SNAPSHOT)
         snapshot = await self.zfs.snapshot(dataset, f"{SNAPSHOT_PREFIX}{job.id}-{step}", job=job.id)
         self._change(job, snapshot=snapshot.full_name)
-        self._log(job, journal.INFO, f"snapshot {snapshot.full_name} taken")
+        self._log(job, journal.NOTICE, f"snapshot {snapshot.full_name} taken")
         try:
             yield snapshot
         except BaseException as err:
@@ -643,7 +645,7 @@ class Manager:
             await self._keep_failed(job, dataset)
         await self._rollback_to(dataset, snapshot.full_name)
         self._change(job, rolled_back=True)
-        self._log(job, journal.INFO, f"rolled back to {snapshot.full_name}")
+        self._log(job, journal.NOTICE, f"rolled back to {snapshot.full_name}")
 
     async def _keep_failed(self, job: Job, dataset: str) -> None:
         """Copy the failed state aside: a snapshot newer than the target cannot survive rollback."""
@@ -718,7 +720,7 @@ class Manager:
             if not verdict.keep:
                 await self.zfs.destroy(verdict.snapshot.full_name)
                 self._log(
-                    job, journal.INFO, f"pruned {verdict.snapshot.full_name}: {verdict.reason}"
+                    job, journal.NOTICE, f"pruned {verdict.snapshot.full_name}: {verdict.reason}"
                 )
                 gone += 1
         return gone

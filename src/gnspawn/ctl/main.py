@@ -330,7 +330,7 @@ async def follow(
             print(f"{job_id}\t{machine}")
         return EXIT_OK
     display = Display(sys.stdout, verbose=args.verbose, quiet=args.quiet, multiple=len(jobs) > 1)
-    watcher.on_log = lambda job_id, priority, line: display.log(job_id, line)
+    watcher.on_log = display.log
     watcher.on_change = display.change
     watcher.on_finished = display.finished
     for job_id, path, _ in jobs:

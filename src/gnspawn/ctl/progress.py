@@ -1,9 +1,10 @@
 """What gnctl shows while it waits for jobs.
 
 On a terminal, one status line per job is redrawn in place (`[3/12] dev-libs/foo-1.2  25%
-emerge  0:42`), with emerge's lines scrolling above it when --verbose. Off a terminal,
-each new package or phase is one plain line, and emerge's lines are plain lines too.
---quiet shows neither: only the summary `follow` prints at the end.
+emerge  0:42`), with gnspawnd's notices (and with --verbose all of emerge's lines)
+scrolling above it. Off a terminal, each new package or phase is one plain line, and
+the log lines are plain lines too. --quiet shows neither: only the summary `follow`
+prints at the end.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 CLEAR_LINE = "\r\x1b[K"
+NOTICE = 5  # syslog priority: what is shown without --verbose
 CURSOR_UP = "\x1b[A"
 
 
@@ -97,8 +99,10 @@ class Display:
         view.update(changed)
         self._show(job_id)
 
-    def log(self, job_id: int, line: str) -> None:
-        if not self.verbose:
+    def log(self, job_id: int, priority: int, line: str) -> None:
+        """A line of the job's log: gnspawnd's notices, warnings and errors always (a
+        snapshot taken, a rollback, emerge's ERROR lines), everything with --verbose."""
+        if self.quiet or (priority > NOTICE and not self.verbose):
             return
         self._above(self._prefix(job_id) + line)
 
