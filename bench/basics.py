@@ -23,10 +23,12 @@ def snapshot_cost(bed: Testbed) -> str:
     layer = Zfs()
     counter = iter(range(1_000_000))
 
+    async def both(n: int) -> None:
+        await layer.snapshot(ds, f"gnspawn-{n}-pre", job=n)
+        await layer.rollback(f"{ds}@gnspawn-{n}-pre")
+
     def ours() -> None:
-        n = next(counter)
-        asyncio.run(layer.snapshot(ds, f"gnspawn-{n}-pre", job=n))
-        asyncio.run(layer.rollback(f"{ds}@gnspawn-{n}-pre"))
+        asyncio.run(both(next(counter)))
 
     def raw() -> None:
         n = next(counter)

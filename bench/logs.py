@@ -8,6 +8,7 @@ that counts them); by hand the same emerge writes to /dev/null.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import statistics
 import subprocess
@@ -46,6 +47,14 @@ class Chatty:
         shutil.copytree(self.seeded, self.pkgdir)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system time of a process itself so far (not its children's: emerge is
+    gnspawnd's child)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def journal_lines(job: int) -> int:
     subprocess.run(["journalctl", "--flush"], capture_output=True, check=False)
     out = subprocess.run(
@@ -73,6 +82,19 @@ def throughput(bed: Testbed) -> list[str]:
         ours.append(timed(lambda: jobs.append(asyncio.run(follow_update("chatty0")))))
         chatty.reset()
         by_hand.append(timed(lambda: emerge(bed, root, *BINARY, output=Path("/dev/null"))))
+    # Where the CPU goes in one more run: the cores the lines cost, beside emerge's own.
+    chatty.reset()
+    assert bed.daemon is not None
+    parts = {
+        "gnspawnd": bed.daemon.pid,
+        "journald": bed.journal.proc.pid,
+        "dbus-daemon": bed.bus.proc.pid,
+    }
+    before = {name: cpu_seconds(pid) for name, pid in parts.items()}
+    listener = os.times()
+    wall = timed(lambda: jobs.append(asyncio.run(follow_update("chatty0"))))
+    spent = {name: cpu_seconds(pid) - before[name] for name, pid in parts.items()}
+    spent["listener"] = sum(os.times()[:2]) - sum(listener[:2])
     chatty.reset()
     job, signals = jobs[-1]
     journaled = journal_lines(job)
@@ -84,5 +106,10 @@ def throughput(bed: Testbed) -> list[str]:
             "lines through parser, journald and LogMessage",
             f"{rate:,.0f} lines/s",
             baseline=f"journal {journaled:,}, LogMessage {signals:,} lines of the last job",
+        ),
+        value_row(
+            "CPU seconds beside emerge, per component",
+            ", ".join(f"{name} {seconds:.1f}" for name, seconds in spent.items()),
+            baseline=f"in {wall:.1f} s of wall time on {os.cpu_count()} cores",
         ),
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import time
 from pathlib import Path
 
@@ -63,6 +64,33 @@ def test_every_emerge_line_reaches_the_journal_with_the_job_fields(daemon: Testb
     assert any(e["MESSAGE"] == "update of web done" for e in entries)
     by_machine = daemon.daemon_journal("GNSPAWN_MACHINE=web", "GNSPAWN_PHASE=snapshot")
     assert any("snapshot" in e["MESSAGE"] for e in by_machine)
+
+
+def test_a_flood_of_output_reaches_the_journal_whole_while_the_bus_answers(
+    daemon: Testbed,
+) -> None:
+    # chatty-2's compile prints 200,000 lines: more than journald takes at once, so
+    # lines wait in gnspawnd (and emerge waits for them) instead of being dropped or
+    # blocking the daemon.
+    daemon.seed("loud", ["=app-misc/hello-1", "=app-misc/chatty-1"])
+    job = queued(call("Update", "st", "loud", "0").stdout)
+    wait_until(lambda: job_string(job, "Phase") == "emerge", "the emerge")
+    answered = 0
+    while job_string(job, "State") != "finished":  # each a bus round trip to gnspawnd
+        answered += 1
+    assert job_string(job, "Result") == "done"
+    assert answered > 10
+
+    subprocess.run(["journalctl", "--flush"], capture_output=True)
+    lines = subprocess.run(
+        ["journalctl", "-D", "/run/log/journal", f"GNSPAWN_JOB={job}", "-o", "cat", "-q"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    compiled = [line for line in lines if line.startswith("cc -c -O2 -o obj/")]
+    assert compiled == [f"cc -c -O2 -o obj/{n:06d}.o" for n in range(1, 200_001)]
+    assert lines[-1] == "update of loud done"
 
 
 def test_failed_update_rolls_back_file_for_file(daemon: Testbed) -> None:

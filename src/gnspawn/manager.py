@@ -750,6 +750,8 @@ class Manager:
         try:
             async for line in proc.lines():
                 self._log(job, _priority(line), line)
+                if journal.backlog():
+                    await journal.drained()
                 if progress.feed(line):
                     self._change(
                         job,
