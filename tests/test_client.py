@@ -17,7 +17,7 @@ from helpers import Tmux, call, gnctl, hello_version, job_string, queued, wait_j
 from testbed import REPO_ROOT, Sshd, Testbed, emerge_environment
 
 # hello is upgraded too: sleeper is the second of two packages.
-PROGRESS = re.compile(r"^\[2/2\] app-misc/sleeper-2  50%  emerge  0:0\d$")
+PROGRESS = re.compile(r"^\[2/2\] app-misc/sleeper-2  50%  emerge  \d+:\d\d$")
 
 
 @pytest.fixture
