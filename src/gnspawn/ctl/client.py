@@ -43,7 +43,8 @@ def domain_error(err: DBusError) -> Exception:
 
 
 HOST = re.compile(
-    r"(?:(?P<user>[^@:/\s]+)@)?(?P<host>[^@:/\s]+|\[[0-9a-fA-F:]+\])(?::(?P<port>\d+))?"
+    r"(?:(?P<user>[^@:/\s-][^@:/\s]*)@)?"
+    r"(?P<host>[^@:/\s-][^@:/\s]*|\[[0-9a-fA-F:]+\])(?::(?P<port>\d+))?"
 )
 
 
@@ -56,7 +57,8 @@ def ssh_argv(host: str, *command: str) -> list[str]:
     argv = [os.environ.get("SYSTEMD_SSH") or "ssh", "-xT"]
     if match["port"]:
         argv += ["-p", match["port"]]
-    target = match["host"] if not match["user"] else f"{match['user']}@{match['host']}"
+    host_name = match["host"].strip("[]")  # [::1]:2222 is ssh's ::1 with -p 2222
+    target = host_name if not match["user"] else f"{match['user']}@{host_name}"
     return [*argv, "--", target, *command]
 
 

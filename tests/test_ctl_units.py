@@ -1,0 +1,62 @@
+"""gnctl's pure logic: how -H becomes an ssh command, and what the progress line says."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from gnspawn.ctl.client import ssh_argv
+from gnspawn.ctl.progress import Display, JobView
+
+
+@pytest.mark.parametrize(
+    ("host", "argv"),
+    [
+        ("web1", ["ssh", "-xT", "--", "web1", "systemd-stdio-bridge"]),
+        ("root@web1", ["ssh", "-xT", "--", "root@web1", "systemd-stdio-bridge"]),
+        ("root@web1:2222", ["ssh", "-xT", "-p", "2222", "--", "root@web1", "systemd-stdio-bridge"]),
+        ("[::1]:22", ["ssh", "-xT", "-p", "22", "--", "::1", "systemd-stdio-bridge"]),
+    ],
+)
+def test_hosts_become_ssh_commands(
+    host: str, argv: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SYSTEMD_SSH", raising=False)
+    assert ssh_argv(host, "systemd-stdio-bridge") == argv
+
+
+@pytest.mark.parametrize("host", ["", "a b", "-oProxyCommand=x", "a@b@c", "host:port", "a/b"])
+def test_what_is_not_a_host_is_refused(host: str) -> None:
+    with pytest.raises(ValueError, match="not a host"):
+        ssh_argv(host)
+
+
+def test_the_ssh_program_is_systemds_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SYSTEMD_SSH", "/opt/ssh")
+    assert ssh_argv("h")[0] == "/opt/ssh"
+
+
+def test_progress_line_reads_like_emerge() -> None:
+    view = JobView(machine="web", state="running", phase="emerge", started_usec=1_000_000)
+    view.update({"CurrentPackage": "dev-libs/foo-1.2", "PackagesDone": 2, "PackagesTotal": 12})
+    view.update({"Progress": 25})
+    assert view.line(now=43.0) == "[3/12] dev-libs/foo-1.2  25%  emerge  0:42"
+    assert JobView(machine="db").line(now=0.0).startswith("waiting  0:0")
+
+
+def test_off_a_terminal_each_package_is_one_plain_line() -> None:
+    out = io.StringIO()
+    display = Display(out, verbose=False, quiet=False, multiple=True)
+    display.watch(7, {"Machine": "web", "State": "running", "Phase": "emerge", "StartedUSec": 1})
+    display.change(7, {"Progress": 0})  # nothing new: no line
+    display.change(7, {"CurrentPackage": "a/b-1", "PackagesTotal": 1})
+    display.log(7, 6, ">>> Emerging (1 of 1) a/b-1")  # emerge's own line: --verbose only
+    display.log(7, 5, "snapshot tank/web@gnspawn-7-pre taken")
+    lines = out.getvalue().splitlines()
+    assert [line.split("  ")[0] for line in lines] == [
+        "[7] emerge",
+        "[7] [1/1] a/b-1",
+        "[7] snapshot tank/web@gnspawn-7-pre taken",
+    ]
+    assert "\x1b" not in out.getvalue()
