@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -208,3 +209,34 @@ def test_an_unreachable_host_is_said_plainly(daemon: Testbed, remote: Sshd) -> N
     assert said in result.stderr
     bad = gnctl("-H", "a b", "list")
     assert bad.returncode == 64 and "not a host" in bad.stderr
+
+
+def test_waiting_ends_when_gnspawnd_goes(daemon: Testbed) -> None:
+    slow_update(daemon, seconds=30)
+    waiting = subprocess.Popen(
+        [sys.executable, "-m", "gnspawn.ctl.main", "update", "web"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+
+    def compiling() -> bool:
+        try:
+            return job_string(1, "CurrentPackage") == "app-misc/sleeper-2"
+        except AssertionError:  # not queued yet
+            return False
+
+    try:
+        wait_until(compiling, "the compile")
+        daemon.stop_daemon(signal.SIGKILL)
+        _, stderr = waiting.communicate(timeout=30)
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+            waiting.wait()
+    daemon.start_daemon()  # rolls the job back, as after any crash
+
+    assert waiting.returncode == 4
+    assert "gnspawnd left the bus" in stderr
+    assert wait_job(1) == "failed" and job_string(1, "Error") == "interrupted"

@@ -86,6 +86,12 @@ class Journald:
     def stop(self) -> None:
         stop_pid(self.proc)
 
+    def restart(self) -> None:
+        """A new journald on a new socket, as after a crash or `systemctl restart`."""
+        self.stop()
+        Path("/run/systemd/journal/socket").unlink(missing_ok=True)
+        self.__init__()  # type: ignore[misc]
+
     def entries(self, *matches: str) -> list[dict[str, str]]:
         """Journal entries matching FIELD=value terms, as `journalctl -o json` gives them."""
         subprocess.run(["journalctl", "--flush"], capture_output=True)

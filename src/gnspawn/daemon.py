@@ -35,7 +35,9 @@ def _notify(state: str) -> None:
 
     sd_notify's socket blocks once the manager has not read the last few datagrams
     (net.unix.max_dgram_qlen, 10 by default); a STATUS= nobody reads must not stall
-    every job and bus call, so a message that does not fit at once is dropped.
+    every job and bus call, so a status that does not fit at once is dropped. READY=1
+    and STOPPING=1 are waited for: without them the service manager would time the
+    start out, or take the stop for a crash.
     """
     address = os.environ.get("NOTIFY_SOCKET", "")
     if not address:
@@ -44,7 +46,11 @@ def _notify(state: str) -> None:
         address = "\0" + address[1:]
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-            sock.sendto(state.encode(), socket.MSG_DONTWAIT, address)
+            if state.startswith("STATUS="):
+                sock.sendto(state.encode(), socket.MSG_DONTWAIT, address)
+            else:
+                sock.settimeout(5)
+                sock.sendto(state.encode(), address)
     except OSError as err:
         # The service manager is busy or went away; the daemon's work does not depend on it.
         log.debug("sd_notify %s failed: %s", state.split("=", 1)[0], err)
@@ -104,6 +110,7 @@ class Daemon:
         finally:
             bus.disconnect()
             store.close()
+            journal.flush()  # the last lines, e.g. of jobs rolled back while stopping
         return 0
 
 

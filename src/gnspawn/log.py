@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import socket
 import sys
 from collections import deque
-
-import systemd.journal as sd_journal
 
 IDENTIFIER = "gnspawnd"
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
@@ -33,6 +32,7 @@ class _Journal:
 
     def __init__(self) -> None:
         self.sock: socket.socket | None = None
+        self.path = ""
         self.pending: deque[bytes] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         """The loop watching the socket for room, while lines are pending."""
@@ -43,11 +43,28 @@ class _Journal:
         sock.setblocking(False)
         sock.connect(path)
         self.close()
-        self.sock = sock
+        self.sock, self.path = sock, path
+
+    def _reconnect(self) -> bool:
+        """A new connection after journald restarted (its socket is a new one)."""
+        assert self.sock is not None
+        fresh = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        fresh.setblocking(self.sock.getblocking())
+        try:
+            fresh.connect(self.path)
+        except OSError:
+            fresh.close()
+            return False
+        if self._loop is not None:
+            self._loop.remove_writer(self.sock.fileno())
+            self._loop.add_writer(fresh.fileno(), self._on_writable)
+        self.sock.close()
+        self.sock = fresh
+        return True
 
     def close(self) -> None:
         if self.sock is not None:
-            if self._loop is not None:
+            if self._loop is not None and not self._loop.is_closed():
                 self._loop.remove_writer(self.sock.fileno())
             self.sock.close()
         self.sock, self._loop = None, None
@@ -58,27 +75,50 @@ class _Journal:
         if not self.pending and self._send(datagram):
             return
         self.pending.append(datagram)
-        if self._loop is None and self.sock is not None:
-            try:
-                self._loop = asyncio.get_running_loop()
-            except RuntimeError:  # no loop (a tool, a test): wait as any program would
-                self.sock.setblocking(True)
-                self._flush()
-                self.sock.setblocking(False)
-                return
-            self._loop.add_writer(self.sock.fileno(), self._on_writable)
+        if self.sock is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (at exit, a tool, a test): wait as any program would
+            self.flush()
+            return
+        if self._loop is not running:
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.remove_writer(self.sock.fileno())
+            self._loop = running
+            running.add_writer(self.sock.fileno(), self._on_writable)
+
+    def flush(self) -> None:
+        """Hand every pending line to journald, waiting for it: when the daemon stops,
+        or where no event loop runs."""
+        if self.sock is None:
+            return
+        if self._loop is not None:
+            if not self._loop.is_closed():
+                self._loop.remove_writer(self.sock.fileno())
+            self._loop = None
+        self.sock.setblocking(True)
+        try:
+            self._flush()
+        finally:
+            self.sock.setblocking(False)
+        self._wake()
 
     def _send(self, datagram: bytes) -> bool:
         """False when journald has no room for it now."""
         assert self.sock is not None
-        try:
-            self.sock.send(datagram)
-        except BlockingIOError:
-            return False
-        except OSError as err:
-            # journald went away (or is restarting): the line is lost, as it would be
-            # for any program, but the daemon must not fail over it.
-            logging.getLogger(__name__).debug("journal send failed: %s", err)
+        for attempt in range(2):
+            try:
+                self.sock.send(datagram)
+            except BlockingIOError:
+                return False
+            except OSError as err:
+                if attempt == 0 and err.errno in _GONE and self._reconnect():
+                    continue
+                # journald is not there: the line is lost, as it would be for any
+                # program, but the daemon must not fail over it.
+                sys.stderr.write(f"gnspawnd: journal: {err.strerror}\n")
+            return True
         return True
 
     def _flush(self) -> None:
@@ -120,7 +160,7 @@ def setup(level: int = logging.INFO, *, journal: bool | None = None) -> None:
             journal = False
     handler: logging.Handler
     if journal:
-        handler = sd_journal.JournalHandler(SYSLOG_IDENTIFIER=IDENTIFIER)
+        handler = JournalHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
     else:
         _journal.close()
@@ -138,17 +178,62 @@ def fields(job: int, machine: str, phase: str) -> dict[str, str]:
     return {"GNSPAWN_JOB": str(job), "GNSPAWN_MACHINE": machine, "GNSPAWN_PHASE": phase}
 
 
+def _field(name: bytes, value: bytes) -> bytes:
+    """One field in journald's native protocol: NAME=value, or the length-prefixed form
+    when the value spans lines (a bare newline would end the field early)."""
+    if b"\n" not in value:
+        return b"%s=%s\n" % (name, value)
+    return b"%s\n%s%s\n" % (name, len(value).to_bytes(8, "little"), value)
+
+
 def job_line(line: str, priority: int, job: int, machine: str, phase: str) -> None:
     """One line of a job's output: the hot path, so straight to the journal socket in
     journald's native protocol. The caller awaits drained() now and then."""
     if _journal.sock is not None:
         message = line.encode(errors="replace")[: _Journal.LONGEST]
         _journal.send(
-            b"MESSAGE=%s\n%s\nGNSPAWN_JOB=%d\nGNSPAWN_MACHINE=%s\nGNSPAWN_PHASE=%s\n%s\n"
-            % (message, _PRIORITIES[priority], job, machine.encode(), phase.encode(), _IDENTIFIER)
+            _field(b"MESSAGE", message)
+            + b"%s\nGNSPAWN_JOB=%d\nGNSPAWN_MACHINE=%s\nGNSPAWN_PHASE=%s\n%s\n"
+            % (_PRIORITIES[priority], job, machine.encode(), phase.encode(), _IDENTIFIER)
         )
     else:
         sys.stderr.write(f"job {job} ({machine}, {phase}): {line}\n")
+
+
+class JournalHandler(logging.Handler):
+    """The daemon's own log records, in the same queue as the job lines: in order with
+    them, and never blocking the event loop while journald is behind. Upper-case
+    `extra` fields (GNSPAWN_JOB, ...) become journal fields."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = self.format(record).encode(errors="replace")[: _Journal.LONGEST]
+            datagram = [
+                _field(b"MESSAGE", message),
+                _PRIORITIES[_LEVELS.get(record.levelno, INFO)] + b"\n",
+                _IDENTIFIER + b"\n",
+                _field(b"LOGGER", record.name.encode()),
+            ]
+            for key, value in record.__dict__.items():
+                if key.isupper() and key.replace("_", "").isalnum():
+                    datagram.append(_field(key.encode(), str(value).encode(errors="replace")))
+            _journal.send(b"".join(datagram))
+        except Exception:
+            self.handleError(record)
+
+
+_LEVELS = {
+    logging.CRITICAL: 2,
+    logging.ERROR: ERR,
+    logging.WARNING: WARNING,
+    logging.INFO: INFO,
+    logging.DEBUG: 7,
+}
+
+
+def flush() -> None:
+    """Hand every pending journal line over, waiting for journald: at the end."""
+    _journal.flush()
 
 
 def backlog() -> bool:
@@ -163,4 +248,5 @@ async def drained() -> None:
 
 
 _PRIORITIES = {level: b"PRIORITY=%d" % level for level in range(8)}
+_GONE = {errno.ECONNREFUSED, errno.ENOTCONN, errno.ENOENT}
 _IDENTIFIER = b"SYSLOG_IDENTIFIER=" + IDENTIFIER.encode()

@@ -93,21 +93,24 @@ async def _connect_over_ssh(host: str) -> tuple[MessageBus, asyncio.subprocess.P
     try:
         bus = await MessageBus(bus_address=f"unix:abstract={name}").connect()
         return bus, await spawning
-    except (OSError, EOFError) as err:
-        if not spawning.done() or spawning.cancelled() or spawning.exception():
+    except (OSError, EOFError, ValueError) as err:  # dbus-fast's AuthError is a ValueError
+        if not spawning.done() or spawning.cancelled():
             spawning.cancel()
             raise Unreachable(f"cannot reach {host} over ssh: {err}") from err
+        if (failed := spawning.exception()) is not None:
+            raise Unreachable(f"cannot run {argv[0]}: {failed}") from failed
         ssh = spawning.result()
         try:
             status = await asyncio.wait_for(ssh.wait(), 5)
         except TimeoutError:
             ssh.kill()
             status = await ssh.wait()
-        raise Unreachable(
-            f"cannot reach {host} over ssh: ssh exited with status {status}"
-            if status
-            else f"cannot reach the system bus of {host}: is systemd-stdio-bridge installed there?"
-        ) from err
+        if status in (0, 127):  # 127: the remote shell found no such command
+            raise Unreachable(
+                f"cannot reach the system bus of {host}: is systemd-stdio-bridge installed "
+                "there, and dbus running?"
+            ) from err
+        raise Unreachable(f"cannot reach {host} over ssh: ssh exited with status {status}") from err
     finally:
         spawning.cancel()
         listener.close()
@@ -203,6 +206,30 @@ class Client:
         watcher = JobWatcher()
         await self.subscribe(watcher)
         return watcher
+
+    async def until_gone(self) -> None:
+        """Return when gnspawnd leaves the bus, or the bus (or the ssh under it) goes:
+        then no job signal will come, and waiting for one would be waiting forever."""
+        gone = asyncio.get_running_loop().create_future()
+
+        def on_signal(msg: Message) -> None:
+            ended = msg.member == "NameOwnerChanged" and msg.body[0] == BUS_NAME
+            if ended and not msg.body[2] and not gone.done():
+                gone.set_result(None)
+
+        self._signal_handlers.append(on_signal)
+        rule = (
+            "type='signal',sender='org.freedesktop.DBus',member='NameOwnerChanged',"
+            f"arg0='{BUS_NAME}'"
+        )
+        await self.bus.call(add_match(rule))
+        disconnected = asyncio.ensure_future(
+            self.bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
+        )
+        try:
+            await asyncio.wait([gone, disconnected], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            disconnected.cancel()
 
 
 def _ignore(*args: object) -> None:

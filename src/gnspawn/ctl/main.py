@@ -333,17 +333,20 @@ async def follow(
     watcher.on_log = display.log
     watcher.on_change = display.change
     watcher.on_finished = display.finished
-    for job_id, path, _ in jobs:
-        props = await client.job_properties(path)
-        if props["State"] == "finished":
-            watcher.watch(job_id)
-            watcher.finished(job_id, props["Result"])
-        else:
-            display.watch(job_id, props)
-            watcher.watch(job_id)
     ticker = asyncio.create_task(tick(display))
     try:
-        results = await watcher.wait()
+        for job_id, path, _ in jobs:
+            # Watched before its properties are read: a change that comes meanwhile
+            # waits in the display, and is applied over what GetAll said.
+            watcher.watch(job_id)
+            props = await client.job_properties(path)
+            if job_id in watcher.results:
+                continue
+            if props["State"] == "finished":
+                watcher.finished(job_id, props["Result"])
+            else:
+                display.watch(job_id, props)
+        results = await until_done_or_gone(client, watcher)
     finally:
         ticker.cancel()
         display.close()
@@ -360,6 +363,23 @@ async def follow(
         codes.add(RESULT_EXIT.get(result, EXIT_FAILED))
     # A failure weighs more than a cancel: it is what needs looking at.
     return min(codes - {EXIT_OK}, default=EXIT_OK)
+
+
+async def until_done_or_gone(client: Client, watcher: JobWatcher) -> dict[int, str]:
+    """The watched jobs' results, or Unreachable when gnspawnd or the bus goes first."""
+    done = asyncio.ensure_future(watcher.wait())
+    gone = asyncio.ensure_future(client.until_gone())
+    try:
+        await asyncio.wait([done, gone], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if not done.done():
+        done.cancel()
+        raise Unreachable(
+            "gnspawnd left the bus (or the connection to it broke) before the jobs ended; "
+            "'gnctl jobs' shows them once it is back"
+        )
+    return done.result()
 
 
 async def tick(display: Display) -> None:
@@ -440,7 +460,7 @@ async def cmd_prune(client: Client, args: argparse.Namespace) -> int:
 
 def journal_argv(args: argparse.Namespace) -> list[str]:
     """journalctl for a job (a number) or a machine (a name)."""
-    field = "GNSPAWN_JOB" if args.target.isdigit() else "GNSPAWN_MACHINE"
+    field = "GNSPAWN_JOB" if is_job_id(args.target) else "GNSPAWN_MACHINE"
     argv = [
         "journalctl",
         "--no-pager",
@@ -456,6 +476,10 @@ def journal_argv(args: argparse.Namespace) -> list[str]:
     return argv
 
 
+def is_job_id(target: str) -> bool:
+    return target.isascii() and target.isdigit()
+
+
 def journal_readable() -> bool:
     """Whether this user may read the system journal, where gnspawnd's lines are."""
     for base in ("/run/log/journal", "/var/log/journal"):
@@ -468,7 +492,7 @@ def journal_readable() -> bool:
 def cmd_logs(args: argparse.Namespace) -> int | None:
     """Hand over to journalctl, which pages, follows and filters as users know it (on the
     remote host with -H). None when the journal cannot be read: the bus serves instead."""
-    if not args.target.isdigit() and not valid_name(args.target):
+    if not is_job_id(args.target) and not valid_name(args.target):
         raise UsageError(f"not a job id or a machine name: {args.target!r}")
     argv = journal_argv(args)
     if args.host:
@@ -492,8 +516,15 @@ async def cmd_logs_from_bus(client: Client, args: argparse.Namespace) -> int:
     )
     watcher = await client.watch_jobs()
     watcher.on_log = lambda job_id, priority, line: print(line, flush=True)
+    if args.follow and not is_job_id(args.target):
+
+        def on_new(job_id: int, machine: str) -> None:
+            if machine == args.target:
+                watcher.watch(job_id)
+
+        client.on_job_new(on_new)
     (rows,) = await client.manager("ListJobs")
-    if args.target.isdigit():
+    if is_job_id(args.target):
         job_id = int(args.target)
         (path,) = await client.manager("GetJob", "u", job_id)
         props = await client.job_properties(path)
@@ -505,29 +536,23 @@ async def cmd_logs_from_bus(client: Client, args: argparse.Namespace) -> int:
             )
             return EXIT_FAILED
         watcher.watch(job_id)
-        await watcher.wait()
+        await until_done_or_gone(client, watcher)
         return EXIT_OK
     active = [
         i for i, _, machine, state, *_ in rows if machine == args.target and state != "finished"
     ]
-    if args.follow:
-
-        def on_new(job_id: int, machine: str) -> None:
-            if machine == args.target:
-                watcher.watch(job_id)
-
-        client.on_job_new(on_new)
     for job_id in active:
         watcher.watch(job_id)
-    if args.follow:
-        await asyncio.Event().wait()  # until Ctrl-C, as journalctl -f
+    if args.follow:  # until Ctrl-C, as journalctl -f
+        await client.until_gone()
+        raise Unreachable("gnspawnd left the bus (or the connection to it broke)")
     elif not active:
         print(
             f"gnctl: no job of {args.target} is running; its log is only in the journal",
             file=sys.stderr,
         )
         return EXIT_FAILED
-    await watcher.wait()
+    await until_done_or_gone(client, watcher)
     return EXIT_OK
 
 

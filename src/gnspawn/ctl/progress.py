@@ -81,6 +81,8 @@ class Display:
         self.quiet = quiet
         self.multiple = multiple
         self.jobs: dict[int, JobView] = {}
+        self._early: dict[int, list[dict[str, Any]]] = {}
+        """Changes of jobs watched but not shown yet (their properties are on the way)."""
         self._printed: dict[int, tuple[str, str, str]] = {}
         self._drawn = 0
 
@@ -90,11 +92,14 @@ class Display:
     def watch(self, job_id: int, props: dict[str, Any]) -> None:
         view = JobView(machine=str(props.get("Machine", "")))
         view.update(props)
+        for changed in self._early.pop(job_id, []):
+            view.update(changed)
         self.jobs[job_id] = view
         self._show(job_id)
 
     def change(self, job_id: int, changed: dict[str, Any]) -> None:
         if (view := self.jobs.get(job_id)) is None:
+            self._early.setdefault(job_id, []).append(changed)
             return
         view.update(changed)
         self._show(job_id)
@@ -107,6 +112,7 @@ class Display:
         self._above(self._prefix(job_id) + line)
 
     def finished(self, job_id: int) -> None:
+        self._early.pop(job_id, None)
         if self.jobs.pop(job_id, None) is not None and self.tty and not self.quiet:
             self.redraw()
 
@@ -155,12 +161,18 @@ class Display:
     def _draw(self) -> None:
         if self.quiet or not self.jobs:
             return
-        width = max(20, shutil.get_terminal_size().columns - 1)
+        size = shutil.get_terminal_size()
+        width = max(20, size.columns - 1)
         now = time.time()
-        lines = [
-            (f"{view.machine}: " if self.multiple else "") + view.line(now)
-            for view in self.jobs.values()
-        ]
+        views = list(self.jobs.values())
+        # More lines than the screen has rows would scroll, and erasing would miss them.
+        room = max(1, size.lines - 2)
+        shown = views if len(views) <= room else views[: room - 1]
+        lines = [(f"{view.machine}: " if self.multiple else "") + view.line(now) for view in shown]
+        if len(shown) < len(views):
+            hidden = views[len(shown) :]
+            waiting = sum(view.state == "waiting" for view in hidden)
+            lines.append(f"... and {len(hidden)} more ({waiting} waiting)")
         # A line longer than the terminal would wrap, and erasing would miss a row.
         self.out.write("\n".join(line[:width] for line in lines))
         self._drawn = len(lines)
