@@ -24,6 +24,8 @@ _PR_SET_PDEATHSIG = 1
 _TAIL_LINES = 20
 _BLOCK = 16 << 10
 _LONGEST_LINE = 1 << 20
+_LINES_PER_TURN = 64
+"""Lines a job handles before the event loop gets a turn (about a millisecond's work)."""
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -188,8 +190,9 @@ class Process:
         """Each line of output, without its newline.
 
         Output is read in blocks and split here: a readline per line costs more than
-        the rest of a line's way. After each block the event loop gets a turn, so that
-        bus calls and other jobs are not held up by an emerge that prints at full speed.
+        the rest of a line's way. Every few dozen lines the event loop gets a turn, so
+        that bus calls and other jobs are not held up by an emerge that prints at full
+        speed.
         """
         assert self._proc is not None and self._proc.stdout is not None
         stream = self._proc.stdout
@@ -206,8 +209,10 @@ class Process:
                 continue
             lines = complete.decode(errors="replace").split("\n")
             self._tail = [*self._tail, *lines][-_TAIL_LINES:]
-            for line in lines:
+            for n, line in enumerate(lines, 1):
                 yield line.rstrip("\r")
+                if n % _LINES_PER_TURN == 0:
+                    await asyncio.sleep(0)
             await asyncio.sleep(0)
         if rest:
             line = rest.decode(errors="replace").rstrip("\r")
