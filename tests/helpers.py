@@ -59,9 +59,11 @@ def gdbus_error(method: str, *args: str, user: int | None = None) -> str:
 
 
 def call(
-    method: str, signature: str = "", *args: str, check: bool = True
+    method: str, signature: str = "", *args: str, check: bool = True, user: int | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return busctl("call", *MANAGER, method, *([signature, *args] if signature else []), check=check)
+    """busctl call of a Manager method (as `user` when given)."""
+    body = [signature, *args] if signature else []
+    return busctl("call", *MANAGER, method, *body, check=check, user=user)
 
 
 def gnctl(*args: str) -> subprocess.CompletedProcess[str]:

@@ -40,18 +40,7 @@ def test_polkit_denies_outsiders_everything_that_changes_and_grants_a_group(
         job_cancel = gdbus(f"/org/gnspawn1/job/_{job}", "org.gnspawn1.Job.Cancel", user=OUTSIDER)
         assert ACCESS_DENIED in job_cancel.stderr
         # busctl shows only the errno text of a well-known error.
-        plain = busctl(
-            "call",
-            "org.gnspawn1",
-            "/org/gnspawn1",
-            "org.gnspawn1.Manager",
-            "Update",
-            "st",
-            "web",
-            "0",
-            user=OUTSIDER,
-            check=False,
-        )
+        plain = call("Update", "st", "web", "0", user=OUTSIDER, check=False)
         assert plain.returncode == 1 and "Access denied" in plain.stderr
         assert zfs("list", "-H", "-o", "name", "-r", "-t", "all", daemon.dataset) == datasets
         assert call("ListJobs").stdout.startswith("a(ussssuo) 1 ")

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from helpers import (
     build_with_a_job_waiting,
-    busctl,
     call,
     gnctl,
     gnspawn_processes,
@@ -261,22 +260,9 @@ def test_bad_requests_get_named_errors_and_create_nothing(daemon: Testbed) -> No
 
 def test_non_root_may_read_but_not_change(daemon: Testbed) -> None:
     daemon.seed("web")
-    listing = busctl(
-        "call", "org.gnspawn1", "/org/gnspawn1", "org.gnspawn1.Manager", "ListMachines", user=65534
-    )
+    listing = call("ListMachines", user=65534)
     assert listing.stdout.startswith('a(sssso) 1 "web"')
-    denied = busctl(
-        "call",
-        "org.gnspawn1",
-        "/org/gnspawn1",
-        "org.gnspawn1.Manager",
-        "Update",
-        "st",
-        "web",
-        "0",
-        user=65534,
-        check=False,
-    )
+    denied = call("Update", "st", "web", "0", user=65534, check=False)
     assert denied.returncode == 1
     assert "denied" in denied.stderr.lower()
     assert call("ListJobs").stdout.strip() == "a(ussssuo) 0"
