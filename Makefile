@@ -32,7 +32,7 @@ deps: apt-deps $(STAMP)
 
 lint: deps
 	$(VENV)/bin/ruff check src tests contrib $(wildcard bench)
-	$(VENV)/bin/ruff format --check src
+	$(VENV)/bin/ruff format --check src tests
 
 typecheck: deps
 	$(VENV)/bin/mypy

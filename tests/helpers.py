@@ -11,8 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from testbed import Testbed, tree_hash
-from testbed import wait_for as wait_until
+from testbed import Testbed, tree_hash, wait_for
+
+# The tests' name for it, as `wait_for` is Tmux's method that reads the screen; an
+# assignment, so that modules importing it from here see it as exported.
+wait_until = wait_for
 
 MANAGER = ("org.gnspawn1", "/org/gnspawn1", "org.gnspawn1.Manager")
 

@@ -6,14 +6,23 @@ calls gnspawnd makes, org.freedesktop.machine1 answers GetMachine for the machin
 named on the command line as running (their systemd-nspawn@ units active).
 Each call is appended to a JSON-lines file.
 
-    python recording_services.py RECORD_FILE [RUNNING_MACHINE...]
+    python recording_services.py [--fail METHOD UNIT RESULT]... [--signal-first]
+        RECORD_FILE [RUNNING_MACHINE...]
+
+Every unit job ends at once with JobRemoved; its result is "done" unless a --fail
+names the job's method and unit, as systemd's result of a unit that fails to start
+("failed"), does not stop in time ("timeout") or lacks what it needs ("dependency").
+With --signal-first, JobRemoved goes out before the method's reply, as it can from
+systemd when a job ends at once.
 """
 
+import argparse
 import asyncio
 import json
-import sys
+import re
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from dbus_fast import BusType, DBusError
 from dbus_fast.aio import MessageBus
@@ -31,20 +40,67 @@ class Recorder:
             out.write(json.dumps([member, *args]) + "\n")
 
 
+def unit_path(unit: str) -> str:
+    """The object path systemd gives a unit: every byte but [A-Za-z0-9] as _xx."""
+    escaped = re.sub(rb"[^A-Za-z0-9]", lambda m: b"_%02x" % m[0][0], unit.encode()).decode()
+    return "/org/freedesktop/systemd1/unit/" + escaped
+
+
+class Unit(ServiceInterface):
+    """org.freedesktop.systemd1.Unit: the state the stand-in keeps for one unit."""
+
+    def __init__(self, states: dict[str, str], unit: str) -> None:
+        super().__init__("org.freedesktop.systemd1.Unit")
+        self.states = states
+        self.unit = unit
+
+    @dbus_property(access=PropertyAccess.READ)
+    def ActiveState(self) -> DBusStr:
+        return self.states[self.unit]
+
+
 class Systemd(ServiceInterface):
     """org.freedesktop.systemd1.Manager: records unit calls, ends each job at once."""
 
-    def __init__(self, record: Recorder, active: set[str]) -> None:
+    def __init__(
+        self,
+        bus: MessageBus,
+        record: Recorder,
+        active: set[str],
+        failing: dict[tuple[str, str], str],
+        *,
+        signal_first: bool,
+    ) -> None:
         super().__init__("org.freedesktop.systemd1.Manager")
+        self.bus = bus
         self.record = record
-        self.active = active
+        self.failing = failing
+        self.signal_first = signal_first
+        # Units systemd has loaded, with their ActiveState; GetUnit knows only these.
+        self.states: dict[str, str] = {}
+        for unit in active:
+            self._set_state(unit, "active")
         self.jobs = 0
 
-    def _job(self, unit: str) -> str:
+    def _set_state(self, unit: str, state: str) -> None:
+        new = unit not in self.states
+        # Set first: exporting reads the property for ObjectManager's InterfacesAdded.
+        self.states[unit] = state
+        if new:
+            self.bus.export(unit_path(unit), Unit(self.states, unit))
+
+    def _job(self, member: str, unit: str, state: str) -> str:
+        """A job for the unit that ends at once, leaving the unit in `state` or failed."""
         self.jobs += 1
         path = f"/org/freedesktop/systemd1/job/{self.jobs}"
-        # JobRemoved follows the method's reply, as systemd's does.
-        asyncio.get_running_loop().call_soon(self.JobRemoved, self.jobs, path, unit, "done")
+        result = self.failing.get((member, unit), "done")
+        self._set_state(unit, state if result == "done" else "failed")
+        if self.signal_first:
+            self.JobRemoved(self.jobs, path, unit, result)
+        else:
+            # JobRemoved follows the method's reply, as it does from systemd for a job
+            # that takes any time at all.
+            asyncio.get_running_loop().call_soon(self.JobRemoved, self.jobs, path, unit, result)
         return path
 
     @dbus_signal()
@@ -72,39 +128,24 @@ class Systemd(ServiceInterface):
 
     @dbus_method()
     def GetUnit(self, name: DBusStr) -> DBusObjectPath:
-        if name not in self.active:
+        if name not in self.states:
             raise DBusError("org.freedesktop.systemd1.NoSuchUnit", f"Unit {name} not loaded.")
-        return "/org/freedesktop/systemd1/unit/" + name.replace("@", "_40").replace(
-            ".", "_2e"
-        ).replace("-", "_2d")
+        return unit_path(name)
 
     @dbus_method()
     def StartUnit(self, name: DBusStr, mode: DBusStr) -> DBusObjectPath:
         self.record("StartUnit", name, mode)
-        self.active.add(name)
-        return self._job(name)
+        return self._job("StartUnit", name, "active")
 
     @dbus_method()
     def StopUnit(self, name: DBusStr, mode: DBusStr) -> DBusObjectPath:
         self.record("StopUnit", name, mode)
-        self.active.discard(name)
-        return self._job(name)
+        return self._job("StopUnit", name, "inactive")
 
     @dbus_method()
     def TryRestartUnit(self, name: DBusStr, mode: DBusStr) -> DBusObjectPath:
         self.record("TryRestartUnit", name, mode)
-        return self._job(name)
-
-
-class Unit(ServiceInterface):
-    """org.freedesktop.systemd1.Unit of an active unit."""
-
-    def __init__(self) -> None:
-        super().__init__("org.freedesktop.systemd1.Unit")
-
-    @dbus_property(access=PropertyAccess.READ)
-    def ActiveState(self) -> DBusStr:
-        return "active"
+        return self._job("TryRestartUnit", name, self.states.get(name, "inactive"))
 
 
 class Machined(ServiceInterface):
@@ -121,22 +162,39 @@ class Machined(ServiceInterface):
         return f"/org/freedesktop/machine1/machine/{name}"
 
 
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("record", type=Path, help="the JSON-lines file of the calls")
+    parser.add_argument("running", nargs="*", help="machines whose units are active")
+    parser.add_argument(
+        "--fail",
+        nargs=3,
+        action="append",
+        default=[],
+        metavar=("METHOD", "UNIT", "RESULT"),
+        help="end METHOD's job for UNIT with RESULT instead of done",
+    )
+    parser.add_argument(
+        "--signal-first", action="store_true", help="send JobRemoved before the reply"
+    )
+    return parser.parse_intermixed_args()
+
+
 async def main() -> None:
-    record = Recorder(Path(sys.argv[1]))
+    args = parse_args()
+    record = Recorder(args.record)
+    running = set(args.running)
+    failing = {(method, unit): result for method, unit, result in args.fail}
     bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
-    running = set(sys.argv[2:])
     units = {f"systemd-nspawn@{name}.service" for name in running}
-    bus.export("/org/freedesktop/systemd1", Systemd(record, units))
-    for unit in units:
-        path = "/org/freedesktop/systemd1/unit/" + unit.replace("@", "_40").replace(
-            ".", "_2e"
-        ).replace("-", "_2d")
-        bus.export(path, Unit())
+    systemd = Systemd(bus, record, units, failing, signal_first=args.signal_first)
+    bus.export("/org/freedesktop/systemd1", systemd)
     bus.export("/org/freedesktop/machine1", Machined(record, running))
     await bus.request_name("org.freedesktop.systemd1")
     await bus.request_name("org.freedesktop.machine1")
     print("ready", flush=True)
-    await bus.wait_for_disconnect()
+    # dbus-fast leaves this method without annotations.
+    await cast(Callable[[], Awaitable[None]], bus.wait_for_disconnect)()
 
 
 if __name__ == "__main__":

@@ -70,8 +70,10 @@ def test_verbose_shows_emerge_above_the_progress_line(daemon: Testbed, terminal:
     terminal.run("gnctl update --verbose web")
 
     screen = terminal.wait_for(
-        lambda screen: PROGRESS.match(screen[-1])
-        and any(">>> Emerging (2 of 2) app-misc/sleeper-2" in line for line in screen),
+        lambda screen: (
+            PROGRESS.match(screen[-1])
+            and any(">>> Emerging (2 of 2) app-misc/sleeper-2" in line for line in screen)
+        ),
         "emerge's lines above the progress line",
     )
     assert sum(bool(PROGRESS.match(line)) for line in screen) == 1, screen

@@ -95,7 +95,7 @@ def test_get_returns_every_field(store: JobStore) -> None:
     assert got.rolled_back is False
     assert (got.progress, got.packages_done, got.packages_total) == (0, 0, 0)
     assert (got.current_package, got.snapshot, got.error) == ("", "", "")
-    assert (got.started_usec, got.finished_usec, got.pid) == (0, 0, 0)
+    assert (got.started_usec, got.finished_usec, got.unit_stopped) == (0, 0, False)
     assert got.active
 
 
@@ -113,7 +113,7 @@ def test_save_writes_only_the_named_fields(store: JobStore) -> None:
     job.current_package = "app-misc/hello-2"
     job.snapshot = "zpool/machines/web@gnspawn-1-pre"
     job.rolled_back = True
-    job.pid = 4242
+    job.unit_stopped = True
     job.error = "not saved"
     store.save(
         job,
@@ -126,7 +126,7 @@ def test_save_writes_only_the_named_fields(store: JobStore) -> None:
             "current_package",
             "snapshot",
             "rolled_back",
-            "pid",
+            "unit_stopped",
         ],
     )
     got = store.get(job.id)
@@ -137,7 +137,7 @@ def test_save_writes_only_the_named_fields(store: JobStore) -> None:
     assert got.current_package == "app-misc/hello-2"
     assert got.snapshot == "zpool/machines/web@gnspawn-1-pre"
     assert got.rolled_back is True
-    assert got.pid == 4242
+    assert got.unit_stopped is True
     assert got.error == ""
     assert got.active
 
@@ -253,8 +253,8 @@ def test_reopening_returns_the_same_data(path: Path) -> None:
     running.state = JobState.RUNNING
     running.phase = Phase.EMERGE
     running.snapshot = "zpool/machines/web@gnspawn-1-pre"
-    running.pid = 999
-    first.save(running, ["state", "phase", "snapshot", "pid"])
+    running.unit_stopped = True
+    first.save(running, ["state", "phase", "snapshot", "unit_stopped"])
     done = finish(first, first.add(new_job("db", JobType.BUILD, argument="p")))
     before = [first.get(running.id), first.get(done.id)]
     first.close()

@@ -18,7 +18,8 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+from unittest import mock
 
 import pytest
 
@@ -290,7 +291,9 @@ def json_keys() -> dict[str, set[str]]:
             ):
                 verb = func.name.removeprefix("cmd_")
                 keys.setdefault(verb, set()).update(
-                    k.value for k in node.keys if isinstance(k, ast.Constant)
+                    k.value
+                    for k in node.keys
+                    if isinstance(k, ast.Constant) and isinstance(k.value, str)
                 )
     return keys
 
@@ -319,17 +322,14 @@ class Captured(Exception):
 def gnspawnd_parser() -> argparse.ArgumentParser:
     """The parser gnspawnd builds, caught as it parses."""
 
-    def capture(self: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> Any:
+    def capture(self: argparse.ArgumentParser, *args: object, **kwargs: object) -> NoReturn:
         raise Captured(self)
 
-    original = argparse.ArgumentParser.parse_args
-    argparse.ArgumentParser.parse_args = capture  # type: ignore[assignment]
     try:
-        daemon.parse_args([])
+        with mock.patch.object(argparse.ArgumentParser, "parse_args", capture):
+            daemon.parse_args([])
     except Captured as caught:
         return caught.parser
-    finally:
-        argparse.ArgumentParser.parse_args = original  # type: ignore[method-assign]
     raise AssertionError("gnspawnd's parse_args no longer parses with argparse")
 
 
@@ -367,7 +367,7 @@ def test_gnspawnd_error_names_are_documented() -> None:
 # gnspawn.toml
 
 
-def toml_value(value: Any) -> str:
+def toml_value(value: object) -> str:
     """A default as it is written in TOML."""
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -382,7 +382,7 @@ def toml_value(value: Any) -> str:
     raise TypeError(f"no TOML form for {value!r}")
 
 
-def default(cls: type[Any], key: str) -> Any:
+def default(cls: type[Any], key: str) -> object:
     field = {f.name: f for f in dataclasses.fields(cls)}[key]
     if field.default_factory is not dataclasses.MISSING:
         return field.default_factory()

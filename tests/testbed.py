@@ -75,13 +75,19 @@ class Journald:
     """systemd-journald with volatile storage in the private /run."""
 
     def __init__(self) -> None:
+        self.proc = self._start()
+
+    @staticmethod
+    def _start() -> subprocess.Popen[bytes]:
+        """journald, waited for until its socket is there."""
         Path("/run/systemd/journald.conf.d/gnspawn-test.conf").write_text(
             "[Journal]\nStorage=volatile\nRateLimitBurst=0\nRateLimitIntervalSec=0\n"
         )
-        self.proc = subprocess.Popen(
+        proc = subprocess.Popen(
             ["/lib/systemd/systemd-journald"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         wait_for(lambda: os.path.exists("/run/systemd/journal/socket"), "journald")
+        return proc
 
     def stop(self) -> None:
         stop_pid(self.proc)
@@ -90,7 +96,7 @@ class Journald:
         """A new journald on a new socket, as after a crash or `systemctl restart`."""
         self.stop()
         Path("/run/systemd/journal/socket").unlink(missing_ok=True)
-        self.__init__()  # type: ignore[misc]
+        self.proc = self._start()
 
     def entries(self, *matches: str) -> list[dict[str, str]]:
         """Journal entries matching FIELD=value terms, as `journalctl -o json` gives them."""
@@ -407,14 +413,29 @@ class Testbed:
         return code
 
     @contextlib.contextmanager
-    def host_services(self, *running: str) -> Iterator[Path]:
+    def host_services(
+        self,
+        *running: str,
+        fail: dict[tuple[str, str], str] | None = None,
+        signal_first: bool = False,
+    ) -> Iterator[Path]:
         """Recording systemd and machined on the bus; yields the file of their calls."""
         record = self.dir / "host-services.jsonl"
         record.unlink(missing_ok=True)
+        # fail: (method, unit) -> the result its job ends with instead of done, as
+        # systemd's does for a unit that fails; signal_first: JobRemoved before the reply.
+        options = [
+            arg
+            for (method, unit), result in (fail or {}).items()
+            for arg in ("--fail", method, unit, result)
+        ]
+        if signal_first:
+            options.append("--signal-first")
         proc = subprocess.Popen(
             [
                 sys.executable,
                 str(Path(__file__).parent / "recording_services.py"),
+                *options,
                 str(record),
                 *running,
             ],
@@ -484,7 +505,7 @@ class Testbed:
         self.stop_daemon()
         for component in (self.bus, self.pool, self.journal):
             with contextlib.suppress(Exception):
-                component.stop()  # type: ignore[attr-defined]
+                component.stop()
 
 
 def toml_value(value: object) -> str:

@@ -40,8 +40,8 @@ class Job:
     error: str = ""
     started_usec: int = 0
     finished_usec: int = 0
-    pid: int = 0
-    """Process group of the emerge running for this job, 0 when none."""
+    unit_stopped: bool = False
+    """A rollback stopped the machine's unit and must start it again, even after a crash."""
     follows: int = 0
     """A job that must end before this one starts (a fleet's first build of a profile)."""
 
@@ -72,7 +72,7 @@ PROPERTY_NAMES: dict[str, str] = {
 """Job fields as bus properties; the other fields stay inside the daemon."""
 
 _FIELDS = [f.name for f in dataclasses.fields(Job)]
-_SCHEMA_VERSION = 2
+_SCHEMA_VERSION = 3
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -94,7 +94,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT NOT NULL,
     started_usec INTEGER NOT NULL,
     finished_usec INTEGER NOT NULL,
-    pid INTEGER NOT NULL,
+    unit_stopped INTEGER NOT NULL DEFAULT 0,
     follows INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
@@ -114,6 +114,7 @@ def _from_row(row: sqlite3.Row) -> Job:
     values["result"] = JobResult(values["result"])
     values["phase"] = Phase(values["phase"])
     values["rolled_back"] = bool(values["rolled_back"])
+    values["unit_stopped"] = bool(values["unit_stopped"])
     return Job(**values)
 
 
@@ -134,6 +135,11 @@ class JobStore:
                 raise StoreError(f"{path}: written by a newer gnspawnd (schema {version})")
             if version == 1:
                 self._db.execute("ALTER TABLE jobs ADD COLUMN follows INTEGER NOT NULL DEFAULT 0")
+            if version in (1, 2):
+                self._db.execute("ALTER TABLE jobs DROP COLUMN pid")
+                self._db.execute(
+                    "ALTER TABLE jobs ADD COLUMN unit_stopped INTEGER NOT NULL DEFAULT 0"
+                )
             self._db.executescript(_SCHEMA)
             self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
             self._db.execute("SELECT count(*) FROM jobs").fetchone()

@@ -9,6 +9,7 @@ from typing import NamedTuple
 
 from gnspawn.config import Config
 from gnspawn.errors import InvalidName
+from gnspawn.names import shown
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 
@@ -21,8 +22,7 @@ def valid_name(name: str) -> bool:
 def check_name(name: str) -> str:
     """The name, or InvalidName; nothing outside these rules reaches a path or an argv."""
     if not valid_name(name):
-        shown = name if len(name) <= 80 else name[:77] + "..."
-        raise InvalidName(f"invalid machine name {shown!r}")
+        raise InvalidName(f"invalid machine name {shown(name)}")
     return name
 
 

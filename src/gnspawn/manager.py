@@ -38,6 +38,7 @@ from gnspawn.names import (
     JobType,
     Phase,
     machine_path,
+    shown,
 )
 from gnspawn.portage import Profile, Progress, emerge_argv, emerge_environment, job_tag
 from gnspawn.queue import Queue
@@ -139,6 +140,15 @@ class Manager:
             JobType.REMOVE: self._run_remove,
             JobType.PRUNE: self._run_prune,
         }
+        self._recoverers: dict[
+            JobType, Callable[[Job], Coroutine[Any, Any, tuple[JobResult, str]]]
+        ] = {
+            JobType.UPDATE: self._recover_changes,
+            JobType.BUILD: self._recover_changes,
+            JobType.ROLLBACK: self._recover_rollback,
+            JobType.REMOVE: self._recover_remove,
+            JobType.PRUNE: self._recover_prune,
+        }
         self.on_queue_changed: Callable[[], None] = lambda: None
 
     def _queue_changed(self) -> None:
@@ -172,51 +182,82 @@ class Manager:
         await self.queue.drain()
 
     async def _recover(self, job: Job) -> None:
-        """A job the last daemon left running: stop its emerge, roll back, mark it failed."""
+        """A job the last daemon left running: finish or undo what it was doing.
+
+        Never raises: a recovery that cannot complete fails the job with the reason,
+        and the daemon starts all the same.
+        """
+        fields = journal.fields(job.id, job.machine, Phase.ROLLBACK)
         log.warning(
             "job %d (%s of %s) was interrupted, recovering",
             job.id,
             job.type,
             job.machine,
-            extra=journal.fields(job.id, job.machine, Phase.ROLLBACK),
+            extra=fields,
         )
-        # The emerge died with the daemon (PR_SET_PDEATHSIG); its children may not
-        # have: every process started for the job carries the job's tag.
-        if not await kill_tagged(self._tag(job)):
-            log.error("processes of job %d survive SIGKILL", job.id)
+        try:
+            # The emerge died with the daemon (PR_SET_PDEATHSIG); its children may not
+            # have: every process started for the job carries the job's tag.
+            if not await kill_tagged(self._tag(job)):
+                raise JobFailed(
+                    f"processes of job {job.id} survive SIGKILL; nothing was rolled back under them"
+                )
+            result, error = await self._recoverers[job.type](job)
+        except GnspawnError as err:
+            result, error = JobResult.FAILED, f"interrupted; recovery failed: {err}"
+            log.error("job %d: %s", job.id, error, extra=fields)
+        except Exception as err:
+            log.exception("job %d: recovery failed unexpectedly", job.id, extra=fields)
+            result, error = JobResult.FAILED, f"interrupted; recovery failed: internal error: {err}"
+        self._finish(job, result, error)
+
+    async def _recover_changes(self, job: Job) -> tuple[JobResult, str]:
+        """An update or build: back to the snapshot it took, if it took one."""
         dataset = machines.dataset(self.config, job.machine)
         snapshot = job.snapshot or f"{dataset}@{SNAPSHOT_PREFIX}{job.id}-pre"
-        if job.type is JobType.REMOVE:
-            # A remove is repeated until done, like a rollback.
-            await self._run_remove(job)
-            self._change(job, pid=0)
-            self._finish(job, JobResult.DONE, "")
-            return
-        if job.type is JobType.ROLLBACK:
-            # A rollback is repeated until done: it was what the caller asked for.
-            target = f"{dataset}@{job.argument}"
-            await self._rollback_to(dataset, target)
-            self._change(job, rolled_back=True, pid=0)
-            self._finish(job, JobResult.DONE, "")
-            return
-        rolled_back = False
-        error = "interrupted"
-        if job.type in (JobType.UPDATE, JobType.BUILD) and await self.zfs.exists(snapshot):
+        if await self.zfs.exists(snapshot):
+            await self._rollback_to(dataset, snapshot)
+            self._change(job, rolled_back=True)
+        return JobResult.FAILED, "interrupted"
+
+    async def _recover_remove(self, job: Job) -> tuple[JobResult, str]:
+        """A remove is repeated until done; a dataset already gone is done."""
+        await self._remove(job, machines.dataset(self.config, job.machine))
+        return JobResult.DONE, ""
+
+    async def _recover_rollback(self, job: Job) -> tuple[JobResult, str]:
+        """A rollback is finished (it is what the caller asked for), and the unit it
+        stopped is started again."""
+        dataset = machines.dataset(self.config, job.machine)
+        await self._rollback_to(dataset, f"{dataset}@{job.argument}")
+        self._change(job, rolled_back=True)
+        if job.unit_stopped:
+            unit = f"systemd-nspawn@{job.machine}.service"
             try:
-                await self._rollback_to(dataset, snapshot)
-                rolled_back = True
-            except GnspawnError as err:
-                error = f"interrupted; rollback to {snapshot} failed: {err}"
-        self._change(job, rolled_back=rolled_back, pid=0)
-        self._finish(job, JobResult.FAILED, error)
+                await self.services.start(unit)
+            except ServiceError as err:
+                raise JobFailed(f"rolled back, but starting {unit} again failed: {err}") from err
+            except Unavailable as err:
+                self._log(job, journal.WARNING, f"not starting {unit} again: {err}")
+            self._change(job, unit_stopped=False)
+        return JobResult.DONE, ""
+
+    async def _recover_prune(self, job: Job) -> tuple[JobResult, str]:
+        """A prune is run again: retention decides the same way twice."""
+        return await self._run_prune(job), ""
 
     # --- the bus API --------------------------------------------------------
 
-    async def update(self, name: str, flags: int, *, uid: int, follows: int = 0) -> Job:
-        """Queue an update, or return the machine's update that is still waiting."""
+    async def update(
+        self, name: str, flags: int, *, uid: int, follows: int = 0, machine: Machine | None = None
+    ) -> Job:
+        """Queue an update, or return the machine's update that is still waiting.
+
+        `machine` is the machine from a listing the caller made already (UpdateAll).
+        """
         machines.check_name(name)
         checked = check_flags(flags)
-        await self._gentoo_root(name)
+        _gentoo(machine or await self._machine(name))
         if Flags.FAIL_IF_BUSY in checked and self.queue.busy(name):
             raise Busy(f"machine {name} has a job waiting or running")
         # Like systemd's jobs: a request equal to one that has not started yet is that one.
@@ -257,7 +298,7 @@ class Manager:
             leader = leaders.get(profile)
             follows = leader.id if leader and Flags.PRETEND not in checked else 0
             try:
-                job = await self.update(name, checked, uid=uid, follows=follows)
+                job = await self.update(name, checked, uid=uid, follows=follows, machine=machine)
             except Busy:
                 log.info("update-all: skipping %s, busy", name)
                 result.append((name, None))
@@ -284,7 +325,7 @@ class Manager:
             await self._check_free(name)
         profile = profile or self._default_profile(name)
         if portage.resolve_profile(self.config.portage, profile) is None:
-            raise NoSuchProfile(f"no profile {profile!r} in {self._repositories()}")
+            raise NoSuchProfile(f"no profile {shown(profile)} in {self._repositories()}")
         if Flags.FAIL_IF_BUSY in checked and self.queue.busy(name):
             raise Busy(f"machine {name} has a job waiting or running")
         return self._submit(JobType.BUILD, name, checked, uid, argument=profile)
@@ -422,8 +463,8 @@ class Manager:
                 follows=follows,
             )
         )
+        self.listener.job_new(job)  # the job's object exists before its first LogMessage
         self._log(job, journal.INFO, f"queued {kind} of {name}")
-        self.listener.job_new(job)
         self.queue.add(job)
         return job
 
@@ -484,8 +525,8 @@ class Manager:
         self._finish(job, result, error)
 
     async def _run_update(self, job: Job) -> JobResult:
-        dataset = await self._dataset(job.machine)
-        root = await self._gentoo_root(job.machine)
+        machine = await self._machine(job.machine, fresh=True)
+        dataset, root = machine.dataset, _gentoo(machine)
         args = self.config.portage.update_args
         if Flags.PRETEND in job.flags:
             progress = await self._emerge(job, root, args, pretend=True)
@@ -522,25 +563,28 @@ class Manager:
             self._log(job, journal.NOTICE, f"restarted {unit} if it was running")
 
     async def _run_rollback(self, job: Job) -> JobResult:
-        dataset = await self._dataset(job.machine)
+        dataset = await self._dataset(job.machine, fresh=True)
         target = f"{dataset}@{job.argument}"
         unit = f"systemd-nspawn@{job.machine}.service"
         self._change(job, phase=Phase.ROLLBACK, snapshot=target)
         try:
             async with self.services.stopped(unit) as was_active:
                 if was_active:
+                    # Saved before the rollback: recovery starts the unit again.
+                    self._change(job, unit_stopped=True)
                     self._log(job, journal.NOTICE, f"stopped {unit} for the rollback")
                 await uncancellable(self._rollback_to(dataset, target))
-        except ServiceError as err:
+                self._change(job, rolled_back=True)
+        except (ServiceError, Unavailable) as err:
             raise JobFailed(f"stopping or starting {unit} failed: {err}") from err
         if was_active:
+            self._change(job, unit_stopped=False)
             self._log(job, journal.NOTICE, f"started {unit} again")
-        self._change(job, rolled_back=True)
         await self._prune(job, dataset)
         return JobResult.DONE
 
     async def _run_prune(self, job: Job) -> JobResult:
-        dataset = await self._dataset(job.machine)
+        dataset = await self._dataset(job.machine, fresh=True)
         self._change(job, phase=Phase.CLEANUP)
         return JobResult.DONE if await self._prune(job, dataset) else JobResult.SKIPPED
 
@@ -549,13 +593,10 @@ class Manager:
         dataset = machines.dataset(self.config, name)
         profile = portage.resolve_profile(self.config.portage, job.argument)
         if profile is None:
-            raise NoSuchProfile(f"no profile {job.argument!r} in {self._repositories()}")
+            raise NoSuchProfile(f"no profile {shown(job.argument)} in {self._repositories()}")
         done = ""
         if Flags.RESUME in job.flags:
-            machine = (await self._machines()).get(name)
-            if machine is None:
-                raise NoSuchMachine(f"no machine {name} to resume")
-            done = machine.build
+            done = (await self._machine(name, fresh=True)).build
             self._log(job, journal.NOTICE, f"resuming after step {done or 'none'}")
         if not done:
             self._change(job, phase=Phase.CONFIGURE)
@@ -565,7 +606,7 @@ class Manager:
             )
             self._log(job, journal.NOTICE, f"created {dataset} at {root}")
             done = "created"
-        root = await self._mounted_root(name)
+        root = await self._mounted_root(name, fresh=True)
         if done == "created":
             self._change(job, phase=Phase.CONFIGURE)
             portage.write_config(self.config.portage, root, profile)
@@ -608,19 +649,24 @@ class Manager:
         self._log(job, journal.NOTICE, f"enabled and started {unit}")
 
     async def _run_remove(self, job: Job) -> JobResult:
+        await self._remove(job, await self._dataset(job.machine, fresh=True))
+        return JobResult.DONE
+
+    async def _remove(self, job: Job, dataset: str) -> None:
+        """Destroy the dataset, its snapshots and the .nspawn file; what is gone already
+        stays gone, so this can be repeated after a crash."""
         name = job.machine
-        dataset = await self._dataset(name)
         await self._check_not_running(name)
         self._change(job, phase=Phase.CLEANUP)
         settings = nspawn.settings_path(self.config.nspawn, name)
-        settings.unlink(missing_ok=True)
-        await uncancellable(self.zfs.destroy_filesystem(dataset))
+        if settings.exists() or settings.is_symlink():
+            settings.unlink()
+            self._log(job, journal.NOTICE, f"removed {settings}")
+        if await self.zfs.exists(dataset):
+            await uncancellable(self.zfs.destroy_filesystem(dataset))
+            self._log(job, journal.NOTICE, f"destroyed {dataset} with its snapshots")
         with contextlib.suppress(OSError):
             machines.directory(self.config, name).rmdir()
-        self._log(
-            job, journal.NOTICE, f"destroyed {dataset} with its snapshots, removed {settings}"
-        )
-        return JobResult.DONE
 
     @contextlib.asynccontextmanager
     async def _protected(
@@ -689,7 +735,7 @@ class Manager:
             short = snapshot.removeprefix(dataset + "@")
             found = [s for s in snapshots if s.name == short]
             if "@" in short or "/" in short or not found:
-                raise NoSuchSnapshot(f"no snapshot {snapshot!r} of {dataset}")
+                raise NoSuchSnapshot(f"no snapshot {shown(snapshot)} of {dataset}")
             target = found[0]
         await self._check_disposable(snapshots[snapshots.index(target) + 1 :])
         return target
@@ -746,7 +792,6 @@ class Manager:
             await proc.start()
         except OSError as err:
             raise JobFailed(f"cannot run {argv[0]}: {err.strerror}") from err
-        self._change(job, pid=proc.pid)
         try:
             async for line in proc.lines():
                 self._log(job, _priority(line), line)
@@ -766,33 +811,35 @@ class Manager:
         except BaseException:
             await uncancellable(proc.stop())
             raise
-        finally:
-            self._change(job, pid=0)
         return progress
 
     # --- machines -----------------------------------------------------------
 
-    async def _machine(self, name: str) -> Machine:
-        machine = (await self._machines()).get(name)
+    async def _machine(self, name: str, *, fresh: bool = False) -> Machine:
+        """The machine from the listing requests share, or (`fresh`, for a job that
+        starts) from one zfs call on its own dataset: never a listing per job."""
+        if fresh:
+            machine = await self._lookup(name)
+        else:
+            machine = (await self._machines()).get(name)
         if machine is None:
             dataset = machines.dataset(self.config, name)
             raise NoSuchMachine(f"no machine {name} (no dataset {dataset})")
         return machine
 
-    async def _dataset(self, name: str) -> str:
-        return (await self._machine(name)).dataset
+    async def _dataset(self, name: str, *, fresh: bool = False) -> str:
+        return (await self._machine(name, fresh=fresh)).dataset
 
-    async def _mounted_root(self, name: str) -> Path:
-        machine = await self._machine(name)
-        if machine.root is None:
-            raise NoSuchMachine(f"dataset {machine.dataset} of machine {name} is not mounted")
-        return machine.root
+    async def _mounted_root(self, name: str, *, fresh: bool = False) -> Path:
+        return _root(await self._machine(name, fresh=fresh))
 
-    async def _gentoo_root(self, name: str) -> Path:
-        root = await self._mounted_root(name)
-        if not machines.is_gentoo(root):
-            raise NotGentoo(f"{root} has no etc/gentoo-release")
-        return root
+    async def _gentoo_root(self, name: str, *, fresh: bool = False) -> Path:
+        return _gentoo(await self._machine(name, fresh=fresh))
+
+    async def _lookup(self, name: str) -> Machine | None:
+        dataset = machines.dataset(self.config, name)
+        props = await self.zfs.filesystem(dataset, [BUILD_PROPERTY, PROFILE_PROPERTY])
+        return None if props is None else _machine_of(name, dataset, props)
 
     async def _machines(self) -> dict[str, Machine]:
         """Every machine dataset below [storage] dataset.
@@ -813,16 +860,8 @@ class Manager:
         result = {}
         for dataset, props in sorted(found.items()):
             name = dataset.removeprefix(prefix)
-            if not machines.valid_name(name):
-                continue
-            build, profile = props.get(BUILD_PROPERTY, "-"), props.get(PROFILE_PROPERTY, "-")
-            result[name] = Machine(
-                name=name,
-                dataset=dataset,
-                root=Path(props["root"]) if props["root"] else None,
-                build="" if build == "-" else build,
-                profile="" if profile == "-" else profile,
-            )
+            if machines.valid_name(name):
+                result[name] = _machine_of(name, dataset, props)
         return result
 
     def _foreign_directories(self, found: dict[str, Machine]) -> list[str]:
@@ -872,6 +911,30 @@ class Manager:
 
     def _repositories(self) -> str:
         return ", ".join(str(repo) for repo in self.config.portage.repos) or "no repositories"
+
+
+def _machine_of(name: str, dataset: str, props: dict[str, str]) -> Machine:
+    build, profile = props.get(BUILD_PROPERTY, "-"), props.get(PROFILE_PROPERTY, "-")
+    return Machine(
+        name=name,
+        dataset=dataset,
+        root=Path(props["root"]) if props["root"] else None,
+        build="" if build == "-" else build,
+        profile="" if profile == "-" else profile,
+    )
+
+
+def _root(machine: Machine) -> Path:
+    if machine.root is None:
+        raise NoSuchMachine(f"dataset {machine.dataset} of machine {machine.name} is not mounted")
+    return machine.root
+
+
+def _gentoo(machine: Machine) -> Path:
+    root = _root(machine)
+    if not machines.is_gentoo(root):
+        raise NotGentoo(f"{root} has no etc/gentoo-release")
+    return root
 
 
 def _priority(line: str) -> int:

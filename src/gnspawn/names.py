@@ -35,6 +35,38 @@ class Flags(enum.IntFlag):
     """UpdateAll: do what [updates] policy says (none, check or apply)."""
 
 
+class MachineState(enum.StrEnum):
+    """What a machine is doing or how it is, as ListMachines shows it."""
+
+    READY = "ready"
+    FAILED = "failed"
+    """Its last job failed."""
+    INCOMPLETE = "incomplete"
+    """A build that did not finish; Build with RESUME continues it."""
+    FOREIGN = "foreign"
+    """Not gnspawn's, or not a Gentoo root: shown, never touched."""
+    UPDATING = "updating"
+    BUILDING = "building"
+    ROLLING_BACK = "rolling-back"
+    REMOVING = "removing"
+    PRUNING = "pruning"
+
+
+class BuildStep(enum.StrEnum):
+    """A build's steps in order; the dataset's org.gnspawn:build names the last one done."""
+
+    NONE = ""
+    CREATED = "created"
+    CONFIGURED = "configured"
+    EMERGE_NODEPS = "emerge-nodeps"
+    EMERGE = "emerge"
+    DONE = "done"
+
+    @property
+    def order(self) -> int:
+        return list(BuildStep).index(self)
+
+
 class JobType(enum.StrEnum):
     """What a job does."""
 
@@ -76,6 +108,11 @@ class Phase(enum.StrEnum):
     CONFIGURE = "configure"
     ROLLBACK = "rollback"
     CLEANUP = "cleanup"
+
+
+def shown(text: str, limit: int = 80) -> str:
+    """`text` quoted for a message, cut short: an error never echoes a huge argument back."""
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
 
 
 def job_path(job_id: int) -> str:

@@ -209,11 +209,14 @@ def resolve_profile(config: PortageConfig, profile: str) -> Path | None:
             return None
         candidates = [repo / "profiles" / path for repo in config.repos]
     for candidate in candidates:
-        if candidate.is_dir() and any(
-            (candidate / marker).exists()
-            for marker in ("parent", "make.defaults", "packages", "eapi")
-        ):
-            return candidate
+        try:
+            if candidate.is_dir() and any(
+                (candidate / marker).exists()
+                for marker in ("parent", "make.defaults", "packages", "eapi")
+            ):
+                return candidate
+        except OSError:
+            continue  # a name too long for a path is no profile either
     return None
 
 

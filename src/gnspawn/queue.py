@@ -26,6 +26,8 @@ class Queue:
         self._run = run
         self._changed = changed
         self._jobs: dict[int, Job] = {}
+        self._by_machine: dict[str, dict[int, Job]] = {}
+        """The same jobs by machine: a fleet's requests each look at their machine's only."""
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self.paused = False
 
@@ -48,17 +50,18 @@ class Queue:
     def add(self, job: Job) -> None:
         """Queue a job (ids grow, so insertion order is queue order) and start what can."""
         self._jobs[job.id] = job
+        self._by_machine.setdefault(job.machine, {})[job.id] = job
         self.schedule()
         self._changed()
 
     def busy(self, machine: str) -> bool:
         """Whether the machine has a job waiting or running."""
-        return any(job.machine == machine for job in self._jobs.values())
+        return bool(self._by_machine.get(machine))
 
     def waiting_job(self, machine: str, kind: JobType) -> Job | None:
         """The machine's job of this type that has not started yet."""
-        for job in self._jobs.values():
-            if job.machine == machine and job.type is kind and job.state is JobState.WAITING:
+        for job in self._by_machine.get(machine, {}).values():
+            if job.type is kind and job.state is JobState.WAITING:
                 return job
         return None
 
@@ -84,16 +87,23 @@ class Queue:
         self._tasks[job.id] = task
         task.add_done_callback(lambda _: self._done(job))
 
+    def _forget(self, job: Job) -> None:
+        self._jobs.pop(job.id, None)
+        jobs = self._by_machine.get(job.machine, {})
+        jobs.pop(job.id, None)
+        if not jobs:
+            self._by_machine.pop(job.machine, None)
+
     def _done(self, job: Job) -> None:
         self._tasks.pop(job.id, None)
-        self._jobs.pop(job.id, None)
+        self._forget(job)
         self.schedule()
         self._changed()
 
     def remove_waiting(self, job: Job) -> None:
         """Drop a job that has not started."""
         assert job.id not in self._tasks
-        self._jobs.pop(job.id, None)
+        self._forget(job)
         self.schedule()
         self._changed()
 

@@ -41,11 +41,22 @@ class Unavailable(Exception):
 
 
 class ServiceError(Exception):
-    """The service answered with an error."""
+    """The service answered with an error, or a unit job it ran did not succeed."""
 
-    def __init__(self, name: str, text: str) -> None:
-        super().__init__(f"{name}: {text}")
+    def __init__(self, message: str, *, name: str = "") -> None:
+        super().__init__(message)
+        # The D-Bus error name of the reply; "" when systemd answered with a job result.
         self.name = name
+
+
+class UnitJobFailed(ServiceError):
+    """systemd ended a unit job with a result other than done."""
+
+    def __init__(self, member: str, unit: str, result: str) -> None:
+        super().__init__(f"systemd's {member} job for {unit} ended with result {result}")
+        self.member = member
+        self.unit = unit
+        self.result = result
 
 
 class HostServices:
@@ -86,19 +97,24 @@ class HostServices:
     async def _unit_job(self, member: str, unit: str) -> None:
         """StartUnit/StopUnit/TryRestartUnit, waited for until systemd's job ends."""
         await self._subscribe()
-        (path,) = await self._call(SYSTEMD, member, "ss", unit, "replace")
+        try:
+            (path,) = await self._call(SYSTEMD, member, "ss", unit, "replace")
+        except ServiceError as err:
+            raise ServiceError(f"{member} {unit}: {err}", name=err.name) from err
         result = self._ended.pop(path, None)
         if result is None:
-            future = asyncio.get_running_loop().create_future()
+            future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
             self._jobs[path] = future
             try:
                 result = await asyncio.wait_for(future, self.job_timeout)
             except TimeoutError as err:
-                raise ServiceError("timeout", f"{member} {unit} did not finish") from err
+                raise ServiceError(
+                    f"systemd's {member} job for {unit} did not end within {self.job_timeout:g} s"
+                ) from err
             finally:
                 self._jobs.pop(path, None)
         if result != "done":
-            raise ServiceError(str(result), f"{member} {unit}: {result}")
+            raise UnitJobFailed(member, unit, result)
 
     async def unit_active(self, unit: str) -> bool:
         """Whether systemd has the unit active; False without systemd."""
@@ -125,16 +141,22 @@ class HostServices:
 
     @contextlib.asynccontextmanager
     async def stopped(self, unit: str) -> AsyncIterator[bool]:
-        """Stop the unit for the body if it is active, start it again after; yields
-        whether it was active."""
-        active = await self.unit_active(unit)
-        if active:
-            await self._unit_job("StopUnit", unit)
+        """Stop an active unit for the body and start it again after; yields whether it was."""
+        if not await self.unit_active(unit):
+            yield False
+            return
+        # A failed stop raises here, before the body could change what the unit runs on.
+        await self._unit_job("StopUnit", unit)
         try:
-            yield active
-        finally:
-            if active:
+            yield True
+        except BaseException:
+            # The body's error is the one to report; the unit is started again all the same.
+            try:
                 await self._unit_job("StartUnit", unit)
+            except (ServiceError, Unavailable) as err:
+                log.warning("starting %s again failed: %s", unit, err)
+            raise
+        await self._unit_job("StartUnit", unit)
 
     async def _call(
         self, target: tuple[str, str, str], member: str, signature: str = "", *body: Any
@@ -157,7 +179,8 @@ class HostServices:
             text = str(reply.body[0]) if reply.body else ""
             if reply.error_name in _ABSENT:
                 raise Unavailable(f"{destination} is not on the bus")
-            raise ServiceError(reply.error_name or "", text)
+            name = reply.error_name or ""
+            raise ServiceError(f"{name}: {text}", name=name)
         return list(reply.body)
 
     async def machine_running(self, name: str) -> bool:
@@ -172,8 +195,12 @@ class HostServices:
             raise
         return True
 
+    async def start(self, unit: str) -> None:
+        """Start the unit, waited for until the start job ends."""
+        await self._unit_job("StartUnit", unit)
+
     async def enable_and_start(self, unit: str) -> None:
-        """`systemctl enable --now UNIT`: raises Unavailable when systemd is not on the bus."""
+        """`systemctl enable --now UNIT`, waited for until the start job ends."""
         await self._call(SYSTEMD, "EnableUnitFiles", "asbb", [unit], False, False)
         await self._call(SYSTEMD, "Reload")
-        await self._call(SYSTEMD, "StartUnit", "ss", unit, "replace")
+        await self._unit_job("StartUnit", unit)

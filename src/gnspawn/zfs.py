@@ -54,11 +54,19 @@ class Zfs:
         return [line.split("\t") for line in out.splitlines() if line]
 
     async def exists(self, dataset: str) -> bool:
-        """Whether the dataset (or snapshot) exists."""
+        """Whether the dataset (or snapshot) exists; any other failure of zfs raises.
+
+        The zfs command exits 1 for every failure: its message is the only thing that
+        tells a missing dataset from a pool that cannot be read.
+        """
         try:
             await run([self.command, "list", "-H", "-o", "name", "--", dataset])
-        except CommandFailed:
-            return False
+        except CommandFailed as err:
+            if "does not exist" in err.output:
+                return False
+            raise StorageFailed(err.message) from err
+        except OSError as err:
+            raise StorageFailed(f"cannot run {self.command}: {err.strerror}") from err
         return True
 
     async def create(self, dataset: str, mountpoint: Path, properties: dict[str, str]) -> None:
@@ -101,6 +109,37 @@ class Zfs:
             values["root"] = values["mountpoint"] if mounted else ""
             result[name] = values
         return result
+
+    async def filesystem(self, dataset: str, properties: Sequence[str]) -> dict[str, str] | None:
+        """One filesystem's properties as `machines` gives them, None when it does not
+        exist: one zfs call on that dataset alone."""
+        wanted = ["type", "mountpoint", "mounted", *properties]
+        try:
+            out = await run(
+                [
+                    self.command,
+                    "get",
+                    "-H",
+                    "-p",
+                    "-o",
+                    "property,value",
+                    ",".join(wanted),
+                    "--",
+                    dataset,
+                ]
+            )
+        except CommandFailed as err:
+            if "does not exist" in err.output:
+                return None
+            raise StorageFailed(err.message) from err
+        except OSError as err:
+            raise StorageFailed(f"cannot run {self.command}: {err.strerror}") from err
+        values = dict(line.split("\t", 1) for line in out.splitlines() if line)
+        if values.get("type") != "filesystem":
+            return None
+        mounted = values.get("mounted") == "yes" and values.get("mountpoint", "").startswith("/")
+        values["root"] = values["mountpoint"] if mounted else ""
+        return values
 
     async def snapshot(self, dataset: str, name: str, *, job: int) -> Snapshot:
         """Take `dataset@name`, tagged with the job that took it."""

@@ -8,6 +8,7 @@ from dbus_fast.aio import MessageBus
 
 from gnspawn.bus.auth import Authority
 from gnspawn.bus.objects import JobInterface, MachineInterface, ManagerInterface
+from gnspawn.bus.signatures import SignatureCheck
 from gnspawn.errors import GnspawnError
 from gnspawn.jobs import Job
 from gnspawn.machines import MachineInfo
@@ -23,6 +24,8 @@ class BusService:
     def __init__(self, bus: MessageBus) -> None:
         self.bus = bus
         self.authority = Authority(bus)
+        self.signatures = SignatureCheck()
+        bus.add_message_handler(self.signatures)
         self._jobs: dict[int, JobInterface] = {}
         self._machines: dict[str, MachineInterface] = {}
         self._refresh: asyncio.Task[None] | None = None
@@ -32,6 +35,7 @@ class BusService:
     def attach(self, manager: Manager) -> None:
         self._manager = manager
         self._interface = ManagerInterface(manager, self.authority, self)
+        self.signatures.learn(self._interface)
         self.bus.export(MANAGER_PATH, self._interface)
         manager.on_queue_changed = self._queue_changed
 
@@ -50,6 +54,7 @@ class BusService:
         for path, info in current.items():
             if (interface := self._machines.get(path)) is None:
                 self._machines[path] = interface = MachineInterface(info)
+                self.signatures.learn(interface)
                 self.bus.export(path, interface)
             else:
                 interface.update(info)
@@ -78,6 +83,7 @@ class BusService:
         if (interface := self._jobs.get(job.id)) is None:
             assert self._manager is not None
             interface = JobInterface(job, self._manager, self.authority)
+            self.signatures.learn(interface)
             self.bus.export(job_path(job.id), interface)
             self._jobs[job.id] = interface
         return interface
