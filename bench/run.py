@@ -23,6 +23,7 @@ from pathlib import Path
 
 from basics import bus_latency, job_overhead, snapshot_cost
 from common import HEADER, REPO
+from confinement import sandbox_cost
 from fleet import MACHINES, fleet
 from footprint import footprint
 from load import bus_latency_under_load
@@ -52,7 +53,7 @@ def run_fleet(bed: Testbed, report: Report) -> None:
 def run_basics(bed: Testbed, report: Report) -> None:
     bed.seed("web")
     overhead = job_overhead(bed)  # also leaves jobs to read properties of
-    report.rows += [snapshot_cost(bed), *bus_latency(), overhead]
+    report.rows += [snapshot_cost(bed), *bus_latency(), overhead, sandbox_cost(bed)]
 
 
 def run_logs(bed: Testbed, report: Report) -> None:

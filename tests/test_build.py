@@ -9,8 +9,6 @@ from pathlib import Path
 from helpers import busctl, call, gnctl, job_string, queued, snapshots, wait_job
 from testbed import Testbed, wait_for, zfs
 
-FLAKY = Path("/run/gnspawn-demo-flaky")
-
 
 def machine_property(name: str, prop: str) -> str:
     return busctl(
@@ -104,11 +102,14 @@ def test_build_refuses_what_exists_and_unknown_profiles_creating_nothing(daemon:
 
 
 def test_a_failed_step_leaves_an_incomplete_machine_that_resume_finishes(daemon: Testbed) -> None:
-    FLAKY.touch()
+    # The switch lies in the repository: what emerge runs sees it through its sandbox.
+    flaky = daemon.repo / "sys-apps/flaky/files/fail"
+    flaky.parent.mkdir(exist_ok=True)
+    flaky.touch()
     try:
         failed = gnctl("build", "c2", "--profile", "default/flaky")
     finally:
-        FLAKY.unlink()
+        flaky.unlink()
 
     assert failed.returncode == 1
     assert "sys-apps/flaky-1 failed (compile phase)" in failed.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shlex
 import signal
 from typing import Any
 
@@ -15,6 +16,7 @@ from helpers import (
     build_with_a_job_waiting,
     busctl,
     call,
+    gnctl,
     gnspawn_processes,
     hello_version,
     job_property,
@@ -162,3 +164,38 @@ def test_a_killed_daemon_is_recovered_at_the_next_start(daemon: Testbed) -> None
     assert job_property(jobs.running, "RolledBack") == "b true"
     assert tree_hash(jobs.slow) == jobs.before
     assert wait_job(jobs.waiting) == "done", job_string(jobs.waiting, "Error")
+
+
+def test_machine_objects_agree_with_list_machines_after_jobs_end_together(
+    daemon: Testbed,
+) -> None:
+    # Short jobs ending close together: each end asks for the machines to be looked at
+    # again while another look may be running. None of those requests may be lost.
+    names = ("m0", "m1")
+    for name in names:
+        daemon.seed(name)
+
+    def listed() -> dict[str, str]:
+        fields = shlex.split(call("ListMachines").stdout)[2:]
+        return {fields[i]: fields[i + 1] for i in range(0, len(fields), 5)}
+
+    def shown() -> dict[str, str]:
+        return {name: machine_state(name) for name in names}
+
+    for _ in range(9):
+        result = gnctl("update", "--all", "--pretend", "-q")
+        assert result.returncode == 0, result.stderr
+        wait_until(lambda: listed() == shown(), "Machine objects to match ListMachines", 10)
+        assert set(listed().values()) <= {"ready"}, listed()
+
+
+def machine_state(name: str) -> str:
+    out = busctl(
+        "get-property",
+        "org.gnspawn1",
+        f"/org/gnspawn1/machine/{name}",
+        "org.gnspawn1.Machine",
+        "State",
+    ).stdout.strip()
+    assert out.startswith('s "'), out
+    return out[3:-1]

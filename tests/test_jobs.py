@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gnspawn.jobs import Job, JobStore, StoreError, now_usec
+from gnspawn.jobs.record import Job, now_usec
+from gnspawn.jobs.store import JobStore, StoreError
 from gnspawn.names import Flags, JobResult, JobState, JobType, Phase
 
 

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from gnspawn import errors
 from gnspawn.errors import BY_DBUS_NAME, GnspawnError, InvalidArgs, InvalidName
+from gnspawn.jobs.kinds.update import Update
 from gnspawn.machines import check_name, valid_name
 from gnspawn.manager import check_flags
 from gnspawn.names import (
@@ -181,7 +182,7 @@ def test_bus_label_escape_is_injective(a: str, b: str) -> None:
 
 @pytest.mark.parametrize("flags", [0, 1, 2, 4, 3, 5, 6, 7])
 def test_known_flags_pass(flags: int) -> None:
-    checked = check_flags(flags)
+    checked = check_flags(flags, Update.flags)
     assert isinstance(checked, Flags)
     assert int(checked) == flags
 
@@ -195,7 +196,7 @@ def test_flag_values() -> None:
 )
 def test_unknown_flags_are_invalid_args(flags: int, unknown: int) -> None:
     with pytest.raises(InvalidArgs) as caught:
-        check_flags(flags)
+        check_flags(flags, Update.flags)
     assert str(caught.value) == f"unknown flags 0x{unknown:x}"
     assert caught.value.dbus_name == "org.freedesktop.DBus.Error.InvalidArgs"
 

@@ -74,3 +74,33 @@ def test_without_polkit_only_root_may_change(daemon: Testbed) -> None:
             error == ACCESS_DENIED + "changing machines and jobs needs root (polkit is not running)"
         )
     assert call("ListJobs").stdout.strip() == "a(ussssuo) 0"
+
+
+NO_RULE = """
+polkit.addRule(function(action, subject) {
+    if (action.id == "org.gnspawn1.manage" && subject.isInGroup("gnspawn-admins")) {
+        return polkit.Result.NO;
+    }
+});
+"""
+
+
+def test_a_polkit_no_refuses_a_group_everything_that_changes(daemon: Testbed) -> None:
+    # Not a challenge that an agent could answer: polkit says no outright, and no
+    # mutating method lets it through.
+    daemon.seed("web")
+    job = queued(call("Update", "st", "web", "0").stdout)
+    assert wait_job(job) == "done"
+    datasets = zfs("list", "-H", "-o", "name", "-r", "-t", "all", daemon.dataset)
+    jobs = call("ListJobs").stdout
+    with daemon.polkit(NO_RULE):
+        for method, *args in MUTATING:
+            error = gdbus_error(method, *args, user=GNUSER)
+            assert error == ACCESS_DENIED + "polkit: org.gnspawn1.manage not allowed for uid 1", (
+                method,
+                error,
+            )
+        cancel = gdbus(f"/org/gnspawn1/job/_{job}", "org.gnspawn1.Job.Cancel", user=GNUSER)
+        assert "polkit: org.gnspawn1.manage not allowed for uid 1" in cancel.stderr
+    assert zfs("list", "-H", "-o", "name", "-r", "-t", "all", daemon.dataset) == datasets
+    assert call("ListJobs").stdout == jobs

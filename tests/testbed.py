@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import hashlib
 import json
 import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -211,7 +213,11 @@ class Bus:
 
 def write_portage_config(root: Path, repo: Path, work: Path, name: str) -> None:
     """R/etc/portage as a container of the demo repository needs it."""
-    portage = root / "etc" / "portage"
+    write_portage_directory(root / "etc" / "portage", repo, work, name)
+
+
+def write_portage_directory(portage: Path, repo: Path, work: Path, name: str) -> None:
+    """An etc/portage directory for the demo repository, with `name`'s work directories."""
     portage.mkdir(parents=True, exist_ok=True)
     profile = portage / "make.profile"
     if profile.is_symlink() or profile.exists():
@@ -253,11 +259,13 @@ class Testbed:
         self.daemon_log = self.dir / "gnspawnd.log"
         self.notify: socket.socket | None = None
         self._started: list[object] = []
+        self.host_portage = self.dir / "host-portage"
+        self._host_portage_mount: Path | None = None
         enter_private_namespace()
         if self.repo.exists():
             shutil.rmtree(self.repo)
         shutil.copytree(DEMO_REPO, self.repo)
-        self._write_host_portage_config()
+        self._mount_host_portage_config()
         self.journal = Journald()
         self.pool = ZfsPool(self.dir)
         zfs("create", "-p", f"{POOL}/machines")
@@ -268,11 +276,23 @@ class Testbed:
     def dataset(self) -> str:
         return f"{POOL}/machines"
 
-    def _write_host_portage_config(self) -> None:
-        # Portage from PyPI reads <venv>/etc/portage even with --config-root.
-        host = Path(sys.prefix) / "etc" / "portage"
-        write_portage_config(Path(sys.prefix), self.repo, self.work, "host")
-        assert host.is_dir()
+    def _mount_host_portage_config(self) -> None:
+        """The test bed's own <venv>/etc/portage, which Portage from PyPI reads even with
+        --config-root: written in the bed's directory and bind-mounted over the venv's in
+        the private mount namespace, so that test beds running at the same time on the
+        one venv each see theirs and the venv itself stays as installed."""
+        # Its PORTAGE_TMPDIR is gnspawnd's: emerge wants the host root's to exist, and in
+        # gnspawn's sandbox only gnspawn's is there.
+        write_portage_directory(self.host_portage, self.repo, self.work, "built")
+        target = Path(sys.prefix) / "etc" / "portage"
+        target.mkdir(parents=True, exist_ok=True)  # the mount point; the venv has none
+        subprocess.run(["mount", "--bind", str(self.host_portage), str(target)], check=True)
+        self._host_portage_mount = target
+
+    def _unmount_host_portage_config(self) -> None:
+        if self._host_portage_mount is not None:
+            subprocess.run(["umount", str(self._host_portage_mount)], check=False)
+            self._host_portage_mount = None
 
     def write_config(self, extra: str = "", **sections: dict[str, object]) -> None:
         for sub in ("tmp/built", "logs/built"):
@@ -342,8 +362,10 @@ class Testbed:
         assert self.daemon is None
         for dataset in zfs("list", "-H", "-o", "name", "-r", "-d", "1", self.dataset).split()[1:]:
             self.remove_machine(dataset.rsplit("/", 1)[1])
-        for directory in (self.machines, self.dir / "nspawn", self.state):
+        # The binary packages too: what a test installs does not hang on what ran before.
+        for directory in (self.machines, self.dir / "nspawn", self.state, self.work / "packages"):
             shutil.rmtree(directory, ignore_errors=True)
+        (self.work / "packages").mkdir(parents=True)
         self.write_config()
 
     def remove_machine(self, name: str) -> None:
@@ -363,18 +385,27 @@ class Testbed:
 
     # --- the daemon -------------------------------------------------------------
 
-    def start_daemon(self, *args: str, wait: bool = True) -> subprocess.Popen[bytes]:
-        """gnspawnd, waited for until it says READY=1 on a notify socket of ours."""
+    def start_daemon(
+        self, *args: str, wait: bool = True, env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """gnspawnd, waited for until it says READY=1 on a notify socket of ours; `env`
+        goes into its environment over this process's (PATH, say, for a zfs of the
+        test's in front of the real one)."""
         assert self.daemon is None or self.daemon.poll() is not None
         notify_path = self.dir / "notify.sock"
         notify_path.unlink(missing_ok=True)
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         notify.bind(str(notify_path))
-        env = {**os.environ, "NOTIFY_SOCKET": str(notify_path), "PYTHONUNBUFFERED": "1"}
+        environment = {
+            **os.environ,
+            **(env or {}),
+            "NOTIFY_SOCKET": str(notify_path),
+            "PYTHONUNBUFFERED": "1",
+        }
         with self.daemon_log.open("ab") as logfile:
             self.daemon = subprocess.Popen(
                 [sys.executable, "-m", "gnspawn.daemon", "--config", str(self.config_file), *args],
-                env=env,
+                env=environment,
                 stdin=subprocess.DEVNULL,
                 stdout=logfile,
                 stderr=logfile,
@@ -506,6 +537,7 @@ class Testbed:
         for component in (self.bus, self.pool, self.journal):
             with contextlib.suppress(Exception):
                 component.stop()
+        self._unmount_host_portage_config()
 
 
 def toml_value(value: object) -> str:
@@ -523,17 +555,37 @@ def toml_value(value: object) -> str:
 
 
 def tree_hash(root: Path) -> dict[str, str]:
-    """Every file, link and directory under root with its content or target."""
+    """Every file, link and directory under root: its type and permission bits, owner,
+    extended attributes, and its content or target. Not its times: a rollback restores
+    them, but a directory's mtime also changes when a file in it is made and removed
+    again, which is no change of the tree."""
     result: dict[str, str] = {}
     for path in sorted(root.rglob("*")):
         rel = str(path.relative_to(root))
-        if path.is_symlink():
-            result[rel] = "link:" + os.readlink(path)
-        elif path.is_file():
-            result[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
-        elif path.is_dir():
-            result[rel] = "dir"
+        st = path.lstat()
+        meta = f"{st.st_mode:o} {st.st_uid}:{st.st_gid}{xattrs(path)}"
+        if stat.S_ISLNK(st.st_mode):
+            result[rel] = f"{meta} link:{os.readlink(path)}"
+        elif stat.S_ISREG(st.st_mode):
+            result[rel] = f"{meta} {hashlib.sha256(path.read_bytes()).hexdigest()}"
+        elif stat.S_ISDIR(st.st_mode):
+            result[rel] = f"{meta} dir"
+        else:
+            result[rel] = f"{meta} dev:{st.st_rdev:x}"
     return result
+
+
+def xattrs(path: Path) -> str:
+    """The extended attributes of path itself (not of a link's target), as text; none
+    where the file system has none (zfs-fuse answers ENOTSUP)."""
+    try:
+        names = sorted(os.listxattr(path, follow_symlinks=False))
+        values = [os.getxattr(path, name, follow_symlinks=False) for name in names]
+    except OSError as err:
+        if err.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+            return ""
+        raise
+    return "".join(f" {name}={value.hex()}" for name, value in zip(names, values, strict=True))
 
 
 @contextlib.contextmanager

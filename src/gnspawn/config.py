@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 import os
 import re
 import sys
@@ -74,12 +75,31 @@ class NspawnConfig:
     enable: bool = False
 
 
+class UpdatePolicy(enum.StrEnum):
+    """What a scheduled update of all machines does."""
+
+    NONE = "none"
+    CHECK = "check"
+    """Pretend, and report what is pending."""
+    APPLY = "apply"
+
+
 @dataclasses.dataclass(frozen=True)
 class UpdatesConfig:
-    policy: str = "apply"
+    policy: UpdatePolicy = UpdatePolicy.APPLY
     """What a scheduled update-all does: none, check (pretend and report) or apply."""
     restart: bool = False
     """Restart a running container whose update changed something."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SandboxConfig:
+    bwrap: str = "bwrap"
+    """bubblewrap, which confines every process that touches a machine's root."""
+    setpriv: str = "setpriv"
+    """util-linux's setpriv, which bounds the capabilities of what runs confined."""
+    hide: tuple[Path, ...] = ()
+    """More host directories the confined processes must not see."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +116,7 @@ class Config:
     jobs: JobsConfig = JobsConfig()
     nspawn: NspawnConfig = NspawnConfig()
     updates: UpdatesConfig = UpdatesConfig()
+    sandbox: SandboxConfig = SandboxConfig()
     machines: Mapping[str, MachineConfig] = dataclasses.field(default_factory=dict)
 
 
@@ -155,10 +176,10 @@ def _boolean(value: Any) -> bool:
     return value
 
 
-def _policy(value: Any) -> str:
-    if value not in ("none", "check", "apply"):
-        raise ValueError("expected one of none, check, apply")
-    return str(value)
+def _policy(value: Any) -> UpdatePolicy:
+    if value not in list(UpdatePolicy):
+        raise ValueError("expected one of " + ", ".join(UpdatePolicy))
+    return UpdatePolicy(value)
 
 
 def _strings(value: Any) -> tuple[str, ...]:
@@ -211,6 +232,7 @@ SETTINGS: dict[str, dict[str, Converter]] = {
         "enable": _boolean,
     },
     "updates": {"policy": _policy, "restart": _boolean},
+    "sandbox": {"bwrap": _nonempty, "setpriv": _nonempty, "hide": _paths},
 }
 MACHINE_SETTINGS: dict[str, Converter] = {"profile": _nonempty}
 SECTIONS: dict[str, type[Any]] = {
@@ -220,6 +242,7 @@ SECTIONS: dict[str, type[Any]] = {
     "jobs": JobsConfig,
     "nspawn": NspawnConfig,
     "updates": UpdatesConfig,
+    "sandbox": SandboxConfig,
 }
 
 

@@ -18,7 +18,7 @@ from gnspawn import __version__
 from gnspawn import log as journal
 from gnspawn.bus.service import BusService
 from gnspawn.config import DEFAULT_PATH, Config, ConfigError, load
-from gnspawn.jobs import JobStore, StoreError
+from gnspawn.jobs.store import JobStore, StoreError
 from gnspawn.manager import Manager
 from gnspawn.names import BUS_NAME
 from gnspawn.services import HostServices

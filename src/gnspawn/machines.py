@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import NamedTuple
 
+from gnspawn import rootfs
 from gnspawn.config import Config
 from gnspawn.errors import InvalidName
 from gnspawn.names import shown
@@ -35,13 +35,13 @@ def directory(config: Config, name: str) -> Path:
 
 
 def is_gentoo(root: Path) -> bool:
-    return (root / "etc/gentoo-release").is_file()
+    return rootfs.is_file(root, "etc/gentoo-release")
 
 
 def profile_of(config: Config, root: Path) -> str:
     """The machine's profile as `eselect profile` names it, or the link's target."""
     try:
-        target = os.readlink(root / "etc/portage/make.profile")
+        target = rootfs.readlink(root, "etc/portage/make.profile")
     except OSError:
         return ""
     for repo in config.portage.repos:

@@ -8,6 +8,11 @@ from pathlib import Path
 from gnspawn.config import NspawnConfig
 
 
+def unit(name: str) -> str:
+    """The systemd unit that runs machine `name`."""
+    return f"systemd-nspawn@{name}.service"
+
+
 def settings_path(config: NspawnConfig, name: str) -> Path:
     return config.settings_directory / f"{name}.nspawn"
 

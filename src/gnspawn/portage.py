@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+from gnspawn import rootfs
 from gnspawn.config import PortageConfig
 
 _EMERGING = re.compile(
@@ -248,14 +249,11 @@ def _quoted(value: str) -> str:
 
 def write_config(config: PortageConfig, root: Path, profile: Path) -> None:
     """R/etc/portage: settings live in files under R, since Portage ignores some
-    environment settings when ROOT is not /."""
-    etc = root / "etc" / "portage"
-    etc.mkdir(parents=True, exist_ok=True)
-    link = etc / "make.profile"
-    if link.is_symlink() or link.exists():
-        link.unlink()
-    link.symlink_to(profile)
-    (etc / "repos.conf").write_text(repos_conf(config))
-    (etc / "make.conf").write_text(make_conf(config))
+    environment settings when ROOT is not /. Written inside the root (rootfs): a
+    symlink there never leads out of it."""
+    rootfs.makedirs(root, "etc/portage")
+    rootfs.symlink(root, str(profile), "etc/portage/make.profile")
+    rootfs.write_text(root, "etc/portage/repos.conf", repos_conf(config))
+    rootfs.write_text(root, "etc/portage/make.conf", make_conf(config))
     for directory in (config.distdir, config.pkgdir):
         directory.mkdir(parents=True, exist_ok=True)

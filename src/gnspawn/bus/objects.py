@@ -16,10 +16,10 @@ from dbus_fast.service import ServiceInterface, dbus_method, dbus_property, dbus
 from gnspawn import __version__
 from gnspawn.bus.auth import Authority
 from gnspawn.bus.errors import translated, translated_now
-from gnspawn.jobs import Job
+from gnspawn.jobs.record import Job
 from gnspawn.machines import MachineInfo
 from gnspawn.manager import Manager
-from gnspawn.names import JOB_INTERFACE, MACHINE_INTERFACE, MANAGER_INTERFACE, job_path
+from gnspawn.names import JOB_INTERFACE, MACHINE_INTERFACE, MANAGER_INTERFACE, JobType, job_path
 
 READ = PropertyAccess.READ
 JobHandle = Annotated[tuple[int, str], DBusSignature("uo")]
@@ -45,7 +45,7 @@ class ManagerInterface(ServiceInterface):
     @translated
     async def Update(self, name: DBusStr, flags: DBusUInt64) -> JobHandle:
         uid = await self.authority.require_manage()
-        job = await self.manager.update(name, flags, uid=uid)
+        job = await self.manager.request(JobType.UPDATE, name, flags, uid=uid)
         return job.id, job_path(job.id)
 
     @dbus_method()
@@ -60,21 +60,21 @@ class ManagerInterface(ServiceInterface):
     @translated
     async def Build(self, name: DBusStr, profile: DBusStr, flags: DBusUInt64) -> JobHandle:
         uid = await self.authority.require_manage()
-        job = await self.manager.build(name, profile, flags, uid=uid)
+        job = await self.manager.request(JobType.BUILD, name, flags, uid=uid, argument=profile)
         return job.id, job_path(job.id)
 
     @dbus_method()
     @translated
     async def Remove(self, name: DBusStr, flags: DBusUInt64) -> JobHandle:
         uid = await self.authority.require_manage()
-        job = await self.manager.remove(name, flags, uid=uid)
+        job = await self.manager.request(JobType.REMOVE, name, flags, uid=uid)
         return job.id, job_path(job.id)
 
     @dbus_method()
     @translated
     async def Prune(self, name: DBusStr, flags: DBusUInt64) -> JobHandle:
         uid = await self.authority.require_manage()
-        job = await self.manager.prune(name, flags, uid=uid)
+        job = await self.manager.request(JobType.PRUNE, name, flags, uid=uid)
         return job.id, job_path(job.id)
 
     @dbus_method()
@@ -93,7 +93,7 @@ class ManagerInterface(ServiceInterface):
     @translated
     async def Rollback(self, name: DBusStr, snapshot: DBusStr, flags: DBusUInt64) -> JobHandle:
         uid = await self.authority.require_manage()
-        job = await self.manager.rollback(name, snapshot, flags, uid=uid)
+        job = await self.manager.request(JobType.ROLLBACK, name, flags, uid=uid, argument=snapshot)
         return job.id, job_path(job.id)
 
     @dbus_method()

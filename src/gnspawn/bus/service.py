@@ -10,9 +10,10 @@ from gnspawn.bus.auth import Authority
 from gnspawn.bus.objects import JobInterface, MachineInterface, ManagerInterface
 from gnspawn.bus.signatures import SignatureCheck
 from gnspawn.errors import GnspawnError
-from gnspawn.jobs import Job
+from gnspawn.jobs.record import Job
+from gnspawn.jobs.recorder import HISTORY_SHOWN
 from gnspawn.machines import MachineInfo
-from gnspawn.manager import HISTORY_SHOWN, Manager
+from gnspawn.manager import Manager
 from gnspawn.names import MANAGER_PATH, job_path
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ class BusService:
         self._jobs: dict[int, JobInterface] = {}
         self._machines: dict[str, MachineInterface] = {}
         self._refresh: asyncio.Task[None] | None = None
+        self._refresh_again = False
         self._manager: Manager | None = None
         self._interface: ManagerInterface | None = None
 
@@ -66,16 +68,23 @@ class BusService:
             await asyncio.wait([self._refresh])
 
     def _refresh_machines(self) -> None:
-        """Look at the machines again soon (after a job changed them), once at a time."""
+        """Look at the machines again soon (after a job changed them), once at a time.
+
+        A request that comes while a look runs is not lost: the look that runs may have
+        read the state before the change, so another one follows it.
+        """
+        self._refresh_again = True
         if self._refresh is not None and not self._refresh.done():
             return
 
         async def refresh() -> None:
             assert self._manager is not None
-            try:
-                self.show_machines(await self._manager.list_machines())
-            except GnspawnError as err:
-                log.warning("cannot list machines: %s", err)
+            while self._refresh_again:
+                self._refresh_again = False
+                try:
+                    self.show_machines(await self._manager.list_machines())
+                except GnspawnError as err:
+                    log.warning("cannot list machines: %s", err)
 
         self._refresh = asyncio.get_running_loop().create_task(refresh())
 

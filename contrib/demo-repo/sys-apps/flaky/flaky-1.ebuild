@@ -1,4 +1,4 @@
-# Fails to build while /run/gnspawn-demo-flaky exists: a build step that fails once.
+# Fails to build while files/fail exists beside this ebuild: a build step that fails once.
 EAPI=8
 DESCRIPTION="A package whose build fails on demand"
 SLOT="0"
@@ -6,7 +6,7 @@ KEYWORDS="amd64"
 S=${WORKDIR}
 
 src_compile() {
-	[[ -e /run/gnspawn-demo-flaky ]] && die "flaky on purpose (/run/gnspawn-demo-flaky exists)"
+	[[ -e ${FILESDIR}/fail ]] && die "flaky on purpose (${FILESDIR}/fail exists)"
 	echo ok > flaky.txt || die
 }
 

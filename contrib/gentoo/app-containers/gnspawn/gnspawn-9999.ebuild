@@ -18,13 +18,15 @@ SLOT="0"
 # The tests start zfs-fuse, dbus-daemon, journald and polkitd as root.
 RESTRICT="test"
 
-# gnspawnd runs zfs, emerge and systemd-nspawn as commands and asks systemd,
-# machined and polkit over the system bus.
+# gnspawnd runs zfs, emerge (under bwrap and setpriv) and systemd-nspawn as
+# commands and asks systemd, machined and polkit over the system bus.
 RDEPEND="
 	dev-python/dbus-fast[${PYTHON_USEDEP}]
 	dev-python/python-systemd[${PYTHON_USEDEP}]
+	sys-apps/bubblewrap
 	sys-apps/portage
 	sys-apps/systemd
+	sys-apps/util-linux
 	sys-auth/polkit
 	sys-fs/zfs
 "

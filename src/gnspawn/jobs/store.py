@@ -1,77 +1,16 @@
-"""Jobs: the record of one queued piece of work, and the SQLite table that keeps them."""
+"""The SQLite table of jobs: written before a call returns, read back after a restart."""
 
 from __future__ import annotations
 
 import dataclasses
 import sqlite3
-import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from gnspawn.jobs.record import Job
 from gnspawn.names import Flags, JobResult, JobState, JobType, Phase
 
-
-def now_usec() -> int:
-    return time.time_ns() // 1000
-
-
-@dataclasses.dataclass(eq=False)
-class Job:
-    """One job; its fields are the Job object's properties on the bus."""
-
-    id: int
-    type: JobType
-    machine: str
-    flags: Flags
-    initiator_uid: int
-    created_usec: int
-    argument: str = ""
-    """What the job works towards: the profile of a build, the snapshot of a rollback."""
-    state: JobState = JobState.WAITING
-    result: JobResult = JobResult.NONE
-    phase: Phase = Phase.QUEUED
-    progress: int = 0
-    packages_done: int = 0
-    packages_total: int = 0
-    current_package: str = ""
-    snapshot: str = ""
-    rolled_back: bool = False
-    error: str = ""
-    started_usec: int = 0
-    finished_usec: int = 0
-    unit_stopped: bool = False
-    """A rollback stopped the machine's unit and must start it again, even after a crash."""
-    follows: int = 0
-    """A job that must end before this one starts (a fleet's first build of a profile)."""
-
-    @property
-    def active(self) -> bool:
-        return self.state is not JobState.FINISHED
-
-
-PROPERTY_NAMES: dict[str, str] = {
-    "id": "Id",
-    "type": "Type",
-    "machine": "Machine",
-    "state": "State",
-    "result": "Result",
-    "phase": "Phase",
-    "progress": "Progress",
-    "packages_done": "PackagesDone",
-    "packages_total": "PackagesTotal",
-    "current_package": "CurrentPackage",
-    "snapshot": "Snapshot",
-    "rolled_back": "RolledBack",
-    "error": "Error",
-    "created_usec": "CreatedUSec",
-    "started_usec": "StartedUSec",
-    "finished_usec": "FinishedUSec",
-    "initiator_uid": "InitiatorUID",
-}
-"""Job fields as bus properties; the other fields stay inside the daemon."""
-
-_FIELDS = [f.name for f in dataclasses.fields(Job)]
 _SCHEMA_VERSION = 3
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (

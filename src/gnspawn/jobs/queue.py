@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from gnspawn.jobs import Job
+from gnspawn.jobs.record import Job
 from gnspawn.names import JobState, JobType
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,72 @@
+"""emerge for a job: its output to the journal and the bus, its progress to the job."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+
+from gnspawn import log as journal
+from gnspawn import sandbox
+from gnspawn.jobs.context import Context, JobFailed, uncancellable
+from gnspawn.names import Phase
+from gnspawn.portage import Progress, emerge_argv, emerge_environment
+from gnspawn.run import CommandFailed, Process
+
+
+async def emerge(
+    ctx: Context,
+    root: Path,
+    args: Sequence[str],
+    *,
+    pretend: bool = False,
+    phase: Phase = Phase.EMERGE,
+) -> Progress:
+    """Run emerge on `root`, confined to it, streaming its output and progress;
+    JobFailed if it fails."""
+    ctx.change(phase=phase)
+    config = ctx.config
+    argv = emerge_argv(config.portage, root, args, pretend=pretend)
+    env = {
+        **emerge_environment(config.portage, job=ctx.job.id, tag=ctx.tag),
+        **sandbox.directories(config),
+    }
+    ctx.log(journal.INFO, "running " + " ".join(argv))
+    tmpdir = sandbox.make_job_tmpdir(config, ctx.job.id)
+    confined = sandbox.confine(argv, config=config, root=root, tmpdir=tmpdir)
+    proc = Process(confined, env=env, stop_timeout=config.jobs.stop_timeout, tag=ctx.tag)
+    progress = Progress()
+    try:
+        await proc.start()
+    except OSError as err:
+        sandbox.remove_job_tmpdir(config, ctx.job.id)
+        raise JobFailed(f"cannot run {confined[0]}: {err.strerror}") from err
+    try:
+        async for line in proc.lines():
+            ctx.log(_priority(line), line)
+            if journal.backlog():
+                await journal.drained()
+            if progress.feed(line):
+                ctx.change(
+                    progress=progress.percent,
+                    packages_done=progress.done,
+                    packages_total=progress.total,
+                    current_package=progress.current,
+                )
+        await proc.wait()
+    except CommandFailed as err:
+        raise JobFailed(progress.failure(err.message)) from err
+    except BaseException:
+        await uncancellable(proc.stop())
+        raise
+    finally:
+        await uncancellable(asyncio.to_thread(sandbox.remove_job_tmpdir, config, ctx.job.id))
+    return progress
+
+
+def _priority(line: str) -> int:
+    if line.startswith((" * ERROR", "!!! ", ">>> Failed")):
+        return journal.ERR
+    if line.startswith((" * WARNING", " * QA")):
+        return journal.WARNING
+    return journal.INFO

@@ -1,0 +1,57 @@
+"""Update: emerge the machine's update in a snapshot, rolled back if it fails."""
+
+from __future__ import annotations
+
+from gnspawn import log as journal
+from gnspawn.inventory import gentoo_root
+from gnspawn.jobs import snapshots
+from gnspawn.jobs.context import Context, Host, Kind, Request
+from gnspawn.jobs.emerge import emerge
+from gnspawn.names import Flags, JobResult, JobType, MachineState, Phase
+
+
+class Update(Kind):
+    type = JobType.UPDATE
+    flags = Flags.FAIL_IF_BUSY | Flags.KEEP_FAILED | Flags.PRETEND
+    cancellable = True
+    state = MachineState.UPDATING
+    joins_waiting = True
+
+    async def check(self, host: Host, request: Request) -> str:
+        gentoo_root(request.machine or await host.inventory.machine(request.name))
+        return ""
+
+    async def run(self, ctx: Context) -> JobResult:
+        machine = await ctx.host.inventory.machine(ctx.job.machine, fresh=True)
+        root = gentoo_root(machine)
+        args = ctx.config.portage.update_args
+        if Flags.PRETEND in ctx.job.flags:
+            progress = await emerge(ctx, root, args, pretend=True)
+            if not progress.pending:
+                ctx.log(journal.INFO, "nothing pending")
+                return JobResult.SKIPPED
+            pending = f"{len(progress.pending)} packages pending: " + " ".join(progress.pending)
+            ctx.log(journal.NOTICE, pending)
+            ctx.change(error=pending)
+            return JobResult.DONE
+        async with snapshots.protected(ctx, machine.dataset) as snapshot:
+            progress = await emerge(ctx, root, args)
+        if progress.nothing_to_merge and progress.done == 0:
+            # Nothing changed: a snapshot equal to the dataset would only push real
+            # restore points out of retention.
+            await ctx.zfs.destroy(snapshot.full_name)
+            ctx.change(snapshot="")
+            return JobResult.SKIPPED
+        ctx.change(phase=Phase.CLEANUP)
+        await snapshots.prune(ctx, machine.dataset)
+        if ctx.config.updates.restart:
+            await ctx.unit_job(
+                ctx.host.services.try_restart,
+                done="restarted {unit} if it was running",
+                unavailable="not restarting {unit}: {err}",
+                failed="updated, but restarting {unit} failed: {err}",
+            )
+        return JobResult.DONE
+
+    async def recover(self, ctx: Context) -> tuple[JobResult, str]:
+        return await snapshots.undo_interrupted(ctx)

@@ -1,0 +1,63 @@
+"""A job from start to end, and a job the last daemon left running, whatever happens."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from gnspawn import log as journal
+from gnspawn import sandbox
+from gnspawn.errors import GnspawnError
+from gnspawn.jobs.context import Context, JobFailed
+from gnspawn.jobs.kinds import KINDS
+from gnspawn.jobs.record import now_usec
+from gnspawn.names import JobResult, JobState, Phase
+from gnspawn.run import kill_tagged
+
+log = logging.getLogger(__name__)
+
+
+async def run(ctx: Context, cancel_reasons: dict[int, str]) -> None:
+    """Run the job and record how it ended; a cancel's reason is taken from `cancel_reasons`."""
+    job = ctx.job
+    ctx.change(state=JobState.RUNNING, started_usec=now_usec())
+    try:
+        result = await KINDS[job.type].run(ctx)
+        error = job.error  # a kind may explain a success (what a check found)
+    except asyncio.CancelledError:
+        result, error = JobResult.CANCELED, cancel_reasons.pop(job.id, "canceled")
+    except GnspawnError as err:
+        result, error = JobResult.FAILED, str(err)
+    except Exception as err:
+        log.exception("job %d failed unexpectedly", job.id)
+        result, error = JobResult.FAILED, f"internal error: {err}"
+    ctx.host.recorder.finish(job, result, error)
+
+
+async def recover(ctx: Context) -> None:
+    """Finish or undo what a dead daemon left of the job.
+
+    Never raises: a recovery that cannot complete fails the job with the reason, and
+    the daemon starts all the same.
+    """
+    job = ctx.job
+    fields = journal.fields(job.id, job.machine, Phase.ROLLBACK)
+    log.warning(
+        "job %d (%s of %s) was interrupted, recovering", job.id, job.type, job.machine, extra=fields
+    )
+    try:
+        # The emerge died with the daemon (PR_SET_PDEATHSIG); its children may not
+        # have: every process started for the job carries the job's tag.
+        if not await kill_tagged(ctx.tag):
+            raise JobFailed(
+                f"processes of job {job.id} survive SIGKILL; nothing was rolled back under them"
+            )
+        sandbox.remove_job_tmpdir(ctx.config, job.id)
+        result, error = await KINDS[job.type].recover(ctx)
+    except GnspawnError as err:
+        result, error = JobResult.FAILED, f"interrupted; recovery failed: {err}"
+        log.error("job %d: %s", job.id, error, extra=fields)
+    except Exception as err:
+        log.exception("job %d: recovery failed unexpectedly", job.id, extra=fields)
+        result, error = JobResult.FAILED, f"interrupted; recovery failed: internal error: {err}"
+    ctx.host.recorder.finish(job, result, error)

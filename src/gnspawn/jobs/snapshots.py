@@ -1,0 +1,130 @@
+"""Snapshots around jobs: the protected envelope, rollback, failed copies and retention."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from gnspawn import log as journal
+from gnspawn import machines
+from gnspawn.errors import NoSuchSnapshot, SnapshotProtected, StorageFailed
+from gnspawn.jobs import retention
+from gnspawn.jobs.context import Context, Host, uncancellable
+from gnspawn.names import SNAPSHOT_PREFIX, Flags, JobResult, JobType, Phase, shown
+from gnspawn.zfs import Snapshot, Zfs
+
+
+@contextlib.asynccontextmanager
+async def protected(ctx: Context, dataset: str, step: str = "pre") -> AsyncIterator[Snapshot]:
+    """Snapshot before the body; roll back to it if the body raises, cancellation included."""
+    job = ctx.job
+    ctx.change(phase=Phase.SNAPSHOT)
+    snapshot = await ctx.zfs.snapshot(dataset, f"{SNAPSHOT_PREFIX}{job.id}-{step}", job=job.id)
+    ctx.change(snapshot=snapshot.full_name)
+    ctx.log(journal.NOTICE, f"snapshot {snapshot.full_name} taken")
+    try:
+        yield snapshot
+    except BaseException as err:
+        await uncancellable(_undo(ctx, dataset, snapshot, err))
+        raise
+
+
+async def _undo(ctx: Context, dataset: str, snapshot: Snapshot, err: BaseException) -> None:
+    ctx.change(phase=Phase.ROLLBACK)
+    why = "canceled" if isinstance(err, asyncio.CancelledError) else str(err)
+    ctx.log(journal.WARNING, f"rolling back to {snapshot.full_name}: {why}")
+    if Flags.KEEP_FAILED in ctx.job.flags:
+        await _keep_failed(ctx, dataset)
+    await rollback_to(ctx.zfs, dataset, snapshot.full_name)
+    ctx.change(rolled_back=True)
+    ctx.log(journal.NOTICE, f"rolled back to {snapshot.full_name}")
+
+
+async def _keep_failed(ctx: Context, dataset: str) -> None:
+    """Copy the failed state aside: a snapshot newer than the target cannot survive rollback."""
+    job_id = ctx.job.id
+    failed = await ctx.zfs.snapshot(dataset, f"{SNAPSHOT_PREFIX}{job_id}-failed", job=job_id)
+    copy = f"{dataset}:failed-{job_id}"
+    try:
+        await ctx.zfs.copy(failed.full_name, copy)
+        ctx.log(journal.NOTICE, f"failed state kept as {copy}@{failed.name}")
+    except StorageFailed as err:
+        ctx.log(journal.ERR, f"could not keep the failed state: {err}")
+
+
+async def rollback_to(zfs: Zfs, dataset: str, snapshot: str) -> None:
+    """Roll back, destroying newer gnspawn snapshots but never the admin's own."""
+    snapshots = await zfs.snapshots(dataset)
+    names = [s.full_name for s in snapshots]
+    if snapshot not in names:
+        raise NoSuchSnapshot(f"no snapshot {snapshot}")
+    newer = snapshots[names.index(snapshot) + 1 :]
+    await _check_disposable(zfs, newer)
+    await zfs.rollback(snapshot, destroy_newer=bool(newer))
+
+
+async def rollback_target(zfs: Zfs, dataset: str, snapshot: str) -> Snapshot:
+    """The snapshot a rollback request names ("" = the newest of gnspawn's), if the
+    snapshots newer than it may go."""
+    snapshots = await zfs.snapshots(dataset)
+    if not snapshot:
+        ours = [s for s in snapshots if s.job is not None]
+        if not ours:
+            raise NoSuchSnapshot(f"{dataset} has no gnspawn snapshot")
+        target = ours[-1]
+    else:
+        short = snapshot.removeprefix(dataset + "@")
+        found = [s for s in snapshots if s.name == short]
+        if "@" in short or "/" in short or not found:
+            raise NoSuchSnapshot(f"no snapshot {shown(snapshot)} of {dataset}")
+        target = found[0]
+    await _check_disposable(zfs, snapshots[snapshots.index(target) + 1 :])
+    return target
+
+
+async def _check_disposable(zfs: Zfs, snapshots: list[Snapshot]) -> None:
+    for snap in snapshots:
+        if snap.job is None:
+            raise SnapshotProtected(
+                f"{snap.full_name} is newer and not gnspawn's; destroy or rename it first"
+            )
+        if clones := await zfs.clones(snap.full_name):
+            raise SnapshotProtected(
+                f"{snap.full_name} is newer and has clones ({', '.join(clones)})"
+            )
+
+
+async def undo_interrupted(ctx: Context) -> tuple[JobResult, str]:
+    """A job that changes a root, cut short: back to the snapshot it took, if it took one."""
+    job = ctx.job
+    dataset = machines.dataset(ctx.config, job.machine)
+    snapshot = job.snapshot or f"{dataset}@{SNAPSHOT_PREFIX}{job.id}-pre"
+    if await ctx.zfs.exists(snapshot):
+        await rollback_to(ctx.zfs, dataset, snapshot)
+        ctx.change(rolled_back=True)
+    return JobResult.FAILED, "interrupted"
+
+
+def plan(host: Host, name: str, snapshots: list[Snapshot]) -> list[retention.Verdict]:
+    """Machine `name`'s snapshots with whether retention keeps each, and why."""
+    dataset = machines.dataset(host.config, name)
+    needed: dict[str, int] = {}
+    for job in host.queue.jobs:
+        if job.snapshot:
+            needed[job.snapshot] = job.id
+        if job.type is JobType.ROLLBACK and job.machine == name:
+            needed[f"{dataset}@{job.argument}"] = job.id
+    return retention.plan(snapshots, host.config.storage.keep_snapshots, needed)
+
+
+async def prune(ctx: Context, dataset: str) -> int:
+    """Destroy what retention does not keep, oldest first; how many went."""
+    verdicts = plan(ctx.host, ctx.job.machine, await ctx.zfs.snapshots(dataset))
+    gone = 0
+    for verdict in verdicts:
+        if not verdict.keep:
+            await ctx.zfs.destroy(verdict.snapshot.full_name)
+            ctx.log(journal.NOTICE, f"pruned {verdict.snapshot.full_name}: {verdict.reason}")
+            gone += 1
+    return gone
