@@ -122,7 +122,65 @@ def test_keep_failed_copies_the_failed_state_aside(daemon: Testbed) -> None:
     assert tree_hash(root) == before
     copy = f"{daemon.dataset}/db:failed-1"
     assert snapshots(copy) == [f"{copy}@gnspawn-1-failed"]
-    assert snapshots(f"{daemon.dataset}/db") == [f"{daemon.dataset}/db@gnspawn-1-pre"]
+    # The pre snapshot is the state the machine is back in: it went with the rollback.
+    assert snapshots(f"{daemon.dataset}/db") == []
+
+    # The copy is listed with the machine's snapshots, marked as what it is ...
+    listed = gnctl("snapshots", "db")
+    assert listed.returncode == 0, listed.stderr
+    line = next(line for line in listed.stdout.splitlines() if "failed-1" in line)
+    assert line.startswith("db:failed-1@gnspawn-1-failed ")
+    assert "kept: a failed state kept for inspection (KEEP_FAILED)" in line
+    # ... and gnctl prune drops it.
+    pruned = gnctl("prune", "db")
+    assert pruned.returncode == 0, pruned.stderr
+    assert copy not in zfs("list", "-H", "-o", "name", "-r", daemon.dataset).split()
+    assert tree_hash(root) == before
+
+
+def test_remove_takes_the_machines_failed_copies_with_it(daemon: Testbed) -> None:
+    daemon.seed("db", ["=app-misc/hello-1", "=app-misc/broken-1"])
+    daemon.seed("web")
+    assert gnctl("update", "--keep-failed", "-q", "db").returncode == 1
+    assert f"{daemon.dataset}/db:failed-1" in zfs("list", "-H", "-o", "name", "-r", daemon.dataset)
+
+    removed = gnctl("remove", "--verbose", "db")
+
+    assert removed.returncode == 0, removed.stderr
+    assert "destroyed the failed copy" in removed.stdout
+    assert ".nspawn" not in removed.stdout  # there was none to remove
+    left = zfs("list", "-H", "-o", "name", "-r", daemon.dataset).split()
+    assert left == [daemon.dataset, f"{daemon.dataset}/web"]
+
+
+def test_failed_updates_leave_no_snapshots_and_rollback_undoes_the_last_good_one(
+    daemon: Testbed,
+) -> None:
+    daemon.write_config(storage={"keep_snapshots": 2})
+    daemon.stop_daemon()
+    daemon.start_daemon()
+    root = daemon.seed("db", ["=app-misc/hello-1"])
+    ds = f"{daemon.dataset}/db"
+    good = queued(call("Update", "st", "db", "0").stdout)
+    assert wait_job(good) == "done"
+    after_good = tree_hash(root)
+    # broken-2 is pending now and fails every time.
+    daemon.emerge(root, "=app-misc/broken-1")
+    failing = tree_hash(root)
+    for _ in range(4):
+        job = queued(call("Update", "st", "db", "0").stdout)
+        assert wait_job(job) == "failed"
+        assert tree_hash(root) == failing
+
+    # Only the restore point of the good update is left: failures added nothing.
+    assert snapshots(ds) == [f"{ds}@gnspawn-{good}-pre"]
+    assert call("ListRetention", "s", "db").stdout.count(" true ") == 1
+
+    # The default rollback target is that restore point, not a failure's own state.
+    rollback = queued(call("Rollback", "sst", "db", "", "0").stdout)
+    assert wait_job(rollback) == "done"
+    assert hello_version(root) == "1"
+    assert tree_hash(root) != after_good
 
 
 def test_cancel_of_a_running_update_stops_emerge_and_rolls_back(daemon: Testbed) -> None:

@@ -285,7 +285,7 @@ class Testbed:
         # gnspawn's sandbox only gnspawn's is there.
         write_portage_directory(self.host_portage, self.repo, self.work, "built")
         target = Path(sys.prefix) / "etc" / "portage"
-        target.mkdir(parents=True, exist_ok=True)  # the mount point; the venv has none
+        target.mkdir(parents=True, exist_ok=True)  # the mount point: pip installs none
         subprocess.run(["mount", "--bind", str(self.host_portage), str(target)], check=True)
         self._host_portage_mount = target
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from pathlib import Path
 
 from gnspawn import machines, nspawn
@@ -19,6 +20,7 @@ from gnspawn.names import BUILD_PROPERTY, PROFILE_PROPERTY
 from gnspawn.zfs import Zfs
 
 _PROPERTIES = [BUILD_PROPERTY, PROFILE_PROPERTY]
+_FAILED_COPY = re.compile(r"(.+):failed-\d+")
 
 
 class Inventory:
@@ -29,13 +31,14 @@ class Inventory:
         self.zfs = zfs
         self._listing: asyncio.Future[dict[str, Machine]] | None = None
 
-    async def all(self) -> dict[str, Machine]:
+    async def all(self, *, fresh: bool = False) -> dict[str, Machine]:
         """Every machine dataset, by name.
 
         Calls that come while a listing runs share it: a burst of a thousand requests
-        costs one zfs call, not a thousand.
+        costs one zfs call, not a thousand. `fresh` starts a listing of its own, for a
+        job that must see what the jobs before it made.
         """
-        if self._listing is None or self._listing.done():
+        if fresh or self._listing is None or self._listing.done():
             self._listing = asyncio.ensure_future(self._list())
         return await asyncio.shield(self._listing)
 
@@ -48,10 +51,12 @@ class Inventory:
             machine = None if props is None else _machine_of(name, dataset, props)
         else:
             machine = (await self.all()).get(name)
-        if machine is None:
-            dataset = machines.dataset(self.config, name)
-            raise NoSuchMachine(f"no machine {name} (no dataset {dataset})")
-        return machine
+        return _found(self.config, name, machine)
+
+    async def listed(self, name: str) -> Machine:
+        """The machine with its failed copies, from a listing of its own: for a job that
+        must see what the jobs before it made."""
+        return _found(self.config, name, (await self.all(fresh=True)).get(name))
 
     async def dataset(self, name: str, *, fresh: bool = False) -> str:
         return (await self.machine(name, fresh=fresh)).dataset
@@ -87,10 +92,16 @@ class Inventory:
         found = await self.zfs.machines(parent, _PROPERTIES)
         prefix = parent + "/"
         result = {}
+        copies: dict[str, list[str]] = {}
         for dataset, props in sorted(found.items()):
             name = dataset.removeprefix(prefix)
             if machines.valid_name(name):
                 result[name] = _machine_of(name, dataset, props)
+            elif match := _FAILED_COPY.fullmatch(name):
+                copies.setdefault(match.group(1), []).append(dataset)
+        for name, datasets in copies.items():
+            if name in result:
+                result[name] = result[name]._replace(failed_copies=tuple(datasets))
         return result
 
     def _foreign_directories(self, found: dict[str, Machine]) -> list[str]:
@@ -104,6 +115,12 @@ class Inventory:
             for entry in entries
             if entry.name not in found and machines.valid_name(entry.name) and entry.is_dir()
         ]
+
+
+def _found(config: Config, name: str, machine: Machine | None) -> Machine:
+    if machine is None:
+        raise NoSuchMachine(f"no machine {name} (no dataset {machines.dataset(config, name)})")
+    return machine
 
 
 def _machine_of(name: str, dataset: str, props: dict[str, str]) -> Machine:

@@ -62,6 +62,13 @@ class Machine(NamedTuple):
     build: str
     """The last build step gnspawn finished; empty when gnspawn did not build it."""
     profile: str
+    failed_copies: tuple[str, ...] = ()
+    """Datasets NAME:failed-ID that KEEP_FAILED made: failed states kept for inspection."""
+
+
+def failed_copy(dataset: str, job: int) -> str:
+    """The dataset a failed state of `dataset` is copied to (KEEP_FAILED)."""
+    return f"{dataset}:failed-{job}"
 
 
 class MachineInfo(NamedTuple):

@@ -236,7 +236,9 @@ class Manager:
 
     async def list_snapshots(self, name: str) -> list[SnapshotInfo]:
         machines.check_name(name)
-        found = await self.host.zfs.snapshots(await self.inventory.dataset(name))
+        machine = await self.inventory.machine(name)
+        found = await self.host.zfs.snapshots(machine.dataset)
+        found += await snapshots.failed_copies(self.host.zfs, machine)
         types = self.recorder.store.types(s.job for s in found if s.job is not None)
         return [
             SnapshotInfo(s.name, s.created_usec, s.used, s.job or 0, types.get(s.job or 0, ""))
@@ -246,8 +248,10 @@ class Manager:
     async def retention_plan(self, name: str) -> list[Verdict]:
         """The machine's snapshots with whether retention keeps each, and why."""
         machines.check_name(name)
-        dataset = await self.inventory.dataset(name)
-        return snapshots.plan(self.host, name, await self.host.zfs.snapshots(dataset))
+        machine = await self.inventory.machine(name)
+        plan = snapshots.plan(self.host, name, await self.host.zfs.snapshots(machine.dataset))
+        copies = await snapshots.failed_copies(self.host.zfs, machine)
+        return [*plan, *(Verdict(s, True, snapshots.FAILED_COPY_VERDICT) for s in copies)]
 
     def list_profiles(self) -> list[Profile]:
         return portage.profiles(self.config.portage)

@@ -269,14 +269,45 @@ def tagged(tag: str) -> list[int]:
 
 
 async def kill_tagged(tag: str, rounds: int = 200) -> bool:
-    """SIGKILL every process tagged `tag` until none is left; False if some survive
-    `rounds` tries 50 ms apart."""
+    """SIGKILL every process tagged `tag` until none is left, nor any process in a PID
+    namespace of theirs; False if some survive `rounds` tries 50 ms apart.
+
+    Portage runs some ebuild phases with a filtered environment, without the tag; they
+    live in the PID namespace of the sandbox the tagged processes made, and go with it.
+    """
+    namespaces: set[str] = set()
     for _ in range(rounds):
         pids = tagged(tag)
+        namespaces |= _pid_namespaces(pids)
+        pids += _in_namespaces(namespaces)
         if not pids:
             return True
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         await asyncio.sleep(0.05)
-    return not tagged(tag)
+    return not tagged(tag) and not _in_namespaces(namespaces)
+
+
+def _pid_namespaces(pids: list[int]) -> set[str]:
+    """The PID namespaces of these processes that are not ours."""
+    own = os.readlink("/proc/self/ns/pid")
+    found = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            namespace = os.readlink(f"/proc/{pid}/ns/pid")
+            if namespace != own:
+                found.add(namespace)
+    return found
+
+
+def _in_namespaces(namespaces: set[str]) -> list[int]:
+    if not namespaces:
+        return []
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{entry.name}/ns/pid") in namespaces:
+                    found.append(int(entry.name))
+    return found

@@ -11,13 +11,20 @@ from gnspawn import machines
 from gnspawn.errors import NoSuchSnapshot, SnapshotProtected, StorageFailed
 from gnspawn.jobs import retention
 from gnspawn.jobs.context import Context, Host, uncancellable
+from gnspawn.machines import Machine
 from gnspawn.names import SNAPSHOT_PREFIX, Flags, JobResult, JobType, Phase, shown
 from gnspawn.zfs import Snapshot, Zfs
 
 
 @contextlib.asynccontextmanager
-async def protected(ctx: Context, dataset: str, step: str = "pre") -> AsyncIterator[Snapshot]:
-    """Snapshot before the body; roll back to it if the body raises, cancellation included."""
+async def protected(
+    ctx: Context, dataset: str, step: str = "pre", *, spent: bool = False
+) -> AsyncIterator[Snapshot]:
+    """Snapshot before the body; roll back to it if the body raises, cancellation included.
+
+    `spent`: a snapshot rolled back to is then destroyed, since it is the state the
+    machine is in again: failures do not fill retention with copies of one state.
+    """
     job = ctx.job
     ctx.change(phase=Phase.SNAPSHOT)
     snapshot = await ctx.zfs.snapshot(dataset, f"{SNAPSHOT_PREFIX}{job.id}-{step}", job=job.id)
@@ -26,11 +33,13 @@ async def protected(ctx: Context, dataset: str, step: str = "pre") -> AsyncItera
     try:
         yield snapshot
     except BaseException as err:
-        await uncancellable(_undo(ctx, dataset, snapshot, err))
+        await uncancellable(_undo(ctx, dataset, snapshot, err, spent))
         raise
 
 
-async def _undo(ctx: Context, dataset: str, snapshot: Snapshot, err: BaseException) -> None:
+async def _undo(
+    ctx: Context, dataset: str, snapshot: Snapshot, err: BaseException, spent: bool
+) -> None:
     ctx.change(phase=Phase.ROLLBACK)
     why = "canceled" if isinstance(err, asyncio.CancelledError) else str(err)
     ctx.log(journal.WARNING, f"rolling back to {snapshot.full_name}: {why}")
@@ -39,13 +48,22 @@ async def _undo(ctx: Context, dataset: str, snapshot: Snapshot, err: BaseExcepti
     await rollback_to(ctx.zfs, dataset, snapshot.full_name)
     ctx.change(rolled_back=True)
     ctx.log(journal.NOTICE, f"rolled back to {snapshot.full_name}")
+    if spent:
+        await drop_spent(ctx, snapshot.full_name)
+
+
+async def drop_spent(ctx: Context, snapshot: str) -> None:
+    """Destroy a gnspawn snapshot the machine was just rolled back to: it holds nothing
+    the dataset does not, and it must not be the next rollback's default target."""
+    await ctx.zfs.destroy(snapshot)
+    ctx.log(journal.INFO, f"destroyed {snapshot}: the machine is in that state again")
 
 
 async def _keep_failed(ctx: Context, dataset: str) -> None:
     """Copy the failed state aside: a snapshot newer than the target cannot survive rollback."""
     job_id = ctx.job.id
     failed = await ctx.zfs.snapshot(dataset, f"{SNAPSHOT_PREFIX}{job_id}-failed", job=job_id)
-    copy = f"{dataset}:failed-{job_id}"
+    copy = machines.failed_copy(dataset, job_id)
     try:
         await ctx.zfs.copy(failed.full_name, copy)
         ctx.log(journal.NOTICE, f"failed state kept as {copy}@{failed.name}")
@@ -95,14 +113,17 @@ async def _check_disposable(zfs: Zfs, snapshots: list[Snapshot]) -> None:
             )
 
 
-async def undo_interrupted(ctx: Context) -> tuple[JobResult, str]:
-    """A job that changes a root, cut short: back to the snapshot it took, if it took one."""
+async def undo_interrupted(ctx: Context, *, spent: bool = False) -> tuple[JobResult, str]:
+    """A job that changes a root, cut short: back to the snapshot it took, if it took one
+    (`spent`: then destroyed, as `protected` does)."""
     job = ctx.job
     dataset = machines.dataset(ctx.config, job.machine)
     snapshot = job.snapshot or f"{dataset}@{SNAPSHOT_PREFIX}{job.id}-pre"
     if await ctx.zfs.exists(snapshot):
         await rollback_to(ctx.zfs, dataset, snapshot)
         ctx.change(rolled_back=True)
+        if spent:
+            await drop_spent(ctx, snapshot)
     return JobResult.FAILED, "interrupted"
 
 
@@ -116,6 +137,29 @@ def plan(host: Host, name: str, snapshots: list[Snapshot]) -> list[retention.Ver
         if job.type is JobType.ROLLBACK and job.machine == name:
             needed[f"{dataset}@{job.argument}"] = job.id
     return retention.plan(snapshots, host.config.storage.keep_snapshots, needed)
+
+
+async def failed_copies(zfs: Zfs, machine: Machine) -> list[Snapshot]:
+    """The snapshots of the machine's failed copies, named as listings show them:
+    COPY@SNAPSHOT, COPY being NAME:failed-ID."""
+    found = []
+    for copy in machine.failed_copies:
+        short = copy.rsplit("/", 1)[-1]
+        found += [s._replace(name=f"{short}@{s.name}") for s in await zfs.snapshots(copy)]
+    return found
+
+
+FAILED_COPY_VERDICT = (
+    "a failed state kept for inspection (KEEP_FAILED): gnctl prune or remove destroys it"
+)
+
+
+async def drop_failed_copies(ctx: Context, copies: tuple[str, ...]) -> int:
+    """Destroy the failed states KEEP_FAILED kept; how many went."""
+    for copy in copies:
+        await uncancellable(ctx.zfs.destroy_filesystem(copy))
+        ctx.log(journal.NOTICE, f"destroyed the failed copy {copy}")
+    return len(copies)
 
 
 async def prune(ctx: Context, dataset: str) -> int:

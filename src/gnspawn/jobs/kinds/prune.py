@@ -12,9 +12,12 @@ class Prune(Kind):
     state = MachineState.PRUNING
 
     async def run(self, ctx: Context) -> JobResult:
-        dataset = await ctx.host.inventory.dataset(ctx.job.machine, fresh=True)
+        """Retention's verdicts, and the failed copies KEEP_FAILED kept."""
+        machine = await ctx.host.inventory.listed(ctx.job.machine)
         ctx.change(phase=Phase.CLEANUP)
-        return JobResult.DONE if await snapshots.prune(ctx, dataset) else JobResult.SKIPPED
+        gone = await snapshots.prune(ctx, machine.dataset)
+        gone += await snapshots.drop_failed_copies(ctx, machine.failed_copies)
+        return JobResult.DONE if gone else JobResult.SKIPPED
 
     async def recover(self, ctx: Context) -> tuple[JobResult, str]:
         # Retention decides the same way twice: what is gone already is not planned again.

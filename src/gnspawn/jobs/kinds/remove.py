@@ -7,6 +7,7 @@ import contextlib
 from gnspawn import log as journal
 from gnspawn import machines, nspawn
 from gnspawn.errors import Busy
+from gnspawn.jobs import snapshots
 from gnspawn.jobs.context import Context, Host, Kind, Request, uncancellable
 from gnspawn.names import Flags, JobResult, JobType, MachineState, Phase
 
@@ -42,6 +43,11 @@ async def _remove(ctx: Context) -> None:
         settings.unlink()
         ctx.log(journal.NOTICE, f"removed {settings}")
     dataset = machines.dataset(ctx.config, name)
+    # The failed copies first: a crash after the machine's dataset went leaves no listing
+    # that would name them.
+    found = (await ctx.host.inventory.all(fresh=True)).get(name)
+    if found is not None:
+        await snapshots.drop_failed_copies(ctx, found.failed_copies)
     if await ctx.zfs.exists(dataset):
         await uncancellable(ctx.zfs.destroy_filesystem(dataset))
         ctx.log(journal.NOTICE, f"destroyed {dataset} with its snapshots")

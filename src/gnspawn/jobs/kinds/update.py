@@ -34,7 +34,7 @@ class Update(Kind):
             ctx.log(journal.NOTICE, pending)
             ctx.change(error=pending)
             return JobResult.DONE
-        async with snapshots.protected(ctx, machine.dataset) as snapshot:
+        async with snapshots.protected(ctx, machine.dataset, spent=True) as snapshot:
             progress = await emerge(ctx, root, args)
         if progress.nothing_to_merge and progress.done == 0:
             # Nothing changed: a snapshot equal to the dataset would only push real
@@ -54,4 +54,4 @@ class Update(Kind):
         return JobResult.DONE
 
     async def recover(self, ctx: Context) -> tuple[JobResult, str]:
-        return await snapshots.undo_interrupted(ctx)
+        return await snapshots.undo_interrupted(ctx, spent=True)
