@@ -266,6 +266,7 @@ class Testbed:
             shutil.rmtree(self.repo)
         shutil.copytree(DEMO_REPO, self.repo)
         self._mount_host_portage_config()
+        self._share_machines_directory()
         self.journal = Journald()
         self.pool = ZfsPool(self.dir)
         zfs("create", "-p", f"{POOL}/machines")
@@ -288,6 +289,15 @@ class Testbed:
         target.mkdir(parents=True, exist_ok=True)  # the mount point: pip installs none
         subprocess.run(["mount", "--bind", str(self.host_portage), str(target)], check=True)
         self._host_portage_mount = target
+
+    def _share_machines_directory(self) -> None:
+        """The machines directory as a shared mount, as systemd makes every mount: the
+        mounts of the datasets below it are then copied into a sandbox as slaves, and a
+        dataset unmounted here (to be destroyed) is unmounted there too."""
+        self.machines.mkdir(parents=True, exist_ok=True)
+        machines = str(self.machines)
+        subprocess.run(["mount", "--bind", machines, machines], check=True)
+        subprocess.run(["mount", "--make-rshared", machines], check=True)
 
     def _unmount_host_portage_config(self) -> None:
         if self._host_portage_mount is not None:
@@ -538,6 +548,7 @@ class Testbed:
             with contextlib.suppress(Exception):
                 component.stop()
         self._unmount_host_portage_config()
+        subprocess.run(["umount", "--recursive", str(self.machines)], check=False)
 
 
 def toml_value(value: object) -> str:
