@@ -24,9 +24,9 @@ def add_finished_jobs(bed: Testbed, count: int) -> None:
         db.executemany(
             "INSERT INTO jobs (type, machine, flags, initiator_uid, created_usec, argument, "
             "state, result, phase, progress, packages_done, packages_total, current_package, "
-            "snapshot, rolled_back, error, started_usec, finished_usec, pid) VALUES "
+            "snapshot, rolled_back, error, started_usec, finished_usec) VALUES "
             "('update', 'web', 0, 0, ?, '', 'finished', 'done', 'cleanup', 100, 1, 1, '', "
-            "?, 0, '', ?, ?, 0)",
+            "?, 0, '', ?, ?)",
             [
                 (now, f"{bed.dataset}/web@gnspawn-{n}-pre", now + 1000, now + 2_000_000)
                 for n in range(count)

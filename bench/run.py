@@ -87,7 +87,12 @@ def render(report: Report, elapsed: float) -> str:
     lines = [f"Measured {time.strftime('%Y-%m-%d')} on {machine}, in {elapsed / 60:.1f} min.", ""]
     lines += [HEADER, *report.rows, ""]
     if report.scaling:
-        lines += ["Scaling (median of 20 calls, daemon started fresh at each size):", ""]
+        lines += [
+            "Scaling (median of 20 calls, of 3 for UpdateAll, each alternating with its "
+            "baselines; a ratio is the median of the rounds' ratios; daemon started fresh "
+            "at each size):",
+            "",
+        ]
         lines += [*report.scaling, ""]
     if report.notes:
         lines += ["Where a binary-package emerge spends its time:", "", *report.notes]

@@ -77,16 +77,20 @@ def confine(
         "--proc",
         "/proc",
     ]
-    for directory in [*_hidden(config), *_portage_state(config)]:
+    for directory in _hidden(config):
+        if os.path.isdir(directory):
+            wrapped += ["--tmpfs", directory]
+    # Host software that a hidden directory held (a Python under /root, a repository
+    # under /var/tmp) comes back read-only.
+    for path in _host_software(config):
+        wrapped += ["--ro-bind", path, path]
+    # After those: the Portage state or a secret file may lie in a directory that came back.
+    for directory in _portage_state(config):
         if os.path.isdir(directory):
             wrapped += ["--tmpfs", directory]
     for file in [*HIDDEN_FILES, str(config.path)]:
         if os.path.lexists(file) and not os.path.isdir(file):
             wrapped += ["--ro-bind", "/dev/null", file]
-    # Host software that a hidden directory held (a Python under /root, a repository
-    # under /var/tmp) comes back read-only.
-    for path in _host_software(config):
-        wrapped += ["--ro-bind", path, path]
     for path in _writable(config):
         wrapped += ["--bind", path, path]
     wrapped += ["--bind", str(tmpdir), str(portage_tmpdir(config))]
