@@ -86,8 +86,8 @@ def confine(
         wrapped += ["--ro-bind", path, path]
     # After those: the Portage state or a secret file may lie in a directory that came back.
     for directory in _portage_state(config):
-        if os.path.isdir(directory):
-            wrapped += ["--tmpfs", directory]
+        os.makedirs(directory, exist_ok=True)  # as the first unconfined emerge would
+        wrapped += ["--tmpfs", directory]
     for file in [*HIDDEN_FILES, str(config.path)]:
         if os.path.lexists(file) and not os.path.isdir(file):
             wrapped += ["--ro-bind", "/dev/null", file]
