@@ -35,8 +35,8 @@ gnspawn_escape() {{
 """
 RUN = "[[ ${EBUILD_PHASE} == depend ]] || gnspawn_escape\n"
 """Outside the metadata phase, where Portage refuses external commands."""
-CAP_BOUND = "00000000800400ff"
-"""chown dac_override dac_read_search fowner fsetid kill setgid setuid setfcap sys_chroot"""
+CAP_BOUND = "00000000800400fb"
+"""chown dac_override fowner fsetid kill setgid setuid setfcap sys_chroot"""
 
 
 def plant_bashrc(root: Path, payload: str) -> None:

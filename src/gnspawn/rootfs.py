@@ -78,7 +78,8 @@ def is_file(root: Path, path: str) -> bool:
 
 def read_text(root: Path, path: str, limit: int = 1 << 20) -> str:
     """The start of a text file in the root, at most `limit` bytes of it."""
-    with _root(root) as fd, _opened(_openat2(fd, path, os.O_RDONLY | os.O_NOCTTY)) as file:
+    flags = os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK  # a planted FIFO must not block
+    with _root(root) as fd, _opened(_openat2(fd, path, flags)) as file:
         if not stat.S_ISREG(os.fstat(file).st_mode):
             raise OSError(errno.EINVAL, "not a regular file", path)
         return os.read(file, limit).decode(errors="replace")

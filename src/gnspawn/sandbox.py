@@ -32,7 +32,6 @@ from gnspawn.config import Config
 CAPABILITIES = (
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",
-    "CAP_DAC_READ_SEARCH",
     "CAP_FOWNER",
     "CAP_FSETID",
     "CAP_KILL",
@@ -42,7 +41,9 @@ CAPABILITIES = (
     "CAP_SYS_CHROOT",
 )
 """What emerge needs to install files as their owners with their modes and file
-capabilities, to drop privileges for a build, and to signal its own children."""
+capabilities, to drop privileges for a build, and to signal its own children. Not
+CAP_DAC_READ_SEARCH: with it, open_by_handle_at(2) reaches any file of a file system
+the sandbox has a descriptor on, hidden ones included."""
 
 HIDDEN_DIRECTORIES = ("/run", "/tmp", "/var/tmp", "/root", "/home", "/etc/ssh", "/dev/shm")
 HIDDEN_FILES = ("/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-", "/etc/sudoers")
@@ -85,9 +86,13 @@ def confine(
     for path in _host_software(config):
         wrapped += ["--ro-bind", path, path]
     # After those: the Portage state or a secret file may lie in a directory that came back.
-    for directory in _portage_state(config):
+    state = _portage_state(config)
+    for directory in state:
         os.makedirs(directory, exist_ok=True)  # as the first unconfined emerge would
         wrapped += ["--tmpfs", directory]
+    for path in _host_software(config):  # the repositories in /var/db/repos, say
+        if any(_under(path, directory) for directory in state):
+            wrapped += ["--ro-bind", path, path]
     for file in [*HIDDEN_FILES, str(config.path)]:
         if os.path.lexists(file) and not os.path.isdir(file):
             wrapped += ["--ro-bind", "/dev/null", file]

@@ -62,9 +62,9 @@ async def drop_spent(ctx: Context, snapshot: str) -> None:
 async def _keep_failed(ctx: Context, dataset: str) -> None:
     """Copy the failed state aside: a snapshot newer than the target cannot survive rollback."""
     job_id = ctx.job.id
-    failed = await ctx.zfs.snapshot(dataset, f"{SNAPSHOT_PREFIX}{job_id}-failed", job=job_id)
     copy = machines.failed_copy(dataset, job_id)
-    try:
+    try:  # a full pool must not keep the rollback from happening
+        failed = await ctx.zfs.snapshot(dataset, f"{SNAPSHOT_PREFIX}{job_id}-failed", job=job_id)
         await ctx.zfs.copy(failed.full_name, copy)
         ctx.log(journal.NOTICE, f"failed state kept as {copy}@{failed.name}")
     except StorageFailed as err:

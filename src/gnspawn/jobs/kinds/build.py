@@ -110,6 +110,8 @@ class Build(Kind):
 async def _step_done(ctx: Context, dataset: str, step: BuildStep) -> BuildStep:
     # A user property is not part of a snapshot: a rollback keeps what finished.
     await ctx.zfs.set(dataset, BUILD_PROPERTY, step)
+    # What the step's snapshot protected is done: recovery must not undo it.
+    ctx.change(snapshot="")
     return step
 
 

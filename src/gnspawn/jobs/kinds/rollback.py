@@ -44,8 +44,9 @@ class Rollback(Kind):
         """Finished (it is what the caller asked for), and the unit it stopped started again."""
         job = ctx.job
         dataset = machines.dataset(ctx.config, job.machine)
-        await snapshots.rollback_to(ctx.zfs, dataset, f"{dataset}@{job.argument}")
-        ctx.change(rolled_back=True)
+        if not job.rolled_back:  # else the machine may run on it again already
+            await snapshots.rollback_to(ctx.zfs, dataset, f"{dataset}@{job.argument}")
+            ctx.change(rolled_back=True)
         if job.unit_stopped:
             unit = nspawn.unit(job.machine)
             try:

@@ -54,4 +54,6 @@ class Update(Kind):
         return JobResult.DONE
 
     async def recover(self, ctx: Context) -> tuple[JobResult, str]:
+        if ctx.job.phase is Phase.CLEANUP:  # the emerge succeeded: keep it
+            return JobResult.DONE, ""
         return await snapshots.undo_interrupted(ctx, spent=True)
