@@ -122,6 +122,7 @@ def test_keep_failed_copies_the_failed_state_aside(daemon: Testbed) -> None:
     assert tree_hash(root) == before
     copy = f"{daemon.dataset}/db:failed-1"
     assert snapshots(copy) == [f"{copy}@gnspawn-1-failed"]
+    assert zfs("get", "-H", "-o", "value", "mounted", copy).strip() == "no"
     # The pre snapshot is the state the machine is back in: it went with the rollback.
     assert snapshots(f"{daemon.dataset}/db") == []
 

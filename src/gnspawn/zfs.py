@@ -194,7 +194,8 @@ class Zfs:
         """Copy `snapshot` into a new, unmounted filesystem `target`."""
         try:
             await pipeline(
-                [self.command, "send", "--", snapshot], [self.command, "receive", "--", target]
+                [self.command, "send", "--", snapshot],
+                [self.command, "receive", "-u", "--", target],
             )
         except CommandFailed as err:
             raise StorageFailed(err.message) from err
