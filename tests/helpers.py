@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -119,13 +119,12 @@ def snapshots(dataset: str) -> list[str]:
     return [line for line in out.splitlines() if line.startswith(dataset + "@")]
 
 
-def gnspawn_processes(job_id: int | None = None) -> list[int]:
-    """Processes whose environment says gnspawnd started them for a job, in this test
-    bed's mount namespace (another test bed may run on the machine at the same time)."""
-    found = []
+def bed_processes() -> Iterator[tuple[int, list[bytes]]]:
+    """Each process in this test bed's mount namespace (another test bed may run on the
+    machine at the same time) with its environment, this one left out."""
     ours = os.readlink("/proc/self/ns/mnt")
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
             if os.readlink(entry / "ns/mnt") != ours:
@@ -133,12 +132,20 @@ def gnspawn_processes(job_id: int | None = None) -> list[int]:
             environ = (entry / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        for var in environ:
-            if var.startswith(b"GNSPAWN_JOB=") and (
-                job_id is None or var == f"GNSPAWN_JOB={job_id}".encode()
-            ):
-                found.append(int(entry.name))
-    return [pid for pid in found if pid != os.getpid()]
+        yield int(entry.name), environ
+
+
+def gnspawn_processes(job_id: int | None = None) -> list[int]:
+    """Processes of this test bed whose environment says gnspawnd started them for a job."""
+    return [
+        pid
+        for pid, environ in bed_processes()
+        if any(
+            var.startswith(b"GNSPAWN_JOB=")
+            and (job_id is None or var == f"GNSPAWN_JOB={job_id}".encode())
+            for var in environ
+        )
+    ]
 
 
 def hello_version(root: Path) -> str:

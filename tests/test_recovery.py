@@ -20,6 +20,7 @@ import pytest
 
 from helpers import (
     MANAGER,
+    bed_processes,
     busctl,
     call,
     gnspawn_processes,
@@ -221,20 +222,7 @@ def processes_on(root: Path) -> list[int]:
     """Processes of this test bed that work on `root` as emerge's phases do (ROOT in
     their environment), tagged by the daemon or not."""
     wanted = {f"ROOT={root}".encode(), f"ROOT={root}/".encode()}
-    ours = os.readlink("/proc/self/ns/mnt")
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if os.readlink(entry / "ns/mnt") != ours:
-                continue
-            environ = set((entry / "environ").read_bytes().split(b"\0"))
-        except OSError:
-            continue
-        if environ & wanted:
-            found.append(int(entry.name))
-    return found
+    return [pid for pid, environ in bed_processes() if wanted & set(environ)]
 
 
 def described(pids: list[int]) -> str:

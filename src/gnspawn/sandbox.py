@@ -83,14 +83,15 @@ def confine(
             wrapped += ["--tmpfs", directory]
     # Host software that a hidden directory held (a Python under /root, a repository
     # under /var/tmp) comes back read-only.
-    for path in _host_software(config):
+    software = _host_software(config)
+    for path in software:
         wrapped += ["--ro-bind", path, path]
     # After those: the Portage state or a secret file may lie in a directory that came back.
     state = _portage_state(config)
     for directory in state:
         os.makedirs(directory, exist_ok=True)  # as the first unconfined emerge would
         wrapped += ["--tmpfs", directory]
-    for path in _host_software(config):  # the repositories in /var/db/repos, say
+    for path in software:  # the repositories in /var/db/repos, say
         if any(_under(path, directory) for directory in state):
             wrapped += ["--ro-bind", path, path]
     for file in [*HIDDEN_FILES, str(config.path)]:
