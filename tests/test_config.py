@@ -16,6 +16,7 @@ from gnspawn.config import (
     MachineConfig,
     NspawnConfig,
     PortageConfig,
+    SandboxConfig,
     StorageConfig,
     load,
     parse,
@@ -37,6 +38,7 @@ repos = ["/var/db/repos/gentoo", "/var/db/repos/local"]
 binhost = "https://binhost.example/amd64"
 features = ["buildpkg", "getbinpkg"]
 update_args = ["-1uvDN", "@world"]
+builders = false
 environment = { MAKEOPTS = "-j8", EMERGE_DEFAULT_OPTS = "--jobs=2" }
 
 [jobs]
@@ -51,8 +53,13 @@ bind = ["/var/cache/distfiles", "/var/cache/binpkgs"]
 bridge = "br0"
 enable = true
 
+[sandbox]
+bwrap = "/usr/local/bin/bwrap"
+hide = ["/srv/secrets"]
+
 [machines.web]
 profile = "/var/db/repos/local/profiles/host/web"
+trusted = true
 
 [machines."db"]
 profile = "default/linux/amd64/23.0"
@@ -118,6 +125,7 @@ def test_full_file(tmp_path: Path) -> None:
         binhost="https://binhost.example/amd64",
         features=("buildpkg", "getbinpkg"),
         update_args=("-1uvDN", "@world"),
+        builders=False,
         environment={"MAKEOPTS": "-j8", "EMERGE_DEFAULT_OPTS": "--jobs=2"},
     )
     assert config.jobs == JobsConfig(max_parallel=4, stop_timeout=2.5, history=50)
@@ -128,10 +136,15 @@ def test_full_file(tmp_path: Path) -> None:
         bridge="br0",
         enable=True,
     )
+    assert config.sandbox == SandboxConfig(
+        bwrap="/usr/local/bin/bwrap", hide=(Path("/srv/secrets"),)
+    )
     assert dict(config.machines) == {
-        "web": MachineConfig(profile="/var/db/repos/local/profiles/host/web"),
+        "web": MachineConfig(profile="/var/db/repos/local/profiles/host/web", trusted=True),
         "db": MachineConfig(profile="default/linux/amd64/23.0"),
     }
+    assert config.machine("web").trusted and not config.machine("db").trusted
+    assert config.machine("other") == MachineConfig()
 
 
 def test_config_is_frozen(tmp_path: Path) -> None:
@@ -199,6 +212,18 @@ keep_snapshots = "five"
             2,
             "storage.keep_snapshots",
             "expected a whole number of at least 1, got 0",
+        ),
+        (
+            "[machines.web]\ntrusted = 1\n",
+            2,
+            "machines.web.trusted",
+            "expected true or false, got 1",
+        ),
+        (
+            '[portage]\nbuilders = "no"\n',
+            2,
+            "portage.builders",
+            "expected true or false, got 'no'",
         ),
         (
             "[storage]\nkeep_snapshots = true\n",

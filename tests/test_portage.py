@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gnspawn.config import PortageConfig
-from gnspawn.portage import Progress, emerge_argv, emerge_environment, job_tag
+from gnspawn.portage import Progress, emerge_argv, emerge_environment, job_tag, world_atoms
 
 ROOT = Path("/var/lib/machines/web")
 
@@ -226,11 +226,46 @@ def test_emerge_argv_reads_everything_from_the_root() -> None:
         f"--config-root={ROOT}",
         "--color=n",
         "--usepkg=y",
-        "--buildpkg=y",
+        "--buildpkg=n",
         "-1uv",
         "@world",
     ]
     assert "--pretend" not in argv
+
+
+def test_only_a_root_that_publishes_builds_binary_packages() -> None:
+    argv = emerge_argv(PortageConfig(), ROOT, ["@world"], publish=True)
+    assert "--buildpkg=y" in argv and "--buildpkg=n" not in argv
+
+
+def test_world_atoms_are_plain_atoms_of_packages_the_repositories_have(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    for package in ("app-misc/hello", "dev-lang/python", "x11-libs/gtk+"):
+        (repo / package).mkdir(parents=True)
+    root = tmp_path / "root"
+    (root / "var/lib/portage").mkdir(parents=True)
+    (root / "var/lib/portage/world").write_text(
+        "app-misc/hello\n  dev-lang/python:3.12  \nx11-libs/gtk+:3::gentoo\n"
+        "--root=/\n@evil\n/etc/passwd\napp-misc/nosuch\n=app-misc/hello-1\n"
+        "app-misc/hello;touch x\n../../etc/x\napp-misc/hello other/thing\n"
+    )
+    config = PortageConfig(repos=(repo,))
+    assert world_atoms(config, root) == {
+        "app-misc/hello",
+        "dev-lang/python:3.12",
+        "x11-libs/gtk+:3::gentoo",
+    }
+
+
+def test_a_world_file_that_leads_out_of_the_root_is_not_read(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    (repo / "app-misc/hello").mkdir(parents=True)
+    (tmp_path / "host-world").write_text("app-misc/hello\n")
+    root = tmp_path / "root"
+    (root / "var/lib/portage").mkdir(parents=True)
+    (root / "var/lib/portage/world").symlink_to(tmp_path / "host-world")
+    assert world_atoms(PortageConfig(repos=(repo,)), root) == set()
+    assert world_atoms(PortageConfig(repos=(repo,)), tmp_path / "no-root") == set()
 
 
 def test_emerge_argv_pretend_comes_before_the_arguments() -> None:
@@ -243,7 +278,7 @@ def test_emerge_argv_pretend_comes_before_the_arguments() -> None:
         f"--config-root={ROOT}",
         "--color=n",
         "--usepkg=y",
-        "--buildpkg=y",
+        "--buildpkg=n",
         "--pretend",
         "-1uv",
         "@system",

@@ -321,6 +321,9 @@ class Testbed:
                 "default_profile": "default",
                 "environment": env,
                 "features": PORTAGE_FEATURES.split(),
+                # A builder root per test would double every test's emerges: the
+                # tests of builder roots (test_builders, test_fleet) turn them on.
+                "builders": False,
                 "distdir": str(self.work / "distfiles"),
                 "pkgdir": str(self.work / "packages"),
                 "make_conf": {

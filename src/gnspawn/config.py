@@ -50,6 +50,8 @@ class PortageConfig:
     update_args: tuple[str, ...] = ("-1uv", "@system", "@world", "@profile")
     build_args: tuple[str, ...] = ("--usepkg", "@system")
     """A build runs these twice: with --nodeps first (it breaks build cycles), then as is."""
+    builders: bool = True
+    """Binary packages come from a builder root per profile, which gnspawn keeps."""
     distdir: Path = Path("/var/cache/distfiles")
     pkgdir: Path = Path("/var/cache/binpkgs")
     make_conf: Mapping[str, str] = dataclasses.field(default_factory=dict)
@@ -105,6 +107,8 @@ class SandboxConfig:
 @dataclasses.dataclass(frozen=True)
 class MachineConfig:
     profile: str = ""
+    trusted: bool = False
+    """Its emerges write the shared PKGDIR: what it builds, the others may install."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,6 +122,10 @@ class Config:
     updates: UpdatesConfig = UpdatesConfig()
     sandbox: SandboxConfig = SandboxConfig()
     machines: Mapping[str, MachineConfig] = dataclasses.field(default_factory=dict)
+
+    def machine(self, name: str) -> MachineConfig:
+        """The [machines.NAME] settings of a machine, defaults where it has none."""
+        return self.machines.get(name) or MachineConfig()
 
 
 # One converter per setting: each takes the TOML value and returns the typed one,
@@ -218,6 +226,7 @@ SETTINGS: dict[str, dict[str, Converter]] = {
         "features": _strings,
         "update_args": _strings,
         "build_args": _strings,
+        "builders": _boolean,
         "distdir": _absolute,
         "pkgdir": _absolute,
         "make_conf": _environment,
@@ -234,7 +243,7 @@ SETTINGS: dict[str, dict[str, Converter]] = {
     "updates": {"policy": _policy, "restart": _boolean},
     "sandbox": {"bwrap": _nonempty, "setpriv": _nonempty, "hide": _paths},
 }
-MACHINE_SETTINGS: dict[str, Converter] = {"profile": _nonempty}
+MACHINE_SETTINGS: dict[str, Converter] = {"profile": _nonempty, "trusted": _boolean}
 SECTIONS: dict[str, type[Any]] = {
     "daemon": DaemonConfig,
     "storage": StorageConfig,
@@ -333,13 +342,4 @@ def parse(
     if state:
         # systemd's StateDirectory= wins; it may list several, the first is ours.
         daemon = dataclasses.replace(daemon, state_directory=Path(state.split(":")[0]))
-    return Config(
-        path=path,
-        daemon=daemon,
-        storage=sections.get("storage", StorageConfig()),
-        portage=sections.get("portage", PortageConfig()),
-        jobs=sections.get("jobs", JobsConfig()),
-        nspawn=sections.get("nspawn", NspawnConfig()),
-        updates=sections.get("updates", UpdatesConfig()),
-        machines=machines,
-    )
+    return Config(path=path, **{**sections, "daemon": daemon}, machines=machines)

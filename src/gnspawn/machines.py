@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 from pathlib import Path
 from typing import NamedTuple
@@ -39,16 +41,38 @@ def is_gentoo(root: Path) -> bool:
 
 
 def profile_of(config: Config, root: Path) -> str:
-    """The machine's profile as `eselect profile` names it, or the link's target."""
+    """The machine's profile as `eselect profile` names it, or the link's target
+    (a relative one as the container sees it: from /etc/portage)."""
     try:
         target = rootfs.readlink(root, "etc/portage/make.profile")
     except OSError:
         return ""
+    if target and not target.startswith("/"):
+        target = os.path.normpath("/etc/portage/" + target)
     for repo in config.portage.repos:
         profiles = str(repo / "profiles") + "/"
         if target.startswith(profiles):
             return target[len(profiles) :]
     return target
+
+
+BUILDER_PREFIX = "builder:"
+_SLUG_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def builder_name(profile: str) -> str:
+    """The builder root of a profile, as its jobs and dataset are named: builder:SLUG.
+    No machine name has a colon, so no machine can be or become a builder."""
+    slug = _SLUG_UNSAFE.sub("_", profile.strip("/").replace("/", ".")).lstrip(".") or "_"
+    if len(slug) > 64:
+        slug = f"{slug[:48]}-{hashlib.sha256(profile.encode()).hexdigest()[:12]}"
+    return BUILDER_PREFIX + slug
+
+
+def builder_directory(config: Config, name: str) -> Path:
+    """Where a builder root is mounted: under the state directory, not among the
+    machines, where systemd-nspawn and machinectl would find it as a container."""
+    return config.daemon.state_directory / "builders" / name.removeprefix(BUILDER_PREFIX)
 
 
 class Machine(NamedTuple):

@@ -122,19 +122,39 @@ class Manager:
         machines.check_name(name)
         job_kind = KINDS[kind]
         checked = check_flags(flags, job_kind.flags)
-        argument = await job_kind.check(self.host, Request(name, checked, argument, machine))
+        request = Request(name, checked, argument, machine)
+        argument = await job_kind.check(self.host, request)
+        builders = self.config.portage.builders and not follows
+        profile = await job_kind.profile(self.host, request, argument) if builders else ""
+        # No await from here on: what is checked holds when the jobs are queued.
         if Flags.FAIL_IF_BUSY in checked and self.queue.busy(name):
             raise Busy(f"machine {name} has a job waiting or running")
         # Like systemd's jobs: a request equal to one that has not started yet is that one.
         waiting = self.queue.waiting_job(name, kind) if job_kind.joins_waiting else None
         if waiting is not None and _same(waiting.flags, checked) and waiting.argument == argument:
             return waiting
+        if profile:
+            follows = self._builder_job(profile, uid).id
+        return self._queue(kind, name, checked, uid=uid, argument=argument, follows=follows)
+
+    def _builder_job(self, profile: str, uid: int) -> Job:
+        """The job that builds the binary packages of `profile`: the one waiting or
+        running, or a new one."""
+        name = machines.builder_name(profile)
+        active = self.queue.active_job(name, JobType.BUILDER)
+        if active is not None:
+            return active
+        return self._queue(JobType.BUILDER, name, Flags(0), uid=uid, argument=profile)
+
+    def _queue(
+        self, kind: JobType, name: str, flags: Flags, *, uid: int, argument: str, follows: int = 0
+    ) -> Job:
         job = self.recorder.new(
             Job(
                 id=0,
                 type=kind,
                 machine=name,
-                flags=checked,
+                flags=flags,
                 initiator_uid=uid,
                 created_usec=now_usec(),
                 argument=argument,
@@ -149,8 +169,9 @@ class Manager:
         """One update per Gentoo machine, in an order that compiles each package once.
 
         Machines that are not Gentoo roots, or are busy with FAIL_IF_BUSY, come back
-        with no job. The first machine of each profile runs first; the others of that
-        profile wait for it and install the binary packages it built.
+        with no job. Each profile's builder root is updated first, and its machines
+        install the binary packages it built. Without builders, the first trusted
+        machine of a profile goes first instead, and the others install what it built.
         """
         checked = check_flags(flags, KINDS[JobType.UPDATE].flags | Flags.SCHEDULED)
         if Flags.SCHEDULED in checked:
@@ -181,7 +202,8 @@ class Manager:
                 log.info("update-all: skipping %s, busy", name)
                 result.append((name, None))
                 continue
-            leaders.setdefault(profile, job)
+            if not self.config.portage.builders and self.config.machine(name).trusted:
+                leaders.setdefault(profile, job)
             result.append((name, job))
         return result
 

@@ -75,6 +75,8 @@ class JobType(enum.StrEnum):
     ROLLBACK = "rollback"
     REMOVE = "remove"
     PRUNE = "prune"
+    BUILDER = "builder"
+    """Build or update a profile's builder root (gnspawnd queues these itself)."""
 
 
 class JobState(enum.StrEnum):

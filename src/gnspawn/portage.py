@@ -25,16 +25,29 @@ _BUILD_LOG = re.compile(r"^ \* The complete build log is located at '([^']+)'")
 _PENDING = re.compile(r"^\[(ebuild|binary)\s+[^\]]*\] ([^\s:]+)")
 _BUILD_ID = re.compile(r"(-\d[^-/]*(?:-r\d+)?)-\d+$")
 """binpkg-multi-instance appends -<build id> to a binary package's version."""
+_WORLD_ATOM = re.compile(
+    r"(?P<package>[A-Za-z0-9_][A-Za-z0-9+_.-]*/[A-Za-z0-9_][A-Za-z0-9+_-]*)"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9+_.-]*(?:/[A-Za-z0-9_][A-Za-z0-9+_.-]*)?)?"
+    r"(?:::[A-Za-z0-9_][A-Za-z0-9_-]*)?"
+)
+"""A world file's entry: category/package with an optional slot and repository, and
+nothing that emerge could take for an option, a set or a path."""
 _NOTHING = re.compile(r"^Total: 0 packages|^Nothing to merge")
 
 
 def emerge_argv(
-    config: PortageConfig, root: Path, args: Sequence[str], *, pretend: bool = False
+    config: PortageConfig,
+    root: Path,
+    args: Sequence[str],
+    *,
+    pretend: bool = False,
+    publish: bool = False,
 ) -> list[str]:
     """emerge into `root`, with its configuration read from `root` as well.
 
-    Every merge builds binary packages into the shared PKGDIR and uses those there:
-    what one container compiled, the others install.
+    Every merge installs the binary packages in the shared PKGDIR that fit; only a
+    root that `publish`es (a builder root, a trusted machine) adds the ones it builds
+    there: what it compiled, the others install.
     """
     argv = [
         config.emerge,
@@ -43,7 +56,7 @@ def emerge_argv(
         f"--config-root={root}",
         "--color=n",
         "--usepkg=y",
-        "--buildpkg=y",
+        f"--buildpkg={'y' if publish else 'n'}",
     ]
     if pretend:
         argv.append("--pretend")
@@ -61,6 +74,23 @@ def emerge_environment(config: PortageConfig, *, job: int, tag: str) -> dict[str
         "GNSPAWN_JOB": str(job),
         name: value,
     }
+
+
+def world_atoms(config: PortageConfig, root: Path) -> set[str]:
+    """The packages a root's world file names, those of them that are in the
+    repositories: the file is the container's to write, so an entry that is no plain
+    package atom, or names a package the repositories lack, is left out."""
+    try:
+        text = rootfs.read_text(root, "var/lib/portage/world")
+    except OSError:
+        return set()
+    atoms = set()
+    for line in text.splitlines():
+        atom = line.strip()
+        match = _WORLD_ATOM.fullmatch(atom)
+        if match and any((repo / match["package"]).is_dir() for repo in config.repos):
+            atoms.add(atom)
+    return atoms
 
 
 def job_tag(state_directory: Path, job: int) -> str:

@@ -6,8 +6,9 @@ Everything under a root is the container's, and whoever is root inside it can wr
 it. So gnspawn runs such processes under bubblewrap, in a mount namespace where
 
 - the host's file system is read-only;
-- only the machine's root, a job-private PORTAGE_TMPDIR, DISTDIR, PKGDIR and the log
-  directory are writable;
+- only the machine's root, a job-private PORTAGE_TMPDIR, DISTDIR and the log directory
+  are writable, and PKGDIR only for a root gnspawn trusts to publish binary packages
+  (a builder root, a machine configured as trusted);
 - the host's secrets and control sockets are not there at all: /run (the system bus,
   journald, zfs, systemd), /tmp, /root, /home, /etc/shadow and the ssh host keys,
   gnspawn's configuration and state, the other machines' roots, and host devices
@@ -56,11 +57,14 @@ def confine(
     root: Path,
     tmpdir: Path,
     network: bool = True,
+    publish: bool = False,
 ) -> list[str]:
     """`argv` run under bubblewrap, confined to machine root `root`.
 
     `tmpdir` is the job's own directory on the host; it is what the process sees at
-    the configured PORTAGE_TMPDIR, so no job sees another's build directories.
+    the configured PORTAGE_TMPDIR, so no job sees another's build directories. The
+    shared PKGDIR is read-only unless the root `publish`es (a builder root, a trusted
+    machine): a container cannot plant a package that another installs.
     """
     wrapped = [
         config.sandbox.bwrap,
@@ -99,6 +103,8 @@ def confine(
             wrapped += ["--ro-bind", "/dev/null", file]
     for path in _writable(config):
         wrapped += ["--bind", path, path]
+    pkgdir = str(config.portage.pkgdir)
+    wrapped += ["--bind" if publish else "--ro-bind", pkgdir, pkgdir]
     wrapped += ["--bind", str(tmpdir), str(portage_tmpdir(config))]
     wrapped += ["--bind", str(root), str(root)]
     # bwrap sets what the process has, not what an exec could gain: setpriv (given
@@ -159,8 +165,10 @@ def remove_job_tmpdir(config: Config, job: int) -> None:
 
 
 def _writable(config: Config) -> list[str]:
-    """The shared directories emerges write: distfiles, binary packages, build logs."""
-    paths = [config.portage.distdir, config.portage.pkgdir]
+    """The shared directories emerges write: distfiles and build logs (and binary
+    packages, when a root publishes)."""
+    config.portage.pkgdir.mkdir(parents=True, exist_ok=True)
+    paths = [config.portage.distdir]
     if logdir := config.portage.make_conf.get("PORTAGE_LOGDIR"):
         paths.append(Path(logdir))
     for path in paths:

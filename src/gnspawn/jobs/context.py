@@ -122,6 +122,11 @@ class Kind:
         await host.inventory.dataset(request.name)
         return request.argument
 
+    async def profile(self, host: Host, request: Request, argument: str) -> str:
+        """The profile whose builder root makes the binary packages this job installs,
+        "" when it installs none; `argument` is what check() returned."""
+        return ""
+
     async def run(self, ctx: Context) -> JobResult:
         raise NotImplementedError
 

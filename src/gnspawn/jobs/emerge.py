@@ -21,19 +21,20 @@ async def emerge(
     *,
     pretend: bool = False,
     phase: Phase = Phase.EMERGE,
+    publish: bool = False,
 ) -> Progress:
     """Run emerge on `root`, confined to it, streaming its output and progress;
-    JobFailed if it fails."""
+    JobFailed if it fails. Only a root that `publish`es writes binary packages."""
     ctx.change(phase=phase)
     config = ctx.config
-    argv = emerge_argv(config.portage, root, args, pretend=pretend)
+    argv = emerge_argv(config.portage, root, args, pretend=pretend, publish=publish)
     env = {
         **emerge_environment(config.portage, job=ctx.job.id, tag=ctx.tag),
         **sandbox.directories(config),
     }
     ctx.log(journal.INFO, "running " + " ".join(argv))
     tmpdir = sandbox.make_job_tmpdir(config, ctx.job.id)
-    confined = sandbox.confine(argv, config=config, root=root, tmpdir=tmpdir)
+    confined = sandbox.confine(argv, config=config, root=root, tmpdir=tmpdir, publish=publish)
     proc = Process(confined, env=env, stop_timeout=config.jobs.stop_timeout, tag=ctx.tag)
     progress = Progress()
     try:

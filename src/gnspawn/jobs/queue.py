@@ -65,6 +65,13 @@ class Queue:
                 return job
         return None
 
+    def active_job(self, machine: str, kind: JobType) -> Job | None:
+        """The machine's job of this type that is waiting or running."""
+        for job in self._by_machine.get(machine, {}).values():
+            if job.type is kind:
+                return job
+        return None
+
     def schedule(self) -> None:
         """Start every waiting job whose machine is free, while slots are free."""
         if self.paused:

@@ -3,6 +3,8 @@ interrupted build resumes where it stopped."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from gnspawn import log as journal
 from gnspawn import machines, nspawn, portage
 from gnspawn.config import Config
@@ -50,6 +52,9 @@ class Build(Kind):
             raise NoSuchProfile(f"no profile {shown(profile)} in {repositories(host.config)}")
         return profile
 
+    async def profile(self, host: Host, request: Request, argument: str) -> str:
+        return argument
+
     async def run(self, ctx: Context) -> JobResult:
         job, name = ctx.job, ctx.job.machine
         dataset = machines.dataset(ctx.config, name)
@@ -58,41 +63,17 @@ class Build(Kind):
             raise NoSuchProfile(f"no profile {shown(job.argument)} in {repositories(ctx.config)}")
         done = BuildStep.NONE
         if Flags.RESUME in job.flags:
-            recorded = (await ctx.host.inventory.machine(name, fresh=True)).build
-            if recorded not in list(BuildStep):
-                raise JobFailed(f"{dataset} has an unknown {BUILD_PROPERTY}: {shown(recorded)}")
-            done = BuildStep(recorded)
+            machine = await ctx.host.inventory.machine(name, fresh=True)
+            done = recorded_step(dataset, machine.build)
             ctx.log(journal.NOTICE, f"resuming after step {done or 'none'}")
-        if done is BuildStep.NONE:
-            ctx.change(phase=Phase.CONFIGURE)
-            root = machines.directory(ctx.config, name)
-            await ctx.zfs.create(
-                dataset, root, {BUILD_PROPERTY: BuildStep.CREATED, PROFILE_PROPERTY: job.argument}
-            )
-            ctx.log(journal.NOTICE, f"created {dataset} at {root}")
-            done = BuildStep.CREATED
-        root = mounted_root(await ctx.host.inventory.machine(name, fresh=True))
-        if done is BuildStep.CREATED:
-            ctx.change(phase=Phase.CONFIGURE)
-            portage.write_config(ctx.config.portage, root, profile)
-            ctx.log(journal.INFO, f"wrote {root}/etc/portage for profile {job.argument}")
-            done = await _step_done(ctx, dataset, BuildStep.CONFIGURED)
-        args = ctx.config.portage.build_args
-        passes = (
-            (BuildStep.EMERGE_NODEPS, [*args, "--nodeps"], Phase.EMERGE_NODEPS),
-            (BuildStep.EMERGE, list(args), Phase.EMERGE),
-        )
-        for step, argv, phase in passes:
-            if done.order >= step.order:
-                continue
-            async with snapshots.protected(ctx, dataset, step):
-                await emerge(ctx, root, argv, phase=phase)
-            done = await _step_done(ctx, dataset, step)
+        publish = ctx.config.machine(name).trusted
+        root = machines.directory(ctx.config, name)
+        done = await build_steps(ctx, name, root, profile, done, publish=publish)
         ctx.change(phase=Phase.CONFIGURE)
         if done is not BuildStep.DONE:
             path = nspawn.write_settings(ctx.config.nspawn, name)
             ctx.log(journal.NOTICE, f"wrote {path}")
-            done = await _step_done(ctx, dataset, BuildStep.DONE)
+            done = await step_done(ctx, dataset, BuildStep.DONE)
         if ctx.config.nspawn.enable:
             await ctx.unit_job(
                 ctx.host.services.enable_and_start,
@@ -107,7 +88,49 @@ class Build(Kind):
         return await snapshots.undo_interrupted(ctx)
 
 
-async def _step_done(ctx: Context, dataset: str, step: BuildStep) -> BuildStep:
+async def build_steps(
+    ctx: Context, name: str, mountpoint: Path, profile: Path, done: BuildStep, *, publish: bool
+) -> BuildStep:
+    """Create, configure and emerge a root with the job's profile, each step after `done`
+    recorded on its dataset when it finishes; the last step done."""
+    dataset = machines.dataset(ctx.config, name)
+    if done is BuildStep.NONE:
+        ctx.change(phase=Phase.CONFIGURE)
+        await ctx.zfs.create(
+            dataset,
+            mountpoint,
+            {BUILD_PROPERTY: BuildStep.CREATED, PROFILE_PROPERTY: ctx.job.argument},
+        )
+        ctx.log(journal.NOTICE, f"created {dataset} at {mountpoint}")
+        done = BuildStep.CREATED
+    root = mounted_root(await ctx.host.inventory.machine(name, fresh=True))
+    if done is BuildStep.CREATED:
+        ctx.change(phase=Phase.CONFIGURE)
+        portage.write_config(ctx.config.portage, root, profile)
+        ctx.log(journal.INFO, f"wrote {root}/etc/portage for profile {ctx.job.argument}")
+        done = await step_done(ctx, dataset, BuildStep.CONFIGURED)
+    args = ctx.config.portage.build_args
+    passes = (
+        (BuildStep.EMERGE_NODEPS, [*args, "--nodeps"], Phase.EMERGE_NODEPS),
+        (BuildStep.EMERGE, list(args), Phase.EMERGE),
+    )
+    for step, argv, phase in passes:
+        if done.order >= step.order:
+            continue
+        async with snapshots.protected(ctx, dataset, step):
+            await emerge(ctx, root, argv, phase=phase, publish=publish)
+        done = await step_done(ctx, dataset, step)
+    return done
+
+
+def recorded_step(dataset: str, recorded: str) -> BuildStep:
+    """The build step a dataset's BUILD_PROPERTY records; JobFailed for anything else."""
+    if recorded not in list(BuildStep):
+        raise JobFailed(f"{dataset} has an unknown {BUILD_PROPERTY}: {shown(recorded)}")
+    return BuildStep(recorded)
+
+
+async def step_done(ctx: Context, dataset: str, step: BuildStep) -> BuildStep:
     # A user property is not part of a snapshot: a rollback keeps what finished.
     await ctx.zfs.set(dataset, BUILD_PROPERTY, step)
     # What the step's snapshot protected is done: recovery must not undo it.
@@ -116,8 +139,7 @@ async def _step_done(ctx: Context, dataset: str, step: BuildStep) -> BuildStep:
 
 
 def _default_profile(config: Config, name: str) -> str:
-    override = config.machines.get(name)
-    return override.profile if override and override.profile else config.portage.default_profile
+    return config.machine(name).profile or config.portage.default_profile
 
 
 def repositories(config: Config) -> str:

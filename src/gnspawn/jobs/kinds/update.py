@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from gnspawn import log as journal
+from gnspawn import machines
 from gnspawn.inventory import gentoo_root
 from gnspawn.jobs import snapshots
 from gnspawn.jobs.context import Context, Host, Kind, Request
@@ -21,6 +22,12 @@ class Update(Kind):
         gentoo_root(request.machine or await host.inventory.machine(request.name))
         return ""
 
+    async def profile(self, host: Host, request: Request, argument: str) -> str:
+        if Flags.PRETEND in request.flags:
+            return ""  # installs nothing
+        machine = request.machine or await host.inventory.machine(request.name)
+        return machine.profile or machines.profile_of(host.config, gentoo_root(machine))
+
     async def run(self, ctx: Context) -> JobResult:
         machine = await ctx.host.inventory.machine(ctx.job.machine, fresh=True)
         root = gentoo_root(machine)
@@ -35,7 +42,9 @@ class Update(Kind):
             ctx.change(error=pending)
             return JobResult.DONE
         async with snapshots.protected(ctx, machine.dataset, spent=True) as snapshot:
-            progress = await emerge(ctx, root, args)
+            progress = await emerge(
+                ctx, root, args, publish=ctx.config.machine(ctx.job.machine).trusted
+            )
         if progress.nothing_to_merge and progress.done == 0:
             # Nothing changed: a snapshot equal to the dataset would only push real
             # restore points out of retention.

@@ -1,0 +1,110 @@
+"""Builder: the root where a profile's shared binary packages are built.
+
+Whoever is root in a container can make its emerges build anything into a package, so
+what one machine builds is never offered to another. The packages the machines of a
+profile share come from that profile's builder root instead: a dataset gnspawn makes
+and keeps (STORAGE/builder:SLUG, outside the machine namespace: no machine name has a
+colon), mounted under the state directory, never among the machines and never
+started, so nothing but gnspawn's own emerges ever writes it.
+
+gnspawnd queues a builder job ahead of every build and update that installs packages
+(the manager makes them follow it): it builds the root like a machine when it is not
+there yet, then updates it with the packages the world files of its profile's machines
+name, publishing what it compiles to PKGDIR. The machines then install those as
+binaries and compile only what differs (their USE, say), for themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from gnspawn import log as journal
+from gnspawn import machines, portage
+from gnspawn.inventory import mounted_root
+from gnspawn.jobs import snapshots
+from gnspawn.jobs.context import Context, JobFailed, Kind
+from gnspawn.jobs.emerge import emerge
+from gnspawn.jobs.kinds.build import build_steps, recorded_step, step_done
+from gnspawn.machines import Machine
+from gnspawn.names import (
+    BUILD_PROPERTY,
+    PROFILE_PROPERTY,
+    BuildStep,
+    JobResult,
+    JobType,
+    MachineState,
+    Phase,
+    shown,
+)
+
+
+class Builder(Kind):
+    type = JobType.BUILDER
+    cancellable = True
+    state = MachineState.UPDATING
+    joins_waiting = True
+
+    async def run(self, ctx: Context) -> JobResult:
+        job, name = ctx.job, ctx.job.machine
+        dataset = machines.dataset(ctx.config, name)
+        profile = portage.resolve_profile(ctx.config.portage, job.argument)
+        if profile is None:
+            raise JobFailed(f"no profile {shown(job.argument)} to build packages for")
+        props = await ctx.zfs.filesystem(dataset, [BUILD_PROPERTY, PROFILE_PROPERTY])
+        done = BuildStep.NONE
+        if props is not None:
+            if props.get(PROFILE_PROPERTY) != job.argument:
+                raise JobFailed(
+                    f"{dataset} is the builder root of profile "
+                    f"{shown(props.get(PROFILE_PROPERTY, ''))}, not of {shown(job.argument)}"
+                )
+            done = recorded_step(dataset, props.get(BUILD_PROPERTY, ""))
+        if done is not BuildStep.DONE:
+            ctx.log(journal.NOTICE, f"building the builder root of profile {job.argument}")
+            mountpoint = machines.builder_directory(ctx.config, name)
+            await build_steps(ctx, name, mountpoint, profile, done, publish=True)
+            await step_done(ctx, dataset, BuildStep.DONE)
+        root = mounted_root(await ctx.host.inventory.machine(name, fresh=True))
+        atoms = await self._fleet_packages(ctx)
+        ctx.log(journal.INFO, f"the machines of profile {job.argument} name {len(atoms)} packages")
+        # --keep-going: a package that fails to build (or one machine's odd world entry)
+        # does not keep the others from being published; the job fails all the same and
+        # the root goes back, but what was built stays in PKGDIR for the machines.
+        args = [*ctx.config.portage.update_args, "--keep-going=y", *sorted(atoms)]
+        async with snapshots.protected(ctx, dataset, spent=True) as snapshot:
+            progress = await emerge(ctx, root, args, publish=True)
+        if progress.nothing_to_merge and progress.done == 0:
+            await ctx.zfs.destroy(snapshot.full_name)
+            ctx.change(snapshot="")
+            return JobResult.SKIPPED
+        ctx.change(phase=Phase.CLEANUP)
+        await snapshots.prune(ctx, dataset)
+        return JobResult.DONE
+
+    async def recover(self, ctx: Context) -> tuple[JobResult, str]:
+        if ctx.job.phase is Phase.CLEANUP:
+            return JobResult.DONE, ""
+        # A step of the root's build that finished is recorded on the dataset: the next
+        # builder job goes on from there.
+        return await snapshots.undo_interrupted(ctx, spent=True)
+
+    @staticmethod
+    async def _fleet_packages(ctx: Context) -> set[str]:
+        """What the world files of the profile's machines name: one listing, one file
+        read per machine (in a thread: a fleet's roots are many)."""
+        found = await ctx.host.inventory.all(fresh=True)
+
+        def packages() -> set[str]:
+            atoms: set[str] = set()
+            for machine in found.values():
+                if _profile(ctx, machine) == ctx.job.argument and machine.root is not None:
+                    atoms |= portage.world_atoms(ctx.config.portage, machine.root)
+            return atoms
+
+        return await asyncio.to_thread(packages)
+
+
+def _profile(ctx: Context, machine: Machine) -> str:
+    if machine.profile or machine.root is None:
+        return machine.profile
+    return machines.profile_of(ctx.config, machine.root)

@@ -1,0 +1,173 @@
+"""No container publishes for the others: shared binary packages come from builder roots.
+
+A live machine's emerges see the shared PKGDIR read-only and build no packages; what it
+compiles for itself stays its own. A builder root per profile, which gnspawn keeps and
+never starts, builds what the machines of its profile name and publishes it; the
+machines install that as binaries. A machine configured as trusted publishes as before.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from helpers import gnctl, hello_version, job_string, wait_job
+from testbed import Testbed, zfs
+
+FLAVOUR = """EAPI=8
+DESCRIPTION="A package whose USE a machine may change"
+SLOT="0"
+KEYWORDS="amd64"
+IUSE="spicy"
+S=${WORKDIR}
+src_install() {
+	insinto /usr/share/flavour
+	if use spicy; then echo spicy > "${T}/taste" || die; else echo mild > "${T}/taste" || die; fi
+	doins "${T}/taste"
+}
+"""
+PLANT = """
+gnspawn_plant() {{
+    mkdir -p {pkgdir}/app-misc/hello 2>/dev/null
+    echo planted > {pkgdir}/app-misc/hello/hello-9-1.gpkg.tar 2>/dev/null
+    echo planted > {pkgdir}/Packages 2>/dev/null
+    echo "plant $?" >> {root}/planted-ran
+}}
+[[ ${{EBUILD_PHASE}} == depend ]] || gnspawn_plant
+"""
+
+
+def write_flavour(repo: Path, *versions: int) -> None:
+    ebuilds = repo / "app-misc" / "flavour"
+    ebuilds.mkdir(exist_ok=True)
+    for version in versions:
+        (ebuilds / f"flavour-{version}.ebuild").write_text(FLAVOUR)
+
+
+def taste(root: Path) -> str:
+    return (root / "usr/share/flavour/taste").read_text().strip()
+
+
+def emerged(daemon: Testbed, job: int, package: str) -> str:
+    """How job `job` merged `package`: "binary", "source" or "" (not at all)."""
+    for entry in daemon.daemon_journal(f"GNSPAWN_JOB={job}"):
+        line = entry["MESSAGE"]
+        if line.startswith(">>> Emerging ") and f" {package}" in line:
+            return "binary" if line.startswith(">>> Emerging binary") else "source"
+    return ""
+
+
+def packages(pkgdir: Path) -> dict[str, bytes]:
+    """Every binary package in PKGDIR (its Packages index aside) with its content."""
+    return {
+        str(path.relative_to(pkgdir)): path.read_bytes()
+        for path in sorted(pkgdir.rglob("*"))
+        if path.is_file() and not path.name.startswith("Packages")
+    }
+
+
+def restart_with(daemon: Testbed, **portage: object) -> None:
+    daemon.stop_daemon()
+    daemon.write_config(portage=portage)
+    daemon.start_daemon()
+
+
+def seed_pair(daemon: Testbed) -> tuple[Path, Path]:
+    """web and db with hello-1 and flavour-1; the binary packages the seeding made gone."""
+    write_flavour(daemon.repo, 1)
+    web = daemon.seed("web", ["=app-misc/hello-1", "=app-misc/flavour-1"])
+    db = daemon.seed("db", ["=app-misc/hello-1", "=app-misc/flavour-1"])
+    pkgdir = daemon.work / "packages"
+    for path in sorted(pkgdir.rglob("*"), reverse=True):
+        path.rmdir() if path.is_dir() else path.unlink()
+    write_flavour(daemon.repo, 2)
+    return web, db
+
+
+def test_a_live_machine_cannot_publish_and_the_builders_packages_are_installed_as_binaries(
+    daemon: Testbed,
+) -> None:
+    restart_with(daemon, builders=True)
+    web, db = seed_pair(daemon)
+    pkgdir = daemon.work / "packages"
+    # db is compromised: its emerges try to plant packages, and its own USE differs.
+    (db / "etc/portage/bashrc").write_text(PLANT.format(pkgdir=pkgdir, root=db))
+    (db / "etc/portage/package.use").write_text("app-misc/flavour spicy\n")
+
+    result = gnctl("update", "db")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    # The builder root went first: built for the profile, then updated with what the
+    # profile's machines name; its packages are the only ones published.
+    assert job_string(1, "Type") == "builder"
+    assert job_string(1, "Machine") == "builder:default"
+    assert job_string(2, "Machine") == "db"
+    assert emerged(daemon, 1, "app-misc/hello-2") == "source"
+    assert emerged(daemon, 1, "app-misc/flavour-2") == "source"
+    published = packages(pkgdir)
+    assert sorted(published) == [
+        "app-misc/flavour/flavour-2-1.gpkg.tar",
+        "app-misc/hello/hello-2-1.gpkg.tar",
+        *sorted(p for p in published if p.startswith("sys-apps/")),
+    ]
+    assert b"planted" not in b"".join(published.values())
+    assert b"planted" not in (pkgdir / "Packages").read_bytes()
+    # db installed the builder's hello, compiled its spicy flavour for itself, and
+    # the plant ran and failed: PKGDIR is read-only to it.
+    assert emerged(daemon, 2, "app-misc/hello-2") == "binary"
+    assert emerged(daemon, 2, "app-misc/flavour-2") == "source"
+    assert (hello_version(db), taste(db)) == ("2", "spicy")
+    assert "plant 1" in (db / "planted-ran").read_text()
+
+    result = gnctl("update", "web")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert job_string(3, "Type") == "builder"
+    assert wait_job(3) == "skipped"  # nothing new for the profile
+    assert emerged(daemon, 4, "app-misc/hello-2") == "binary"
+    assert emerged(daemon, 4, "app-misc/flavour-2") == "binary"
+    assert (hello_version(web), taste(web)) == ("2", "mild")
+    assert packages(pkgdir) == published
+
+    # The builder root is gnspawn's alone: outside the machines, never a container.
+    builder = f"{daemon.dataset}/builder:default"
+    mountpoint = zfs("get", "-H", "-o", "value", "mountpoint", builder).strip()
+    assert mountpoint == str(daemon.state / "builders" / "default")
+    assert sorted(p.name for p in daemon.machines.iterdir()) == ["db", "web"]
+    assert not (daemon.dir / "nspawn" / "builder:default.nspawn").exists()
+    listed = gnctl("list").stdout
+    assert "builder" not in listed and "web" in listed and "db" in listed
+    assert hello_version(Path(mountpoint)) == "2"
+
+
+def test_a_trusted_machine_publishes_what_it_builds(daemon: Testbed) -> None:
+    daemon.stop_daemon()
+    daemon.write_config(extra="[machines.db]\ntrusted = true\n", portage={"builders": False})
+    daemon.start_daemon()
+    web, db = seed_pair(daemon)
+    pkgdir = daemon.work / "packages"
+
+    assert gnctl("update", "db").returncode == 0
+    assert gnctl("update", "web").returncode == 0
+
+    assert job_string(1, "Machine") == "db"  # no builder job
+    assert emerged(daemon, 1, "app-misc/hello-2") == "source"
+    assert emerged(daemon, 2, "app-misc/hello-2") == "binary"
+    assert sorted(packages(pkgdir)) == [
+        "app-misc/flavour/flavour-2-1.gpkg.tar",
+        "app-misc/hello/hello-2-1.gpkg.tar",
+    ]
+    assert hello_version(web) == hello_version(db) == "2"
+
+
+def test_without_builders_an_untrusted_machine_shares_nothing(daemon: Testbed) -> None:
+    web, db = seed_pair(daemon)
+    pkgdir = daemon.work / "packages"
+
+    assert gnctl("update", "db").returncode == 0
+    assert gnctl("update", "web").returncode == 0
+
+    assert emerged(daemon, 1, "app-misc/hello-2") == "source"
+    assert emerged(daemon, 2, "app-misc/hello-2") == "source"
+    assert packages(pkgdir) == {}
+    assert hello_version(web) == hello_version(db) == "2"
+    assert "builder" not in zfs("list", "-H", "-o", "name", "-r", daemon.dataset)
