@@ -97,8 +97,8 @@ def test_missing_file_means_defaults(tmp_path: Path) -> None:
     assert config.jobs.max_parallel == 2
     assert config.nspawn == NspawnConfig(
         settings_directory=Path("/etc/systemd/nspawn"),
-        bind_ro=(Path("/var/db/repos"),),
-        bind=(Path("/var/cache/distfiles"), Path("/var/cache/binpkgs")),
+        bind_ro=(Path("/var/db/repos"), Path("/var/cache/binpkgs")),
+        bind=(Path("/var/cache/distfiles"),),
         bridge="",
         enable=False,
     )

@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from gnspawn.config import PortageConfig
-from gnspawn.portage import Progress, emerge_argv, emerge_environment, job_tag, world_atoms
+from gnspawn.portage import (
+    Progress,
+    emerge_argv,
+    emerge_environment,
+    job_tag,
+    make_conf,
+    world_atoms,
+)
 
 ROOT = Path("/var/lib/machines/web")
 
@@ -344,3 +351,9 @@ def test_binary_build_ids_are_dropped_from_pending_packages() -> None:
     progress.feed("[binary     U  ] dev-libs/foo-1.0-r1-12::gentoo")
     progress.feed("[binary   R    ] sys-apps/base-1::x")
     assert progress.pending == ["app-misc/hello-2", "dev-libs/foo-1.0-r1", "sys-apps/base-1"]
+
+
+def test_only_a_root_that_publishes_gets_features_that_write_pkgdir() -> None:
+    config = PortageConfig(features=("buildpkg", "buildsyspkg", "getbinpkg", "-test"))
+    assert 'FEATURES="getbinpkg -test"' in make_conf(config)
+    assert 'FEATURES="buildpkg buildsyspkg getbinpkg -test"' in make_conf(config, publish=True)

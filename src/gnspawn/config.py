@@ -71,8 +71,9 @@ class JobsConfig:
 @dataclasses.dataclass(frozen=True)
 class NspawnConfig:
     settings_directory: Path = Path("/etc/systemd/nspawn")
-    bind_ro: tuple[Path, ...] = (Path("/var/db/repos"),)
-    bind: tuple[Path, ...] = (Path("/var/cache/distfiles"), Path("/var/cache/binpkgs"))
+    bind_ro: tuple[Path, ...] = (Path("/var/db/repos"), Path("/var/cache/binpkgs"))
+    """The shared PKGDIR among them: a running container must not write it either."""
+    bind: tuple[Path, ...] = (Path("/var/cache/distfiles"),)
     bridge: str = ""
     enable: bool = False
 

@@ -191,9 +191,10 @@ class Manager:
                 log.info("update-all: skipping %s, not a Gentoo root", name)
                 result.append((name, None))
                 continue
-            profile = machine.profile or machines.profile_of(self.config, machine.root)
-            leader = leaders.get(profile)
-            follows = leader.id if leader and Flags.PRETEND not in checked else 0
+            follows, profile = 0, ""
+            if not self.config.portage.builders and Flags.PRETEND not in checked:
+                profile = machine.profile or machines.profile_of(self.config, machine.root)
+                follows = leaders[profile].id if profile in leaders else 0
             try:
                 job = await self.request(
                     JobType.UPDATE, name, checked, uid=uid, follows=follows, machine=machine
@@ -202,7 +203,7 @@ class Manager:
                 log.info("update-all: skipping %s, busy", name)
                 result.append((name, None))
                 continue
-            if not self.config.portage.builders and self.config.machine(name).trusted:
+            if profile and self.config.machine(name).trusted:
                 leaders.setdefault(profile, job)
             result.append((name, job))
         return result

@@ -259,9 +259,14 @@ def repos_conf(config: PortageConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
-def make_conf(config: PortageConfig) -> str:
+_PUBLISHING = ("buildpkg", "buildsyspkg")
+"""FEATURES that write PKGDIR, which only a root that publishes may."""
+
+
+def make_conf(config: PortageConfig, *, publish: bool = False) -> str:
+    features = [f for f in config.features if publish or f not in _PUBLISHING]
     values = {
-        "FEATURES": " ".join(config.features),
+        "FEATURES": " ".join(features),
         "DISTDIR": str(config.distdir),
         "PKGDIR": str(config.pkgdir),
     }
@@ -277,13 +282,13 @@ def _quoted(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
 
 
-def write_config(config: PortageConfig, root: Path, profile: Path) -> None:
+def write_config(config: PortageConfig, root: Path, profile: Path, *, publish: bool) -> None:
     """R/etc/portage: settings live in files under R, since Portage ignores some
     environment settings when ROOT is not /. Written inside the root (rootfs): a
     symlink there never leads out of it."""
     rootfs.makedirs(root, "etc/portage")
     rootfs.symlink(root, str(profile), "etc/portage/make.profile")
     rootfs.write_text(root, "etc/portage/repos.conf", repos_conf(config))
-    rootfs.write_text(root, "etc/portage/make.conf", make_conf(config))
+    rootfs.write_text(root, "etc/portage/make.conf", make_conf(config, publish=publish))
     for directory in (config.distdir, config.pkgdir):
         directory.mkdir(parents=True, exist_ok=True)

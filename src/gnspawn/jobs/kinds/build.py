@@ -106,7 +106,7 @@ async def build_steps(
     root = mounted_root(await ctx.host.inventory.machine(name, fresh=True))
     if done is BuildStep.CREATED:
         ctx.change(phase=Phase.CONFIGURE)
-        portage.write_config(ctx.config.portage, root, profile)
+        portage.write_config(ctx.config.portage, root, profile, publish=publish)
         ctx.log(journal.INFO, f"wrote {root}/etc/portage for profile {ctx.job.argument}")
         done = await step_done(ctx, dataset, BuildStep.CONFIGURED)
     args = ctx.config.portage.build_args
