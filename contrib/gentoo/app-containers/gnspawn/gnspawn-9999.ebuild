@@ -22,7 +22,6 @@ RESTRICT="test"
 # commands and asks systemd, machined and polkit over the system bus.
 RDEPEND="
 	dev-python/dbus-fast[${PYTHON_USEDEP}]
-	dev-python/python-systemd[${PYTHON_USEDEP}]
 	sys-apps/bubblewrap
 	sys-apps/portage
 	sys-apps/systemd
