@@ -404,6 +404,11 @@ def test_config_key_is_documented_with_its_default(section: str, key: str, cls: 
     assert expected in tagged[0].body, f"{section} {key}: {tagged[0].body!r} lacks {expected!r}"
 
 
+def test_config_page_heads_each_table_as_the_file_spells_it() -> None:
+    headings = {e.section for e in CONFIG if e.section.startswith("[")}
+    assert headings == {section for section, _, _ in KEYS}
+
+
 def test_config_page_documents_no_other_keys() -> None:
     known = {(s, k) for s, k, _ in KEYS}
     documented = {(e.section.lower(), e.tag) for e in CONFIG if e.section.startswith("[")}
