@@ -396,3 +396,9 @@ def test_the_ebuilds_agree_with_pyproject() -> None:
     lowest = re.fullmatch(r">=3\.(\d+)", project["project"]["requires-python"])
     compat = re.search(r"^PYTHON_COMPAT=\( python3_\{(\d+)\.\.\d+\} \)", live, re.MULTILINE)
     assert lowest and compat and lowest.group(1) == compat.group(1)
+
+
+def test_the_readme_installs_the_release_of_this_version() -> None:
+    readme = (TOP / "README.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"gnspawn-(\d[\w.]*?)\.(?:ebuild|tar\.gz)", readme)) - {"9999"}
+    assert named == {gnspawn.__version__}
