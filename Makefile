@@ -4,10 +4,10 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := zfs-fuse bubblewrap dbus systemd systemd-container libsystemd-dev pkg-config gcc util-linux busybox-static polkitd groff-base man-db python3-pip zsh tmux openssh-server openssh-client
+APT_PACKAGES := zfs-fuse bubblewrap dbus systemd systemd-container util-linux busybox-static polkitd groff-base man-db python3-pip zsh tmux openssh-server openssh-client
 STAMP := $(VENV)/.installed
 
-.PHONY: all check lint typecheck test demo bench deps apt-deps clean install uninstall
+.PHONY: all check lint typecheck test demo bench deps apt-deps clean install uninstall dist
 
 all: check
 
@@ -50,6 +50,16 @@ bench: deps
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .mypy_cache .ruff_cache
+
+# The release tarball: gnspawn-VERSION.tar.gz of the committed tree (HEAD), every file
+# in gnspawn-VERSION/, as the versioned ebuild in contrib/gentoo expects it. VERSION
+# is the package's, which pyproject.toml takes from gnspawn.__version__.
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' src/gnspawn/__init__.py)
+
+dist:
+	@test -n '$(VERSION)' || { echo "no __version__ in src/gnspawn/__init__.py"; exit 1; }
+	@git diff --quiet HEAD || echo "make dist: changes not committed are left out (it packs HEAD)"
+	git archive --format=tar.gz --prefix='gnspawn-$(VERSION)/' -o 'gnspawn-$(VERSION).tar.gz' HEAD
 
 # Installation for packagers and admins: make install [DESTDIR=...] [PREFIX=/usr].
 # PREFIX is /usr because the system bus and polkit read their files only from

@@ -1,22 +1,29 @@
-"""`make install` and the Gentoo ebuild install the same complete set of files.
+"""`make install` and the Gentoo ebuilds install the same complete set of files.
 
-The ebuild runs through Portage's real `ebuild` command (its doins, doman, insinto,
+The ebuilds run through Portage's real `ebuild` command (its doins, doman, insinto,
 CONFIG_PROTECT-free image) in a repository written here, whose eclasses are the small
-stand-ins in tests/gentoo/eclass. Both install a copy of the working tree, so that
-what is about to be committed is what is checked.
+stand-ins in tests/gentoo/eclass. All install a copy of the working tree, so that
+what is about to be committed is what is checked: the live ebuild directly, the
+versioned one from the tarball `make dist` packs of that copy, committed.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+
+import gnspawn
 
 TOP = Path(__file__).resolve().parent.parent
 EBUILD_DIR = TOP / "contrib" / "gentoo" / "app-containers" / "gnspawn"
@@ -25,7 +32,7 @@ EBUILD = Path(sys.executable).parent / "ebuild"
 PYTHON = os.environ.get("PYTHON", "python3")
 SITE = "<site-packages>"
 # Portage puts documentation in /usr/share/doc/${PF}; make install in .../doc/gnspawn.
-GENTOO_DOCDIR = "usr/share/doc/gnspawn-9999/"
+GENTOO_DOCDIR = re.compile(r"usr/share/doc/gnspawn-[^/]+/")
 DOCDIR = "usr/share/doc/gnspawn/"
 # Files of the tree that must reach the system, and where (with PREFIX=/usr).
 SHIPPED = {
@@ -101,7 +108,7 @@ def installed(root: Path) -> dict[str, Path]:
             name = f"{SITE}/{relative}"
         else:
             name = str(path.relative_to(root))
-        files[name.replace(GENTOO_DOCDIR, DOCDIR)] = path
+        files[GENTOO_DOCDIR.sub(DOCDIR, name)] = path
     return files
 
 
@@ -112,8 +119,9 @@ def by_make(work: Path, source: Path) -> dict[str, Path]:
 
 
 def write_repository(work: Path, source: Path) -> tuple[Path, dict[str, str]]:
-    """A repository holding the ebuild and the stand-in eclasses, a Portage
-    configuration for it, and the environment that makes `ebuild` use them."""
+    """A repository holding the ebuilds and the stand-in eclasses, a Portage
+    configuration for it, and the environment that makes `ebuild` use them; the
+    ebuilds' directory in it."""
     repo = work / "repo"
     name = "gnspawn-install-test"
     for sub in ("metadata", "profiles/default", "eclass", "app-containers"):
@@ -147,6 +155,10 @@ def write_repository(work: Path, source: Path) -> tuple[Path, dict[str, str]]:
     )
     repos = f"[DEFAULT]\nmain-repo = {name}\n\n[{name}]\nlocation = {repo}\n"
     (portage / "repos.conf").write_text(repos)
+    # Portage unpacks tarballs with `gtar`, as Gentoo names GNU tar; Debian does not.
+    tools = work / "bin"
+    tools.mkdir()
+    (tools / "gtar").symlink_to(shutil.which("tar") or "/bin/tar")
     env = {
         **os.environ,
         "EPREFIX": "",
@@ -154,26 +166,64 @@ def write_repository(work: Path, source: Path) -> tuple[Path, dict[str, str]]:
         "PORTAGE_REPOSITORIES": repos,
         "ROOT": str(work / "root"),
         "NOCOLOR": "true",
+        "PATH": f"{tools}:{os.environ['PATH']}",
         "GNSPAWN_TEST_PYTHON": shutil.which(PYTHON) or PYTHON,
         # git-r3 takes the source from here instead of the ebuild's EGIT_REPO_URI.
         "EGIT_OVERRIDE_REPO_USR_SRC_GNSPAWN": f"file://{source}",
     }
     (work / "root").mkdir()
-    return repo / "app-containers" / "gnspawn" / "gnspawn-9999.ebuild", env
+    (work / "distfiles").mkdir()
+    return repo / "app-containers" / "gnspawn", env
 
 
 @pytest.fixture(scope="module")
-def by_ebuild(work: Path, source: Path) -> dict[str, Path]:
+def repository(work: Path, source: Path) -> tuple[Path, dict[str, str]]:
     if os.geteuid() != 0:
         pytest.fail("running the ebuild through Portage needs root")
     assert EBUILD.is_file(), f"{EBUILD} is missing: Portage is a test dependency"
-    ebuild, env = write_repository(work, source)
+    return write_repository(work, source)
+
+
+def run_ebuild(
+    work: Path, repository: tuple[Path, dict[str, str]], version: str, *commands: str
+) -> dict[str, Path]:
+    """The files `ebuild gnspawn-VERSION.ebuild COMMANDS... clean install` installs."""
+    directory, env = repository
+    ebuild = directory / f"gnspawn-{version}.ebuild"
     result = subprocess.run(
-        [str(EBUILD), str(ebuild), "clean", "install"], capture_output=True, text=True, env=env
+        [str(EBUILD), str(ebuild), *commands, "clean", "install"],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    image = work / "portage-tmp" / "portage" / "app-containers" / "gnspawn-9999" / "image"
+    image = work / "portage-tmp" / "portage" / "app-containers" / f"gnspawn-{version}" / "image"
     return installed(image)
+
+
+@pytest.fixture(scope="module")
+def by_ebuild(work: Path, repository: tuple[Path, dict[str, str]]) -> dict[str, Path]:
+    return run_ebuild(work, repository, "9999")
+
+
+@pytest.fixture(scope="module")
+def release(work: Path) -> tuple[Path, list[str]]:
+    """`make dist` in a repository whose one commit is the working tree: the tarball,
+    and the files git tracks there."""
+    checkout = copy_tree(work / "checkout")
+    git = ["git", "-C", str(checkout), "-c", "user.name=test", "-c", "user.email=test@localhost"]
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "release"]):
+        subprocess.run([*git, *command], check=True, capture_output=True)
+    result = subprocess.run(
+        ["make", "-s", "-C", str(checkout), "dist"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    tracked = subprocess.run(
+        [*git, "ls-files", "-z"], capture_output=True, text=True, check=True
+    ).stdout
+    return checkout / f"gnspawn-{gnspawn.__version__}.tar.gz", sorted(
+        filter(None, tracked.split("\0"))
+    )
 
 
 def test_make_install_and_the_ebuild_install_the_same_files(
@@ -283,3 +333,72 @@ def test_an_admins_configuration_is_kept_and_uninstall_removes_the_rest(
     assert result.returncode == 0, result.stderr
     left = [p for p in destdir.rglob("*") if p.is_file()]
     assert left == [config]
+
+
+def test_make_dist_packs_every_tracked_file_under_one_versioned_directory(
+    release: tuple[Path, list[str]],
+) -> None:
+    tarball, tracked = release
+    top = f"gnspawn-{gnspawn.__version__}"
+    with tarfile.open(tarball) as archive:
+        members = archive.getmembers()
+    assert {m.name.split("/")[0] for m in members} == {top}
+    packed = sorted(m.name.removeprefix(f"{top}/") for m in members if not m.isdir())
+    assert packed == tracked
+
+
+def test_the_versioned_ebuild_installs_the_release_tarball(
+    work: Path,
+    repository: tuple[Path, dict[str, str]],
+    release: tuple[Path, list[str]],
+    by_make: dict[str, Path],
+) -> None:
+    """As the README says: the tarball copied into DISTDIR, a Manifest made, then the
+    package built from it installs what make install does."""
+    tarball, _ = release
+    shutil.copy2(tarball, work / "distfiles")
+    by_release = run_ebuild(work, repository, gnspawn.__version__, "manifest")
+    assert sorted(by_release) == sorted(by_make)
+
+
+def ebuild_variable(text: str, name: str) -> str:
+    match = re.search(rf'^{name}="([^"]*)"', text, re.MULTILINE)
+    assert match, f"the ebuild sets no {name}"
+    return match.group(1)
+
+
+def test_the_ebuilds_agree_with_pyproject() -> None:
+    """One versioned ebuild, of the package's version, the same file as the live one;
+    their Python dependencies and versions are pyproject.toml's."""
+    project = tomllib.loads((TOP / "pyproject.toml").read_text(encoding="utf-8"))
+    attr = project["tool"]["setuptools"]["dynamic"]["version"]["attr"]
+    assert attr == "gnspawn.__version__"
+    ebuilds = sorted(p.name for p in EBUILD_DIR.glob("*.ebuild"))
+    assert ebuilds == sorted(["gnspawn-9999.ebuild", f"gnspawn-{gnspawn.__version__}.ebuild"])
+    live = (EBUILD_DIR / "gnspawn-9999.ebuild").read_text(encoding="utf-8")
+    versioned = (EBUILD_DIR / f"gnspawn-{gnspawn.__version__}.ebuild").read_text(encoding="utf-8")
+    assert versioned == live, "the versioned ebuild is a copy of the live one"
+
+    expected = set()
+    for line in project["project"]["dependencies"]:
+        requirement = Requirement(line)
+        assert requirement.marker is None, f"{line}: the ebuild has no way to say the marker"
+        for specifier in requirement.specifier:
+            assert specifier.operator in (">=", ">", "<=", "<"), line
+            expected.add(f"{specifier.operator}dev-python/{requirement.name}-{specifier.version}")
+    declared = {
+        atom.split("[")[0]
+        for atom in ebuild_variable(live, "RDEPEND").split()
+        if "dev-python/" in atom
+    }
+    assert declared == expected
+
+    lowest = re.fullmatch(r">=3\.(\d+)", project["project"]["requires-python"])
+    compat = re.search(r"^PYTHON_COMPAT=\( python3_\{(\d+)\.\.\d+\} \)", live, re.MULTILINE)
+    assert lowest and compat and lowest.group(1) == compat.group(1)
+
+
+def test_the_readme_installs_the_release_of_this_version() -> None:
+    readme = (TOP / "README.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"gnspawn-(\d[\w.]*?)\.(?:ebuild|tar\.gz)", readme)) - {"9999"}
+    assert named == {gnspawn.__version__}

@@ -1,8 +1,10 @@
-"""The man pages say what the programs and the configuration accept, and render cleanly.
+"""The man pages say what the programs and the configuration accept, and render cleanly;
+the README's reference tables say the same.
 
 Each check reads its truth from the code: gnctl's argparse parser, gnspawnd's parser,
-the SETTINGS table of the configuration, the journal fields and the D-Bus error names.
-A verb, option, key or exit status added there fails here until the page documents it.
+the SETTINGS table of the configuration, the journal fields, the D-Bus error names and
+the job phases. A verb, option, key or exit status added there (or removed) fails here
+until the page and the README say so.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from gnspawn import daemon, errors
 from gnspawn import log as journal
 from gnspawn.config import MACHINE_SETTINGS, SECTIONS, SETTINGS, MachineConfig
 from gnspawn.ctl import main as ctl
+from gnspawn.names import Phase
 
 MAN = Path(__file__).resolve().parent.parent / "man"
 PAGES = {"gnctl.1": "gnctl", "gnspawnd.8": "gnspawnd", "gnspawn.toml.5": "gnspawn.toml"}
@@ -404,6 +407,11 @@ def test_config_key_is_documented_with_its_default(section: str, key: str, cls: 
     assert expected in tagged[0].body, f"{section} {key}: {tagged[0].body!r} lacks {expected!r}"
 
 
+def test_config_page_heads_each_table_as_the_file_spells_it() -> None:
+    headings = {e.section for e in CONFIG if e.section.startswith("[")}
+    assert headings == {section for section, _, _ in KEYS}
+
+
 def test_config_page_documents_no_other_keys() -> None:
     known = {(s, k) for s, k, _ in KEYS}
     documented = {(e.section.lower(), e.tag) for e in CONFIG if e.section.startswith("[")}
@@ -449,3 +457,45 @@ def test_page_refers_to_the_other_pages(page: str) -> None:
         if other != page:
             name, section = other.rsplit(".", 1)
             assert f".BR {name} ({section})" in text, f"{page}: SEE ALSO lacks {name}({section})"
+
+
+# the README's reference tables
+
+README = (MAN.parent / "README.md").read_text(encoding="utf-8")
+OPTION = re.compile(r"(?<![\w-])--?[A-Za-z][\w-]*")
+
+
+def readme_table(header: str) -> list[list[str]]:
+    """The cells of each row of the README's table whose first column is `header`."""
+    lines = README.splitlines()
+    start = [i for i, line in enumerate(lines) if line.startswith(f"| {header} |")]
+    assert len(start) == 1, f"the README has {len(start)} tables headed {header!r}"
+    rows = []
+    for line in lines[start[0] + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in re.split(r"(?<!\\)\|", line)[1:-1]])
+    return rows
+
+
+def test_readme_lists_each_verb_with_exactly_its_options() -> None:
+    listed = {
+        command.strip("`").split()[1]: set(OPTION.findall(flags))
+        for command, flags, _ in readme_table("command")
+    }
+    expected = {verb: set(options(sub)) - set(HELP) for verb, sub in VERBS.items()}
+    assert listed == expected
+
+
+def test_readme_lists_every_job_phase() -> None:
+    listed = [row[0].strip("`") for row in readme_table("phase")]
+    assert sorted(listed) == sorted(Phase)
+
+
+def test_readme_configuration_table_has_every_key_and_no_other() -> None:
+    listed = set()
+    for row in readme_table("key"):
+        section = re.match(r"`(\[[^]]+\]) ", row[0])
+        assert section, f"README configuration row without a [section]: {row[0]}"
+        listed |= {(section.group(1), key) for key in re.findall(r"(\w+)`", row[0])}
+    assert listed == {(section, key) for section, key, _ in KEYS}

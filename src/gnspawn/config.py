@@ -6,15 +6,10 @@ import dataclasses
 import enum
 import os
 import re
-import sys
+import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
-
-if sys.version_info >= (3, 11):  # noqa: UP036 - tomli is the declared fallback
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 DEFAULT_PATH = Path("/etc/gnspawn/gnspawn.toml")
 

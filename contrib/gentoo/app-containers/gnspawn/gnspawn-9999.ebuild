@@ -6,23 +6,33 @@ EAPI=8
 DISTUTILS_USE_PEP517=setuptools
 PYTHON_COMPAT=( python3_{11..13} )
 
-inherit distutils-r1 git-r3 shell-completion systemd
+inherit distutils-r1 shell-completion systemd
+
+# gnspawn-9999 and gnspawn-VERSION are the same file: the live one builds the
+# checkout kept in /usr/src/gnspawn (point EGIT_REPO_URI elsewhere in a copy of
+# this file to build another clone or mirror); a versioned one builds the release
+# tarball that `make dist` writes, copied into DISTDIR by hand.
+if [[ ${PV} == 9999 ]]; then
+	inherit git-r3
+	EGIT_REPO_URI="file:///usr/src/gnspawn"
+else
+	SRC_URI="${P}.tar.gz"
+	KEYWORDS="~amd64"
+	RESTRICT="fetch"
+fi
 
 DESCRIPTION="Gentoo containers for systemd-nspawn on ZFS: builds and transactional updates"
-# A live ebuild of the checkout kept in /usr/src/gnspawn; point EGIT_REPO_URI
-# elsewhere in a copy of this file to build another clone or mirror.
-EGIT_REPO_URI="file:///usr/src/gnspawn"
 
 LICENSE="GPL-2+"
 SLOT="0"
 # The tests start zfs-fuse, dbus-daemon, journald and polkitd as root.
-RESTRICT="test"
+RESTRICT+=" test"
 
 # gnspawnd runs zfs, emerge (under bwrap and setpriv) and systemd-nspawn as
 # commands and asks systemd, machined and polkit over the system bus.
 RDEPEND="
-	dev-python/dbus-fast[${PYTHON_USEDEP}]
-	dev-python/python-systemd[${PYTHON_USEDEP}]
+	>=dev-python/dbus-fast-4.0[${PYTHON_USEDEP}]
+	<dev-python/dbus-fast-6[${PYTHON_USEDEP}]
 	sys-apps/bubblewrap
 	sys-apps/portage
 	sys-apps/systemd
@@ -30,6 +40,11 @@ RDEPEND="
 	sys-auth/polkit
 	sys-fs/zfs
 "
+
+pkg_nofetch() {
+	einfo "${A} is gnspawn's release tarball: run 'make dist' in a checkout of"
+	einfo "gnspawn ${PV} and copy ${A} into ${DISTDIR}."
+}
 
 src_install() {
 	distutils-r1_src_install
