@@ -76,7 +76,7 @@ ZSH_COMPLETIONDIR ?= $(DATADIR)/zsh/site-functions
 # Debian patches to add /local, so the same command lands elsewhere on each system.
 # pip --target writes exactly where it is told; the scripts it leaves in bin/ there
 # are moved to BINDIR (their #! is $(PYTHON)). Building offline needs
-# PIP_FLAGS=--no-build-isolation and setuptools>=64 with wheel for $(PYTHON).
+# PIP_FLAGS=--no-build-isolation and setuptools>=77 with wheel for $(PYTHON).
 PYTHON_SITEDIR ?= $(shell $(PYTHON) -c 'import sys, sysconfig; \
 	under = [p for p in sys.path if p.startswith("$(PREFIX)/lib/") and p.endswith("-packages")]; \
 	print(under[0] if under else sysconfig.get_path("purelib", "posix_prefix", \
