@@ -33,6 +33,7 @@ SHIPPED = {
     "dbus/*.conf": "usr/share/dbus-1/system.d/{name}",
     "dbus/*.service": "usr/share/dbus-1/system-services/{name}",
     "dbus/*.policy": "usr/share/polkit-1/actions/{name}",
+    "dbus/interfaces/*.xml": "usr/share/dbus-1/interfaces/{name}",
     "man/*.1": "usr/share/man/man1/{name}",
     "man/*.5": "usr/share/man/man5/{name}",
     "man/*.8": "usr/share/man/man8/{name}",
