@@ -8,7 +8,7 @@ APT_PACKAGES := zfs-fuse bubblewrap dbus systemd systemd-container libsystemd-de
 STAMP := $(VENV)/.installed
 
 .PHONY: all check lint typecheck test demo bench deps apt-deps clean install uninstall
-.PHONY: dbus-interfaces
+.PHONY: dbus-interfaces sandbox sandbox-stop
 
 all: check
 
@@ -45,6 +45,14 @@ check: lint typecheck test
 
 demo: deps
 	$(PY) contrib/demo.py
+
+# The demo's bus, journald, pool and gnspawnd left running to practise on; it prints
+# how to reach them. sandbox-stop stops each process it recorded, by its PID.
+sandbox: deps
+	$(PY) contrib/demo.py --keep
+
+sandbox-stop:
+	$(PYTHON) contrib/demo.py --stop
 
 bench: deps
 	cd bench && ../$(PY) run.py
