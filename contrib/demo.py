@@ -111,9 +111,11 @@ def record(pid: int) -> dict[str, int]:
 
 def stop(name: str, process: dict[str, int], timeout: float) -> None:
     """SIGTERM, and SIGKILL after `timeout`, to a recorded process that still runs."""
+    signalled = False
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
         if not alive(process):
-            return
+            break
+        signalled = True
         print(f"   stopping {name} (PID {process['pid']})", flush=True)
         with contextlib.suppress(ProcessLookupError):
             os.kill(process["pid"], sig)
@@ -122,6 +124,10 @@ def stop(name: str, process: dict[str, int], timeout: float) -> None:
             time.sleep(0.1)
     if alive(process):
         raise SystemExit(f"{name} (PID {process['pid']}) survives SIGKILL")
+    # A process whose parent has gone is reaped by init, a moment later.
+    deadline = time.monotonic() + 5
+    while signalled and Path(f"/proc/{process['pid']}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 # --- the sandbox ----------------------------------------------------------------
