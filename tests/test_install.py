@@ -284,3 +284,16 @@ def test_an_admins_configuration_is_kept_and_uninstall_removes_the_rest(
     assert result.returncode == 0, result.stderr
     left = [p for p in destdir.rglob("*") if p.is_file()]
     assert left == [config]
+
+
+def test_the_package_builds_without_deprecation_warnings(work: Path, source: Path) -> None:
+    """setuptools warns of pyproject.toml fields it will stop reading (the pip of the
+    venv shows the build backend's warnings, as `make deps` does)."""
+    wheel = ["wheel", "--quiet", "--no-deps", "--wheel-dir", str(work / "wheel")]
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", *wheel, str(source)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "deprecat" not in (result.stdout + result.stderr).lower(), result.stderr
