@@ -8,6 +8,7 @@ APT_PACKAGES := zfs-fuse bubblewrap dbus systemd systemd-container util-linux bu
 STAMP := $(VENV)/.installed
 
 .PHONY: all check lint typecheck test demo bench deps apt-deps clean install uninstall dist
+.PHONY: dbus-interfaces sandbox sandbox-stop
 
 all: check
 
@@ -45,8 +46,21 @@ check: lint typecheck test
 demo: deps
 	$(PY) contrib/demo.py
 
+# The demo's bus, journald, pool and gnspawnd left running to practise on; it prints
+# how to reach them. sandbox-stop stops each process it recorded, by its PID.
+sandbox: deps
+	$(PY) contrib/demo.py --keep
+
+sandbox-stop:
+	$(PYTHON) contrib/demo.py --stop
+
 bench: deps
 	cd bench && ../$(PY) run.py
+
+# The interface files under dbus/interfaces are written by the code they describe;
+# a test checks that they are current and that the running daemon says the same.
+dbus-interfaces: deps
+	$(VENV)/bin/gnspawnd --bus-introspect dbus/interfaces
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .mypy_cache .ruff_cache
@@ -75,6 +89,7 @@ DOCDIR ?= $(DATADIR)/doc/gnspawn
 SYSTEMD_UNITDIR ?= $(PREFIX)/lib/systemd/system
 DBUS_POLICYDIR ?= $(DATADIR)/dbus-1/system.d
 DBUS_SERVICEDIR ?= $(DATADIR)/dbus-1/system-services
+DBUS_INTERFACEDIR ?= $(DATADIR)/dbus-1/interfaces
 POLKIT_ACTIONDIR ?= $(DATADIR)/polkit-1/actions
 BASH_COMPLETIONDIR ?= $(DATADIR)/bash-completion/completions
 ZSH_COMPLETIONDIR ?= $(DATADIR)/zsh/site-functions
@@ -86,7 +101,7 @@ ZSH_COMPLETIONDIR ?= $(DATADIR)/zsh/site-functions
 # Debian patches to add /local, so the same command lands elsewhere on each system.
 # pip --target writes exactly where it is told; the scripts it leaves in bin/ there
 # are moved to BINDIR (their #! is $(PYTHON)). Building offline needs
-# PIP_FLAGS=--no-build-isolation and setuptools>=64 with wheel for $(PYTHON).
+# PIP_FLAGS=--no-build-isolation and setuptools>=77 with wheel for $(PYTHON).
 PYTHON_SITEDIR ?= $(shell $(PYTHON) -c 'import sys, sysconfig; \
 	under = [p for p in sys.path if p.startswith("$(PREFIX)/lib/") and p.endswith("-packages")]; \
 	print(under[0] if under else sysconfig.get_path("purelib", "posix_prefix", \
@@ -95,6 +110,7 @@ PIP_FLAGS ?=
 SITE = $(DESTDIR)$(PYTHON_SITEDIR)
 UNITS := $(wildcard systemd/*.service systemd/*.timer)
 MANPAGES := $(wildcard man/*.[1-8])
+DBUS_INTERFACES := $(wildcard dbus/interfaces/*.xml)
 ZSH_COMPLETION := $(wildcard contrib/completion/_gnctl)
 # The units and the bus activation file name the programs by their /usr/bin path.
 FIX_BINDIR = sed -e 's|=/usr/bin/|=$(BINDIR)/|'
@@ -113,6 +129,7 @@ install:
 	$(PYTHON) -m compileall -q -d '$(PYTHON_SITEDIR)/gnspawn' '$(SITE)/gnspawn'
 	install -d '$(DESTDIR)$(SYSTEMD_UNITDIR)' '$(DESTDIR)$(DBUS_POLICYDIR)' \
 		'$(DESTDIR)$(DBUS_SERVICEDIR)' '$(DESTDIR)$(POLKIT_ACTIONDIR)' \
+		'$(DESTDIR)$(DBUS_INTERFACEDIR)' \
 		'$(DESTDIR)$(SYSCONFDIR)/gnspawn' '$(DESTDIR)$(DOCDIR)' \
 		'$(DESTDIR)$(BASH_COMPLETIONDIR)' '$(DESTDIR)$(ZSH_COMPLETIONDIR)' \
 		$(foreach s,1 5 8,'$(DESTDIR)$(MANDIR)/man$(s)')
@@ -124,6 +141,7 @@ install:
 	chmod 0644 '$(DESTDIR)$(DBUS_SERVICEDIR)/org.gnspawn1.service'
 	install -m 0644 dbus/org.gnspawn1.conf '$(DESTDIR)$(DBUS_POLICYDIR)/'
 	install -m 0644 dbus/org.gnspawn1.policy '$(DESTDIR)$(POLKIT_ACTIONDIR)/'
+	install -m 0644 $(DBUS_INTERFACES) '$(DESTDIR)$(DBUS_INTERFACEDIR)/'
 	install -m 0644 README.md contrib/gnspawn.toml '$(DESTDIR)$(DOCDIR)/'
 	@# An admin's configuration is never overwritten.
 	test -e '$(DESTDIR)$(SYSCONFDIR)/gnspawn/gnspawn.toml' || \
@@ -142,6 +160,7 @@ uninstall:
 		'$(DESTDIR)$(DBUS_POLICYDIR)/org.gnspawn1.conf' \
 		'$(DESTDIR)$(DBUS_SERVICEDIR)/org.gnspawn1.service' \
 		'$(DESTDIR)$(POLKIT_ACTIONDIR)/org.gnspawn1.policy' \
+		$(foreach i,$(DBUS_INTERFACES),'$(DESTDIR)$(DBUS_INTERFACEDIR)/$(notdir $(i))') \
 		'$(DESTDIR)$(BASH_COMPLETIONDIR)/gnctl' '$(DESTDIR)$(ZSH_COMPLETIONDIR)/_gnctl' \
 		$(foreach p,$(MANPAGES),'$(DESTDIR)$(MANDIR)/man$(subst .,,$(suffix $(p)))/$(notdir $(p))')
 	rm -rf '$(DESTDIR)$(DOCDIR)'

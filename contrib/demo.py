@@ -2,21 +2,36 @@
 
 It starts a private system bus, journald, a zfs-fuse pool on a sparse file and
 gnspawnd, seeds two containers from the demo repository, updates one successfully
-and one that fails and is rolled back, shows what gnctl shows, and stops everything.
+and one that fails and is rolled back, reads the journal, rolls the good update back
+by hand, shows what gnctl shows, and stops everything.
+
+`make sandbox` (--keep) leaves it all running to practise on, in a process that
+keeps it (the keeper); `--enter [COMMAND]` runs a command or a shell inside it;
+`make sandbox-stop` (--stop) stops every process it recorded, by PID.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import json
 import os
+import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import time
+import traceback
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 from testbed import Testbed  # noqa: E402
+
+STATE = "sandbox.json"
+PROMPT_HINT = "inside the gnspawn sandbox: gnctl, busctl, journalctl and zfs reach its own"
 
 
 def step(text: str) -> None:
@@ -33,48 +48,330 @@ def show(root: Path) -> None:
     print(f"   {root.name}: app-misc/hello {version} installed", flush=True)
 
 
-def main() -> int:
-    if os.geteuid() != 0:
-        print("make demo needs root (zfs-fuse, mounts, journald)", file=sys.stderr)
-        return 1
-    sandbox = REPO / "sandbox"
-    shutil.rmtree(sandbox, ignore_errors=True)
-    step("starting a private system bus, journald, a zfs-fuse pool and gnspawnd")
-    bed = Testbed(sandbox)
+def demo(bed: Testbed) -> None:
+    """The story, on a test bed that runs."""
+    print(f"   pool {bed.dataset} on {bed.pool.file}, bus {bed.bus.address}")
+    step("seeding two containers with emerge, as an admin would by hand")
+    web = bed.seed("web")
+    db = bed.seed("db", ["=app-misc/hello-1", "=app-misc/broken-1"])
+    show(web)
+    show(db)
+    bed.start_daemon()
+    gnctl("list")
+
+    step("an update that succeeds: snapshot, emerge, done")
+    code = gnctl("update", "web")
+    print(f"   exit status {code}")
+    show(web)
+    gnctl("snapshots", "web")
+
+    step("an update that fails: hello-2 merges, broken-2 fails, the root is rolled back")
+    code = gnctl("update", "db")
+    print(f"   exit status {code}")
+    show(db)
+    gnctl("job", "2")
+
+    step("the journal has every line of both jobs, with the job's fields")
+    gnctl("logs", "2", "-n", "4")
+
+    step("a rollback by hand: web goes back to the snapshot its update took")
+    gnctl("rollback", "web")
+    show(web)
+    gnctl("snapshots", "web")
+
+    step("what gnspawn knows now")
+    gnctl("jobs")
+    gnctl("list")
+
+
+# --- processes, by PID --------------------------------------------------------
+
+
+def start_time(pid: int) -> int | None:
+    """When the process started (clock ticks since boot), None when there is none or it is
+    a zombie: with the PID, this tells a recorded process from a later one of that PID."""
     try:
-        print(f"   pool {bed.dataset} on {bed.pool.file}, bus {bed.bus.address}")
-        step("seeding two containers with emerge, as an admin would by hand")
-        web = bed.seed("web")
-        db = bed.seed("db", ["=app-misc/hello-1", "=app-misc/broken-1"])
-        show(web)
-        show(db)
-        bed.start_daemon()
-        gnctl("list")
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()
+    return None if fields[0] == "Z" else int(fields[19])
 
-        step("an update that succeeds: snapshot, emerge, done")
-        code = gnctl("update", "web")
-        print(f"   exit status {code}")
-        show(web)
-        gnctl("snapshots", "web")
 
-        step("an update that fails: hello-2 merges, broken-2 fails, the root is rolled back")
-        code = gnctl("update", "db")
-        print(f"   exit status {code}")
-        show(db)
-        gnctl("job", "2")
+def alive(process: dict[str, int]) -> bool:
+    started = start_time(process["pid"])
+    return started is not None and started == process["start"]
 
-        step("what gnspawn knows now")
-        gnctl("jobs")
-        gnctl("list")
-        print("\n   the journal has every line of both jobs, e.g.:")
-        errors = bed.daemon_journal("GNSPAWN_JOB=2", "PRIORITY=3")
-        print(f"   $ journalctl GNSPAWN_JOB=2 -p err -> {len(errors)} lines")
+
+def record(pid: int) -> dict[str, int]:
+    started = start_time(pid)
+    assert started is not None, f"process {pid} is gone"
+    return {"pid": pid, "start": started}
+
+
+def stop(name: str, process: dict[str, int], timeout: float) -> None:
+    """SIGTERM, and SIGKILL after `timeout`, to a recorded process that still runs."""
+    signalled = False
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
+        if not alive(process):
+            break
+        signalled = True
+        print(f"   stopping {name} (PID {process['pid']})", flush=True)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process["pid"], sig)
+        deadline = time.monotonic() + wait
+        while alive(process) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    if alive(process):
+        raise SystemExit(f"{name} (PID {process['pid']}) survives SIGKILL")
+    # A process whose parent has gone is reaped by init, a moment later.
+    deadline = time.monotonic() + 5
+    while signalled and Path(f"/proc/{process['pid']}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+# --- the sandbox ----------------------------------------------------------------
+
+
+def read_state(directory: Path) -> dict[str, object] | None:
+    try:
+        state: dict[str, object] = json.loads((directory / STATE).read_text())
+    except FileNotFoundError:
+        return None
+    return state
+
+
+def keeper_of(directory: Path) -> dict[str, int] | None:
+    """The keeper of a sandbox that runs in `directory`, if one does."""
+    state = read_state(directory)
+    if state is None:
+        return None
+    keeper = state["keeper"]
+    assert isinstance(keeper, dict)
+    return keeper if alive(keeper) else None
+
+
+def write_state(bed: Testbed, directory: Path) -> dict[str, object]:
+    assert bed.daemon is not None
+    processes = {
+        "gnspawnd": record(bed.daemon.pid),
+        "dbus-daemon": record(bed.bus.proc.pid),
+        "systemd-journald": record(bed.journal.proc.pid),
+        "zfs-fuse": record(bed.pool.proc.pid),
+    }
+    state: dict[str, object] = {
+        "keeper": record(os.getpid()),
+        "processes": processes,
+        "mount_namespace": os.readlink("/proc/self/ns/mnt"),
+        "bus": f"unix:path={bed.bus.socket}",
+        "pool": str(bed.pool.file),
+    }
+    temporary = directory / f"{STATE}.new"
+    temporary.write_text(json.dumps(state, indent=2) + "\n")
+    temporary.rename(directory / STATE)
+    return state
+
+
+def write_enter_script(directory: Path) -> Path:
+    script = directory / "enter"
+    script.write_text(
+        "#!/bin/sh\n"
+        "# Runs COMMAND, or a shell, inside the gnspawn sandbox (make sandbox).\n"
+        f"exec {shlex.quote(sys.executable)} {shlex.quote(str(Path(__file__).resolve()))} "
+        f'--directory {shlex.quote(str(directory))} --enter "$@"\n'
+    )
+    script.chmod(0o755)
+    return script
+
+
+def how_to_reach(directory: Path, state: dict[str, object]) -> str:
+    keeper = state["keeper"]
+    assert isinstance(keeper, dict)
+    pid = keeper["pid"]
+    enter = shlex.quote(str(directory / "enter"))
+    gnctl_path = shlex.quote(str(Path(sys.executable).parent / "gnctl"))
+    return f"""
+gnspawnd, its system bus, journald and the zfs-fuse pool keep running, in a mount
+namespace of their own: its private /run holds the journal and zfs's socket. Their
+PIDs are in {directory / STATE}. In another terminal, as root:
+
+  # a shell inside the sandbox, where gnctl, busctl, journalctl, zfs and the
+  # machines' files are the sandbox's:
+  {enter}
+  # or one command in it:
+  {enter} gnctl update web
+  {enter} gnctl logs 1
+
+  # the bus is reachable from outside as well (gnctl logs and zfs are not):
+  export DBUS_SYSTEM_BUS_ADDRESS={state["bus"]}
+  {gnctl_path} list
+  busctl --address=$DBUS_SYSTEM_BUS_ADDRESS call org.gnspawn1 /org/gnspawn1 \\
+      org.gnspawn1.Manager ListMachines
+
+  # the journal, the pool and the machines' files through the keeper, PID {pid}:
+  journalctl -D /proc/{pid}/root/run/log/journal GNSPAWN_JOB=2
+  nsenter -t {pid} -m zfs list -t all
+  ls /proc/{pid}/root{directory / "machines" / "web"}
+
+make sandbox-stop stops it all.
+"""
+
+
+def keep(bed: Testbed, directory: Path, ready: int) -> None:
+    """Record the sandbox, say how to reach it, hand the terminal back, and wait for
+    SIGTERM (make sandbox-stop); the caller stops the test bed after."""
+    # Nobody reads gnspawnd's notifications any more: refused at once, they cost it
+    # nothing (a full socket would delay its STOPPING=1).
+    if bed.notify is not None:
+        bed.notify.close()
+        bed.notify = None
+    state = write_state(bed, directory)
+    write_enter_script(directory)
+    step("the sandbox keeps running")
+    print(how_to_reach(directory, state), flush=True)
+    log = os.open(directory / "keeper.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    for fd in (1, 2):
+        os.dup2(log, fd)
+    os.close(log)
+    os.write(ready, b"ready")
+    os.close(ready)
+    while True:
+        signal.pause()
+
+
+def run(directory: Path, *, ready: int | None = None) -> int:
+    """The demo, and with `ready` (a pipe to the waiting caller) the sandbox after it."""
+    if (keeper := keeper_of(directory)) is not None:
+        print(
+            f"a sandbox runs in {directory} (keeper PID {keeper['pid']}): make sandbox-stop first",
+            file=sys.stderr,
+        )
+        return 1
+    if read_state(directory) is not None:
+        stop_sandbox(directory)
+    shutil.rmtree(directory, ignore_errors=True)
+    step("starting a private system bus, journald, a zfs-fuse pool and gnspawnd")
+    bed = Testbed(directory)
+    try:
+        demo(bed)
+        if ready is not None:
+            keep(bed, directory, ready)
         return 0
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         step("stopping gnspawnd, the bus, journald and zfs-fuse")
         bed.stop()
-        shutil.rmtree(sandbox, ignore_errors=True)
+        shutil.rmtree(directory, ignore_errors=True)
         print("   done; nothing is left running", flush=True)
+
+
+def start_sandbox(directory: Path) -> int:
+    """Run the demo in a child that becomes the keeper; return once it keeps the sandbox
+    (0) or has failed and cleaned up (its exit status)."""
+    ready, signal_ready = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(ready)
+        # Its own session: the terminal's Ctrl-C and hangup are not the keeper's.
+        os.setsid()
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        code = 1
+        try:
+            code = run(directory, ready=signal_ready)
+        except SystemExit as stopped:
+            code = stopped.code if isinstance(stopped.code, int) else 1
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            # Never back into the caller's code: this process is the keeper.
+            os._exit(code)
+    os.close(signal_ready)
+    try:
+        with os.fdopen(ready, "rb") as pipe:
+            if pipe.read() == b"ready":
+                return 0
+        return os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
+    except KeyboardInterrupt:
+        os.kill(child, signal.SIGTERM)
+        os.waitpid(child, 0)
+        return 130
+
+
+def stop_sandbox(directory: Path) -> int:
+    """Stop the keeper (which stops the rest in order), then any recorded process left,
+    each by its PID; remove the sandbox's files. Safe to run again."""
+    state = read_state(directory)
+    if state is None:
+        print(f"no sandbox runs in {directory}")
+        return 0
+    keeper, processes = state["keeper"], state["processes"]
+    assert isinstance(keeper, dict) and isinstance(processes, dict)
+    stop("the sandbox's keeper", keeper, timeout=120)
+    for name, process in processes.items():
+        stop(name, process, timeout=20)
+    left = [
+        pid
+        for pid in (int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit())
+        if namespace_of(pid) == state["mount_namespace"]
+    ]
+    shutil.rmtree(directory, ignore_errors=True)
+    named = ", ".join(f"{name} {p['pid']}" for name, p in processes.items())
+    print(f"sandbox stopped: keeper {keeper['pid']}, {named}; pool and {directory} removed")
+    if left:
+        print(
+            f"processes still in its mount namespace (a shell of {directory / 'enter'}?): "
+            f"{' '.join(map(str, left))}; its mounts go when they end"
+        )
+    return 0
+
+
+def namespace_of(pid: int) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/mnt")
+    except OSError:
+        return ""
+
+
+def enter(directory: Path, command: list[str]) -> int:
+    """Run `command` (a shell when empty) in the sandbox's mount namespace."""
+    state = read_state(directory)
+    keeper = keeper_of(directory)
+    if state is None or keeper is None:
+        print(f"no sandbox runs in {directory}: make sandbox starts one", file=sys.stderr)
+        return 1
+    environment = {
+        **os.environ,
+        "DBUS_SYSTEM_BUS_ADDRESS": str(state["bus"]),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+    }
+    if not command:
+        command = [os.environ.get("SHELL", "/bin/sh")]
+        print(f"{PROMPT_HINT}; exit leaves it", file=sys.stderr)
+    argv = ["nsenter", f"--target={keeper['pid']}", "--mount", "--", *command]
+    os.execvpe(argv[0], argv, environment)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument("--keep", action="store_true", help="leave the sandbox running after")
+    action.add_argument("--stop", action="store_true", help="stop a sandbox left running")
+    action.add_argument(
+        "--enter", nargs=argparse.REMAINDER, metavar="COMMAND", help="run COMMAND inside it"
+    )
+    parser.add_argument("--directory", type=Path, default=REPO / "sandbox", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    directory = args.directory.resolve()
+    if os.geteuid() != 0:
+        print("the demo needs root (zfs-fuse, mounts, journald)", file=sys.stderr)
+        return 1
+    if args.stop:
+        return stop_sandbox(directory)
+    if args.enter is not None:
+        return enter(directory, args.enter)
+    if args.keep:
+        return start_sandbox(directory)
+    return run(directory)
 
 
 if __name__ == "__main__":

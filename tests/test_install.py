@@ -40,6 +40,7 @@ SHIPPED = {
     "dbus/*.conf": "usr/share/dbus-1/system.d/{name}",
     "dbus/*.service": "usr/share/dbus-1/system-services/{name}",
     "dbus/*.policy": "usr/share/polkit-1/actions/{name}",
+    "dbus/interfaces/*.xml": "usr/share/dbus-1/interfaces/{name}",
     "man/*.1": "usr/share/man/man1/{name}",
     "man/*.5": "usr/share/man/man5/{name}",
     "man/*.8": "usr/share/man/man8/{name}",
@@ -402,3 +403,16 @@ def test_the_readme_installs_the_release_of_this_version() -> None:
     readme = (TOP / "README.md").read_text(encoding="utf-8")
     named = set(re.findall(r"gnspawn-(\d[\w.]*?)\.(?:ebuild|tar\.gz)", readme)) - {"9999"}
     assert named == {gnspawn.__version__}
+
+
+def test_the_package_builds_without_deprecation_warnings(work: Path, source: Path) -> None:
+    """setuptools warns of pyproject.toml fields it will stop reading (the pip of the
+    venv shows the build backend's warnings, as `make deps` does)."""
+    wheel = ["wheel", "--quiet", "--no-deps", "--wheel-dir", str(work / "wheel")]
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", *wheel, str(source)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "deprecat" not in (result.stdout + result.stderr).lower(), result.stderr

@@ -16,7 +16,7 @@ from dbus_fast.aio import MessageBus
 
 from gnspawn import __version__
 from gnspawn import log as journal
-from gnspawn.bus.service import BusService
+from gnspawn.bus.service import BusService, interface_files
 from gnspawn.config import DEFAULT_PATH, Config, ConfigError, load
 from gnspawn.jobs.store import JobStore, StoreError
 from gnspawn.manager import Manager
@@ -153,12 +153,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--check-config", action="store_true", help="validate the configuration and exit"
     )
     parser.add_argument("--debug", action="store_true", help="log debug messages")
+    parser.add_argument(
+        "--bus-introspect",
+        metavar="DIRECTORY",
+        help="write the introspection XML of each D-Bus interface into DIRECTORY and exit",
+    )
     parser.add_argument("--version", action="version", version=f"gnspawnd {__version__}")
     return parser.parse_args(argv)
 
 
+def write_interfaces(directory: Path) -> int:
+    """`--bus-introspect`: the interface files, as systemd's daemons write theirs."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, xml in interface_files().items():
+            (directory / name).write_text(xml)
+    except OSError as err:
+        print(f"gnspawnd: cannot write {err.filename}: {err.strerror}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.bus_introspect is not None:
+        return write_interfaces(Path(args.bus_introspect))
     try:
         config = load(Path(args.config))
     except ConfigError as err:

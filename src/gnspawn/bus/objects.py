@@ -16,6 +16,7 @@ from dbus_fast.service import ServiceInterface, dbus_method, dbus_property, dbus
 from gnspawn import __version__
 from gnspawn.bus.auth import Authority
 from gnspawn.bus.errors import translated, translated_now
+from gnspawn.bus.introspection import constant, outputs
 from gnspawn.jobs.record import Job
 from gnspawn.machines import MachineInfo
 from gnspawn.manager import Manager
@@ -41,6 +42,7 @@ class ManagerInterface(ServiceInterface):
         self.authority = authority
         self.exporter = exporter
 
+    @outputs("id", "job")
     @dbus_method()
     @translated
     async def Update(self, name: DBusStr, flags: DBusUInt64) -> JobHandle:
@@ -48,6 +50,7 @@ class ManagerInterface(ServiceInterface):
         job = await self.manager.request(JobType.UPDATE, name, flags, uid=uid)
         return job.id, job_path(job.id)
 
+    @outputs("jobs")
     @dbus_method()
     @translated
     async def UpdateAll(self, flags: DBusUInt64) -> Annotated[list[Any], DBusSignature("a(suo)")]:
@@ -56,6 +59,7 @@ class ManagerInterface(ServiceInterface):
         # A machine that was skipped (not Gentoo, or busy) is named with job 0 and "/".
         return [[name, job.id, job_path(job.id)] if job else [name, 0, "/"] for name, job in queued]
 
+    @outputs("id", "job")
     @dbus_method()
     @translated
     async def Build(self, name: DBusStr, profile: DBusStr, flags: DBusUInt64) -> JobHandle:
@@ -63,6 +67,7 @@ class ManagerInterface(ServiceInterface):
         job = await self.manager.request(JobType.BUILD, name, flags, uid=uid, argument=profile)
         return job.id, job_path(job.id)
 
+    @outputs("id", "job")
     @dbus_method()
     @translated
     async def Remove(self, name: DBusStr, flags: DBusUInt64) -> JobHandle:
@@ -70,6 +75,7 @@ class ManagerInterface(ServiceInterface):
         job = await self.manager.request(JobType.REMOVE, name, flags, uid=uid)
         return job.id, job_path(job.id)
 
+    @outputs("id", "job")
     @dbus_method()
     @translated
     async def Prune(self, name: DBusStr, flags: DBusUInt64) -> JobHandle:
@@ -77,6 +83,7 @@ class ManagerInterface(ServiceInterface):
         job = await self.manager.request(JobType.PRUNE, name, flags, uid=uid)
         return job.id, job_path(job.id)
 
+    @outputs("snapshots")
     @dbus_method()
     @translated
     async def ListRetention(self, name: DBusStr) -> Annotated[list[Any], DBusSignature("a(sbs)")]:
@@ -84,11 +91,13 @@ class ManagerInterface(ServiceInterface):
             [v.snapshot.name, v.keep, v.reason] for v in await self.manager.retention_plan(name)
         ]
 
+    @outputs("profiles")
     @dbus_method()
     @translated
     async def ListProfiles(self) -> Annotated[list[Any], DBusSignature("a(sss)")]:
         return [[p.name, p.repository, p.status] for p in self.manager.list_profiles()]
 
+    @outputs("id", "job")
     @dbus_method()
     @translated
     async def Rollback(self, name: DBusStr, snapshot: DBusStr, flags: DBusUInt64) -> JobHandle:
@@ -96,6 +105,7 @@ class ManagerInterface(ServiceInterface):
         job = await self.manager.request(JobType.ROLLBACK, name, flags, uid=uid, argument=snapshot)
         return job.id, job_path(job.id)
 
+    @outputs("machines")
     @dbus_method()
     @translated
     async def ListMachines(self) -> Annotated[list[Any], DBusSignature("a(sssso)")]:
@@ -103,11 +113,13 @@ class ManagerInterface(ServiceInterface):
         self.exporter.show_machines(machines)
         return [list(machine.row()) for machine in machines]
 
+    @outputs("snapshots")
     @dbus_method()
     @translated
     async def ListSnapshots(self, name: DBusStr) -> Annotated[list[Any], DBusSignature("a(sttus)")]:
         return [list(row) for row in await self.manager.list_snapshots(name)]
 
+    @outputs("jobs")
     @dbus_method()
     @translated_now
     def ListJobs(self) -> Annotated[list[Any], DBusSignature("a(ussssuo)")]:
@@ -116,6 +128,7 @@ class ManagerInterface(ServiceInterface):
             for job in self.manager.list_jobs()
         ]
 
+    @outputs("job")
     @dbus_method()
     @translated_now
     def GetJob(self, id: DBusUInt32) -> DBusObjectPath:
@@ -129,22 +142,27 @@ class ManagerInterface(ServiceInterface):
         await self.authority.require_manage()
         self.manager.cancel(id)
 
+    @outputs("id", "job", "machine", "type")
     @dbus_signal()
     def JobNew(self, job: Job) -> Annotated[tuple[int, str, str, str], DBusSignature("uoss")]:
         return job.id, job_path(job.id), job.machine, job.type
 
+    @outputs("id", "job", "machine", "result")
     @dbus_signal()
     def JobRemoved(self, job: Job) -> Annotated[tuple[int, str, str, str], DBusSignature("uoss")]:
         return job.id, job_path(job.id), job.machine, job.result
 
+    @constant
     @dbus_property(access=READ)
     def Version(self) -> DBusStr:
         return __version__
 
+    @constant
     @dbus_property(access=READ)
     def Dataset(self) -> DBusStr:
         return self.manager.config.storage.dataset
 
+    @constant
     @dbus_property(access=READ)
     def MachinesDirectory(self) -> DBusStr:
         return str(self.manager.config.storage.machines_directory)
@@ -157,6 +175,7 @@ class ManagerInterface(ServiceInterface):
     def RunningJobs(self) -> DBusUInt32:
         return self.manager.queue.running
 
+    @constant
     @dbus_property(access=READ)
     def MaxParallelJobs(self) -> DBusUInt32:
         return self.manager.queue.max_parallel
@@ -177,20 +196,24 @@ class JobInterface(ServiceInterface):
         await self.authority.require_manage()
         self.manager.cancel(self.job.id)
 
+    @outputs("priority", "line")
     @dbus_signal()
     def LogMessage(
         self, priority: int, line: str
     ) -> Annotated[tuple[int, str], DBusSignature("us")]:
         return priority, line
 
+    @constant
     @dbus_property(access=READ)
     def Id(self) -> DBusUInt32:
         return self.job.id
 
+    @constant
     @dbus_property(access=READ)
     def Type(self) -> DBusStr:
         return self.job.type
 
+    @constant
     @dbus_property(access=READ)
     def Machine(self) -> DBusStr:
         return self.job.machine
@@ -235,6 +258,7 @@ class JobInterface(ServiceInterface):
     def Error(self) -> DBusStr:
         return self.job.error
 
+    @constant
     @dbus_property(access=READ)
     def CreatedUSec(self) -> DBusUInt64:
         return self.job.created_usec
@@ -247,6 +271,7 @@ class JobInterface(ServiceInterface):
     def FinishedUSec(self) -> DBusUInt64:
         return self.job.finished_usec
 
+    @constant
     @dbus_property(access=READ)
     def InitiatorUID(self) -> DBusUInt32:
         return self.job.initiator_uid
@@ -276,6 +301,7 @@ class MachineInterface(ServiceInterface):
         if changed:
             self.emit_properties_changed(changed)
 
+    @constant
     @dbus_property(access=READ)
     def Name(self) -> DBusStr:
         return self.info.name
@@ -292,6 +318,7 @@ class MachineInterface(ServiceInterface):
     def Dataset(self) -> DBusStr:
         return self.info.dataset
 
+    @constant
     @dbus_property(access=READ)
     def Directory(self) -> DBusStr:
         return self.info.directory

@@ -7,6 +7,7 @@ from typing import Any
 from dbus_fast.aio import MessageBus
 
 from gnspawn.bus.auth import Authority
+from gnspawn.bus.introspection import interface_xml
 from gnspawn.bus.objects import JobInterface, MachineInterface, ManagerInterface
 from gnspawn.bus.signatures import SignatureCheck
 from gnspawn.errors import GnspawnError
@@ -14,9 +15,27 @@ from gnspawn.jobs.record import Job
 from gnspawn.jobs.recorder import HISTORY_SHOWN
 from gnspawn.machines import MachineInfo
 from gnspawn.manager import Manager
-from gnspawn.names import MANAGER_PATH, job_path
+from gnspawn.names import (
+    JOB_INTERFACE,
+    MACHINE_INTERFACE,
+    MANAGER_INTERFACE,
+    MANAGER_PATH,
+    job_path,
+)
 
 log = logging.getLogger(__name__)
+
+INTERFACES = (
+    (MANAGER_INTERFACE, ManagerInterface),
+    (JOB_INTERFACE, JobInterface),
+    (MACHINE_INTERFACE, MachineInterface),
+)
+
+
+def interface_files() -> dict[str, str]:
+    """The introspection XML of each interface, by the name of the file it is installed
+    as in /usr/share/dbus-1/interfaces."""
+    return {f"{name}.xml": interface_xml(cls, name) for name, cls in INTERFACES}
 
 
 class BusService:

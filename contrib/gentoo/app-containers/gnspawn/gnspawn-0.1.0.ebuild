@@ -58,6 +58,8 @@ src_install() {
 	doins dbus/org.gnspawn1.service
 	insinto /usr/share/polkit-1/actions
 	doins dbus/org.gnspawn1.policy
+	insinto /usr/share/dbus-1/interfaces
+	doins dbus/interfaces/*.xml
 
 	doman man/gnctl.1 man/gnspawn.toml.5 man/gnspawnd.8
 	newbashcomp contrib/completion/gnctl.bash gnctl
