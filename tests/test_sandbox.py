@@ -24,6 +24,7 @@ gnspawn_escape() {{
     echo escaped > {venv_mark} 2>/dev/null
     cat /etc/shadow > {root}/leak-shadow 2>/dev/null
     ls -A /run > {root}/leak-run 2>/dev/null
+    ls -A /var/lib/systemd > {root}/leak-systemd 2>/dev/null
     busctl --address=unix:path={bus} call org.gnspawn1 /org/gnspawn1 \\
         org.gnspawn1.Manager ListMachines > {root}/leak-bus 2>&1
     echo "bus $?" >> {root}/leak-bus
@@ -103,6 +104,8 @@ def test_what_a_root_plants_runs_confined_to_it(daemon: Testbed, plant: str) -> 
     # ... where it found no host secret, no control socket, no gnspawnd to signal ...
     assert (root / "leak-shadow").read_text() == ""
     assert (root / "leak-run").read_text() == ""
+    assert os.listdir("/var/lib/systemd")  # the host has a credential store there ...
+    assert (root / "leak-systemd").read_text() == ""  # ... the sandbox has none
     assert (root / "leak-bus").read_text().splitlines()[-1] != "bus 0"
     assert (root / "leak-kill").read_text() == "kill 1\n"
     assert (root / "leak-caps").read_text().split() == ["CapBnd:", CAP_BOUND]

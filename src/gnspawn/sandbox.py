@@ -46,8 +46,29 @@ capabilities, to drop privileges for a build, and to signal its own children. No
 CAP_DAC_READ_SEARCH: with it, open_by_handle_at(2) reaches any file of a file system
 the sandbox has a descriptor on, hidden ones included."""
 
-HIDDEN_DIRECTORIES = ("/run", "/tmp", "/var/tmp", "/root", "/home", "/etc/ssh", "/dev/shm")
-HIDDEN_FILES = ("/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-", "/etc/sudoers")
+HIDDEN_DIRECTORIES = (
+    "/run",
+    "/tmp",
+    "/var/tmp",
+    "/root",
+    "/home",
+    "/dev/shm",
+    # Keys and credentials a host commonly keeps outside those.
+    "/etc/ssh",
+    "/etc/ssl/private",
+    "/etc/wireguard",
+    "/etc/NetworkManager/system-connections",
+    "/etc/sudoers.d",
+    "/var/lib/systemd",
+)
+HIDDEN_FILES = (
+    "/etc/shadow",
+    "/etc/shadow-",
+    "/etc/gshadow",
+    "/etc/gshadow-",
+    "/etc/sudoers",
+    "/etc/krb5.keytab",
+)
 
 
 def confine(
