@@ -8,10 +8,22 @@ machines install that as binaries. A machine configured as trusted publishes as 
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
-from helpers import gnctl, hello_version, job_string, wait_job
-from testbed import Testbed, zfs
+from helpers import (
+    call,
+    gnctl,
+    hello_version,
+    job_property,
+    job_string,
+    queued,
+    snapshots,
+    wait_job,
+)
+from test_recovery import Gate, gate_version, journal_has, processes_on, recovery_line, restart
+from testbed import Testbed, emerge_environment, zfs
 
 FLAVOUR = """EAPI=8
 DESCRIPTION="A package whose USE a machine may change"
@@ -66,6 +78,7 @@ def packages(pkgdir: Path) -> dict[str, bytes]:
 
 
 def restart_with(daemon: Testbed, **portage: object) -> None:
+    """gnspawnd stopped and started again with these [portage] settings."""
     daemon.stop_daemon()
     daemon.write_config(portage=portage)
     daemon.start_daemon()
@@ -171,3 +184,46 @@ def test_without_builders_an_untrusted_machine_shares_nothing(daemon: Testbed) -
     assert packages(pkgdir) == {}
     assert hello_version(web) == hello_version(db) == "2"
     assert "builder" not in zfs("list", "-H", "-o", "name", "-r", daemon.dataset)
+
+
+def test_a_builder_killed_in_its_update_is_undone_and_its_machines_go_on(daemon: Testbed) -> None:
+    root = daemon.seed("web", ["=app-misc/gate-1"])
+    builder_root = daemon.state / "builders" / "default"
+    builder_ds = f"{daemon.dataset}/builder:default"
+    gate = Gate(daemon.work / "distfiles" / "gate")
+    try:
+        env = {
+            **emerge_environment(daemon.repo),
+            "GNSPAWN_DEMO_GATE": str(gate.fifo),
+            "GNSPAWN_DEMO_GATE_PHASE": "postinst",
+        }
+        restart_with(daemon, environment=env, builders=True)
+        web = queued(call("Update", "st", "web", "0").stdout)
+        builder = web - 1
+        assert job_string(builder, "Type") == "builder"
+        # Built, then updated with what web's world names: gate-2, merged, stops in
+        # pkg_postinst.
+        assert gate.wait(builder) == ["postinst"]
+        assert job_string(web, "State") == "waiting"
+        assert gate_version(builder_root) == "2"
+        daemon.stop_daemon(signal.SIGKILL)
+        daemon.write_config(portage={"builders": True})
+
+        restart(daemon)
+
+        assert wait_job(builder, timeout=30) == "failed"
+        assert job_string(builder, "Error") == "interrupted"
+        assert job_property(builder, "RolledBack") == "b true"
+        journal_has(daemon, recovery_line(builder, "builder", "builder:default"))
+        assert processes_on(builder_root) == []
+        # The root is as its build left it: no gate, no snapshot of the killed update.
+        assert not (builder_root / "usr/share/gate").exists()
+        assert zfs("get", "-H", "-o", "value", "org.gnspawn:build", builder_ds).strip() == "done"
+        assert f"{builder_ds}@gnspawn-{builder}-pre" not in snapshots(builder_ds)
+        # web's update went on after it, and built for itself what was not published.
+        assert wait_job(web) == "done", job_string(web, "Error")
+        assert gate_version(root) == "2"
+    finally:
+        for pid in processes_on(builder_root):
+            os.kill(pid, signal.SIGKILL)
+        gate.remove()
