@@ -9,7 +9,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-from helpers import gdbus_error, gnctl, hello_version, wait_job
+from helpers import (
+    busctl,
+    call,
+    gdbus_error,
+    gnctl,
+    hello_version,
+    job_property,
+    job_string,
+    queued,
+    wait_job,
+    wait_until,
+)
 from testbed import REPO_ROOT, Testbed, zfs
 
 
@@ -193,3 +204,63 @@ def test_bash_completion_asks_the_daemon(daemon: Testbed) -> None:
     assert complete("job", "") == ["1"]
     assert complete("update", "--a") == ["--all"]
     assert "default/bootable" in complete("build", "--profile", "")
+
+
+def test_a_failed_update_is_told_once_and_leaves_the_machine_ready(daemon: Testbed) -> None:
+    root = daemon.seed("b", ["=app-misc/hello-1", "=app-misc/broken-1"])
+
+    result = gnctl("update", "b")
+
+    assert result.returncode == 1
+    out = result.stdout.splitlines()
+    error = " * ERROR: app-misc/broken-2::gnspawn-demo failed (compile phase):"
+    assert out.count(error) == 1
+    # The build log's path, on the line after `Log file:`, shown whole.
+    failed = next(i for i, line in enumerate(out) if line.startswith(">>> Failed to emerge"))
+    assert failed < len(out) - 1 and out[failed].endswith("Log file:")
+    log_file = re.fullmatch(r">>>  '(/\S+\.log)'", out[failed + 1])
+    assert log_file is not None and Path(log_file.group(1)).is_file()
+    # The reason, once: in the summary at the end, with the whole log path.
+    everything = result.stdout + result.stderr
+    assert everything.count("app-misc/broken-2 failed (compile phase)") == 1
+    assert result.stderr == (
+        f"job 1: update of b failed: app-misc/broken-2 failed (compile phase), "
+        f"log: {log_file.group(1)} (rolled back to {daemon.dataset}/b@gnspawn-1-pre)\n"
+    )
+    # The rollback phase counts nothing of the emerge before it.
+    assert any(re.fullmatch(r"rollback  \d+:\d\d", line) for line in out)
+    assert not any("rollback" in line and "%" in line for line in out)
+    assert hello_version(root) == "1"
+
+    # Rolled back cleanly, the machine is intact: ready, and the last result says the
+    # update failed.
+    rows = [line.split() for line in gnctl("list").stdout.splitlines()]
+    assert ["b", "ready", "default", "failed"] in rows
+    assert call("ListMachines").stdout.split()[2:5] == ['"b"', '"ready"', '"default"']
+    assert '"failed"' in call("ListMachines").stdout
+    machine = ("org.gnspawn1", "/org/gnspawn1/machine/b", "org.gnspawn1.Machine")
+    assert busctl("get-property", *machine, "State").stdout.strip() == 's "ready"'
+    # Its progress did not reach 100%: the result says why, and the listing no number.
+    assert job_string(1, "Result") == "failed" and job_property(1, "Progress") == "u 0"
+    jobs = [line.split() for line in gnctl("jobs").stdout.splitlines()]
+    assert ["1", "update", "b", "finished", "failed", "-"] in jobs
+
+
+def test_a_canceled_update_says_so_once(daemon: Testbed) -> None:
+    daemon.seed("slow", ["=app-misc/hello-1", "=app-misc/sleeper-1"])
+    job = queued(call("Update", "st", "slow", "0").stdout)
+    waiting = queued(call("Update", "st", "slow", "0").stdout)
+    wait_until(lambda: job_string(job, "CurrentPackage") == "app-misc/sleeper-2", "the build")
+
+    assert gnctl("cancel", str(waiting), str(job)).returncode == 0
+    result = gnctl("wait", str(job), str(waiting))
+
+    assert result.returncode == 2
+    snapshot = f"{daemon.dataset}/slow@gnspawn-{job}-pre"
+    assert result.stderr == (
+        f"job {job}: update of slow canceled (rolled back to {snapshot})\n"
+        f"job {waiting}: update of slow canceled: it had not started\n"
+    )
+    assert job_string(job, "Error") == ""
+    journal = [e["MESSAGE"] for e in daemon.daemon_journal(f"GNSPAWN_JOB={job}")]
+    assert journal[-1] == "update of slow canceled"

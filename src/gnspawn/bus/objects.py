@@ -236,6 +236,10 @@ class JobInterface(ServiceInterface):
         return self.job.error
 
     @dbus_property(access=READ)
+    def PendingPackages(self) -> Annotated[list[str], DBusSignature("as")]:
+        return list(self.job.pending_packages)
+
+    @dbus_property(access=READ)
     def CreatedUSec(self) -> DBusUInt64:
         return self.job.created_usec
 

@@ -18,7 +18,7 @@ from gnspawn.ctl.client import Client, JobWatcher, Unreachable, ssh_argv
 from gnspawn.ctl.progress import Display
 from gnspawn.errors import GnspawnError, NoSuchMachine
 from gnspawn.machines import valid_name
-from gnspawn.names import MACHINE_INTERFACE, Flags
+from gnspawn.names import MACHINE_INTERFACE, Flags, pending_line
 
 EXIT_OK, EXIT_FAILED, EXIT_CANCELED, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE = 0, 1, 2, 3, 4, 64
 RESULT_EXIT = {
@@ -264,11 +264,19 @@ async def cmd_jobs(client: Client, args: argparse.Namespace) -> int:
         for i, t, m, s, r, p, o in rows
     ]
     rows = [
-        [r["id"], r["type"], r["machine"], r["state"], r["result"] or "-", f"{r['progress']}%"]
+        [r["id"], r["type"], r["machine"], r["state"], r["result"] or "-", shown_progress(r)]
         for r in records
     ]
     listing(args, records, ["ID", "TYPE", "MACHINE", "STATE", "RESULT", "PROGRESS"], rows, "job")
     return EXIT_OK
+
+
+def shown_progress(job: dict[str, Any]) -> str:
+    """A job's progress; none for one that failed or was canceled: its result says why it
+    did not get to 100%."""
+    if job["result"] in ("failed", "canceled"):
+        return "-"
+    return f"{job['progress']}%"
 
 
 async def cmd_job(client: Client, args: argparse.Namespace) -> int:
@@ -291,6 +299,7 @@ async def cmd_job(client: Client, args: argparse.Namespace) -> int:
         "Snapshot",
         "RolledBack",
         "Error",
+        "PendingPackages",
         "CreatedUSec",
         "StartedUSec",
         "FinishedUSec",
@@ -301,6 +310,8 @@ async def cmd_job(client: Client, args: argparse.Namespace) -> int:
             value = timestamp(int(value))
         elif isinstance(value, bool):
             value = "yes" if value else "no"
+        elif isinstance(value, list):
+            value = " ".join(value)
         print(f"{key:>15}: {value if value != '' else '-'}")
     return EXIT_OK
 
@@ -357,6 +368,8 @@ async def follow(
         line = f"job {job_id}: {props['Type']} of {machine} {result}"
         if props["Error"]:
             line += f": {props['Error']}"
+        if props.get("PendingPackages"):
+            line += f": {pending_line(props['PendingPackages'])}"
         if props["RolledBack"] and props["Type"] != "rollback":
             line += f" (rolled back to {props['Snapshot']})"
         print(line, file=sys.stderr if result in ("failed", "canceled") else sys.stdout)

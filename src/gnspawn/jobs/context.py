@@ -29,6 +29,15 @@ from gnspawn.zfs import Zfs
 T = TypeVar("T")
 
 
+FRESH_COUNTERS: dict[str, Any] = {
+    "progress": 0,
+    "packages_done": 0,
+    "packages_total": 0,
+    "current_package": "",
+}
+"""The counters of a phase that starts: no phase shows what the one before it counted."""
+
+
 class JobFailed(GnspawnError):
     """A step of a job failed; the message says which and why."""
 
