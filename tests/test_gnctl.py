@@ -264,3 +264,40 @@ def test_a_canceled_update_says_so_once(daemon: Testbed) -> None:
     assert job_string(job, "Error") == ""
     journal = [e["MESSAGE"] for e in daemon.daemon_journal(f"GNSPAWN_JOB={job}")]
     assert journal[-1] == "update of slow canceled"
+
+
+def test_options_before_the_verb_and_options_no_verb_takes(daemon: Testbed) -> None:
+    daemon.seed("web")
+
+    # Before the verb, as the man page says.
+    assert gnctl("-q", "update", "web").stdout == "job 1: update of web done\n"
+    assert json.loads(gnctl("--json", "list").stdout)[0]["name"] == "web"
+    assert (
+        gnctl("--no-legend", "jobs").stdout.split() == gnctl("jobs", "--no-legend").stdout.split()
+    )
+    assert json.loads(gnctl("--json", "job", "1").stdout)["Result"] == "done"
+
+    # What a verb does not take is wrong usage, told with the verb's usage, and never
+    # reaches gnspawnd.
+    for argv, why in (
+        (["update", "web", "--scheduled"], "gnctl update: --scheduled goes with --all only"),
+        (["--json", "update", "web"], "gnctl update: unrecognized arguments: --json"),
+        (["update", "--pretend", "--keep-failed", "web"], "gnctl update: --pretend changes"),
+        (["update", "-q", "-v", "web"], "gnctl update: argument -v/--verbose: not allowed"),
+        (["prune", "--fail-if-busy", "web"], "gnctl prune: unrecognized arguments"),
+        (["wait", "--no-block", "1"], "gnctl wait: unrecognized arguments: --no-block"),
+        (["update"], "gnctl update: name the machines to update, or give --all"),
+        (["logs", "a/b"], "gnctl logs: not a job id or a machine name: 'a/b'"),
+    ):
+        refused = gnctl(*argv)
+        assert refused.returncode == 64, argv
+        verb = next(word for word in argv if not word.startswith("-"))
+        assert refused.stderr.startswith(f"usage: gnctl {verb} "), refused.stderr
+        assert why in refused.stderr, refused.stderr
+    assert [line.split()[0] for line in gnctl("jobs", "--no-legend").stdout.splitlines()] == ["1"]
+    assert not any("unknown flags" in e["MESSAGE"] for e in daemon.daemon_journal())
+
+    # --help offers what the verb takes and nothing else.
+    assert "--no-block" not in gnctl("wait", "--help").stdout
+    assert "--fail-if-busy" not in gnctl("prune", "--help").stdout
+    assert "--scheduled" in gnctl("update", "--help").stdout

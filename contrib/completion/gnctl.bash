@@ -34,13 +34,16 @@ _gnctl() {
     fi
     if [[ $cur == -* ]]; then
         local options="--help"
-        local listing="--json --no-legend" waiting="--no-block --quiet --verbose --fail-if-busy"
+        local listing="--json --no-legend" following="--quiet --verbose"
+        local waiting="$following --no-block --fail-if-busy"
         case $verb in
             list|snapshots|jobs|profiles) options+=" $listing" ;;
             job|status) options+=" --json" ;;
             update) options+=" --all --scheduled --pretend --keep-failed $waiting" ;;
             build) options+=" --profile --resume --keep-failed $waiting" ;;
-            rollback|remove|prune|wait) options+=" $waiting" ;;
+            rollback|remove) options+=" $waiting" ;;
+            prune) options+=" $following --no-block" ;;
+            wait) options+=" $following" ;;
             logs) options+=" --follow --lines" ;;
         esac
         COMPREPLY=($(compgen -W "$options" -- "$cur"))

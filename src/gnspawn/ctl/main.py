@@ -35,6 +35,9 @@ for them: on a terminal one progress line per job is redrawn in place
 --verbose; off a terminal each new package or phase is a line of its own.
 --no-block prints the job ids and returns at once; Ctrl-C leaves the jobs running.
 
+A verb's options may come before it as well (gnctl --json list); 'gnctl VERB --help'
+lists the options of VERB, and any other is refused as wrong usage.
+
 exit status:
   0   done (or skipped: nothing to do)
   1   a job failed (its machine was rolled back to the snapshot taken before it)
@@ -46,6 +49,10 @@ exit status:
 
 
 class Parser(argparse.ArgumentParser):
+    """A parser whose usage errors exit EXIT_USAGE; gnctl's own knows its verbs' parsers."""
+
+    verbs: dict[str, argparse.ArgumentParser]
+
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, f"{self.prog}: {message}\n")
@@ -60,6 +67,7 @@ def build_parser() -> Parser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"gnctl {__version__}")
+    parser.usage = "gnctl [-h] [--version] [-H [USER@]HOST] [VERB-OPTIONS...] VERB ..."
     parser.add_argument(
         "-H",
         "--host",
@@ -73,22 +81,26 @@ def build_parser() -> Parser:
     common.add_argument(
         "--no-legend", action="store_true", help="print neither the header nor the count line"
     )
-    job_opts = Parser(add_help=False)
-    job_opts.add_argument(
-        "--no-block", action="store_true", help="print the job id and return at once"
-    )
-    job_opts.add_argument(
+    following = Parser(add_help=False)
+    shown = following.add_mutually_exclusive_group()
+    shown.add_argument(
         "-q", "--quiet", action="store_true", help="show only how each job ended, no progress"
     )
-    job_opts.add_argument(
+    shown.add_argument(
         "-v", "--verbose", action="store_true", help="show emerge's output above the progress"
     )
-    job_opts.add_argument(
+    queueing = Parser(add_help=False, parents=[following])
+    queueing.add_argument(
+        "--no-block", action="store_true", help="print the job id and return at once"
+    )
+    busy = Parser(add_help=False)
+    busy.add_argument(
         "--fail-if-busy",
         action="store_true",
         help="fail instead of queueing behind another job of the machine",
     )
-    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    job_opts = Parser(add_help=False, parents=[queueing, busy])
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True, prog="gnctl")
     verbs.add_parser("list", parents=[common], help="list machines")
     snaps = verbs.add_parser("snapshots", parents=[common], help="list a machine's snapshots")
     snaps.add_argument("name", metavar="NAME")
@@ -147,7 +159,7 @@ def build_parser() -> Parser:
     remove.add_argument("name", metavar="NAME")
     verbs.add_parser("profiles", parents=[common], help="list the profiles build accepts")
     prune = verbs.add_parser(
-        "prune", parents=[job_opts], help="destroy the snapshots retention does not keep"
+        "prune", parents=[queueing], help="destroy the snapshots retention does not keep"
     )
     prune.add_argument("name", metavar="NAME")
     logs = verbs.add_parser(
@@ -163,9 +175,46 @@ def build_parser() -> Parser:
     status.add_argument("name", metavar="NAME")
     cancel = verbs.add_parser("cancel", help="cancel a job (a running one is rolled back)")
     cancel.add_argument("ids", metavar="ID", type=int, nargs="+")
-    wait = verbs.add_parser("wait", parents=[job_opts], help="wait for jobs to finish")
+    wait = verbs.add_parser("wait", parents=[following], help="wait for jobs to finish")
     wait.add_argument("ids", metavar="ID", type=int, nargs="+")
+    parser.verbs = dict(verbs.choices)
     return parser
+
+
+def verb_first(parser: Parser, argv: Sequence[str]) -> list[str]:
+    """argv with the verb's options that come before the verb moved after it, where its
+    parser takes them, or refuses those that are not its own (`gnctl --json list` is
+    `gnctl list --json`). gnctl's own options (-H, --version, --help) stay in front."""
+    own = {o: a.nargs != 0 for a in parser._actions for o in a.option_strings}
+    valued = {
+        option
+        for verb in parser.verbs.values()
+        for action in verb._actions
+        if action.nargs != 0
+        for option in action.option_strings
+    }
+    front: list[str] = []
+    moved: list[str] = []
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if word in parser.verbs:
+            return [*front, word, *moved, *argv[i + 1 :]]
+        if word == "--" or not word.startswith("-") or word == "-":
+            break
+        name, attached = (
+            (word.split("=", 1)[0], "=" in word)
+            if word.startswith("--")
+            else (
+                word[:2],
+                len(word) > 2,
+            )
+        )
+        takes_value = own.get(name, name in valued) and not attached
+        words = list(argv[i : i + 1 + takes_value])
+        (front if name in own else moved).extend(words)
+        i += len(words)
+    return list(argv)
 
 
 def table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
@@ -402,8 +451,6 @@ async def tick(display: Display) -> None:
 
 
 async def cmd_update(client: Client, args: argparse.Namespace) -> int:
-    if args.all == bool(args.names):
-        raise UsageError("name the machines to update, or give --all")
     watcher = await client.watch_jobs()
     jobs = []
     if args.all:
@@ -505,8 +552,6 @@ def journal_readable() -> bool:
 def cmd_logs(args: argparse.Namespace) -> int | None:
     """Hand over to journalctl, which pages, follows and filters as users know it (on the
     remote host with -H). None when the journal cannot be read: the bus serves instead."""
-    if not is_job_id(args.target) and not valid_name(args.target):
-        raise UsageError(f"not a job id or a machine name: {args.target!r}")
     argv = journal_argv(args)
     if args.host:
         argv = ssh_argv(args.host, *map(shlex.quote, argv))
@@ -586,10 +631,6 @@ async def cmd_wait(client: Client, args: argparse.Namespace) -> int:
     return await follow(client, args, watcher, jobs)
 
 
-class UsageError(Exception):
-    pass
-
-
 COMMANDS = {
     "list": cmd_list,
     "snapshots": cmd_snapshots,
@@ -616,22 +657,38 @@ async def run(args: argparse.Namespace) -> int:
         await client.close()
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    """The arguments, or a usage error (with the verb's usage when there is a verb) for
+    what argparse alone would let through: an option of another verb, or a combination
+    that means nothing."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(verb_first(parser, argv))
+    verb = parser.verbs[args.verb]
+    if extra:
+        verb.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.host:
+        try:
+            ssh_argv(args.host)
+        except ValueError as err:
+            parser.error(str(err))
+    if args.verb == "update":
+        if args.all == bool(args.names):
+            verb.error("name the machines to update, or give --all")
+        if args.scheduled and not args.all:
+            verb.error("--scheduled goes with --all only")
+        if args.keep_failed and args.pretend:
+            verb.error("--pretend changes nothing: there is no failed state to keep")
+    if args.verb == "logs" and not is_job_id(args.target) and not valid_name(args.target):
+        verb.error(f"not a job id or a machine name: {args.target!r}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse(sys.argv[1:] if argv is None else argv)
     try:
-        if args.host:
-            try:
-                ssh_argv(args.host)
-            except ValueError as err:
-                raise UsageError(str(err)) from None
         if args.verb == "logs" and (code := cmd_logs(args)) is not None:
             return code
         return asyncio.run(run(args))
-    except UsageError as err:
-        parser.print_usage(sys.stderr)
-        print(f"gnctl: {err}", file=sys.stderr)
-        return EXIT_USAGE
     except Unreachable as err:
         print(f"gnctl: {err}", file=sys.stderr)
         return EXIT_UNREACHABLE
