@@ -301,3 +301,48 @@ def test_options_before_the_verb_and_options_no_verb_takes(daemon: Testbed) -> N
     assert "--no-block" not in gnctl("wait", "--help").stdout
     assert "--fail-if-busy" not in gnctl("prune", "--help").stdout
     assert "--scheduled" in gnctl("update", "--help").stdout
+
+
+def test_logs_of_an_unknown_job_or_machine_are_refused(daemon: Testbed) -> None:
+    daemon.seed("web")
+    assert gnctl("update", "-q", "--pretend", "web").returncode == 0
+
+    for target, said in (
+        ("999", "gnctl: no job 999. 'gnctl jobs' lists waiting, running and recent jobs.\n"),
+        ("nosuch", "gnctl: no machine nosuch. 'gnctl list' shows the machines gnspawn manages.\n"),
+    ):
+        result = gnctl("logs", target)
+        assert (result.returncode, result.stdout, result.stderr) == (3, "", said)
+    assert gnctl("job", "999").returncode == 3
+    assert gnctl("logs", "web").returncode == 0
+    assert gnctl("logs", "1").returncode == 0
+
+
+def test_without_a_system_bus_gnctl_says_where_it_looked(daemon: Testbed) -> None:
+    def without_bus(address: str | None) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if k != "DBUS_SYSTEM_BUS_ADDRESS"}
+        if address is not None:
+            env["DBUS_SYSTEM_BUS_ADDRESS"] = address
+        # A mount namespace whose /run is empty: no bus at the default address either.
+        return subprocess.run(
+            ["unshare", "-m", "--propagation", "private", "sh", "-c",
+             'mount -t tmpfs none /run && exec "$0" -m gnspawn.ctl.main list', sys.executable],
+            capture_output=True, text=True, env=env,
+        )  # fmt: skip
+
+    nowhere = f"unix:path={daemon.dir}/no-bus-here"
+    told = without_bus(nowhere)
+    assert told.returncode == 4
+    assert told.stderr == (
+        f"gnctl: cannot connect to the system bus at {nowhere} (DBUS_SYSTEM_BUS_ADDRESS): "
+        "No such file or directory; check that a bus listens there, or unset "
+        "DBUS_SYSTEM_BUS_ADDRESS for the default unix:path=/run/dbus/system_bus_socket\n"
+    )
+    default = without_bus(None)
+    assert default.returncode == 4
+    assert default.stderr == (
+        "gnctl: cannot connect to the system bus at unix:path=/run/dbus/system_bus_socket "
+        "(the default; DBUS_SYSTEM_BUS_ADDRESS is not set): No such file or directory; "
+        "check that dbus runs ('systemctl status dbus'), or set DBUS_SYSTEM_BUS_ADDRESS "
+        "to the bus to use\n"
+    )

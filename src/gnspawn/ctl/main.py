@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 from gnspawn import __version__
 from gnspawn.ctl.client import Client, JobWatcher, Unreachable, ssh_argv
 from gnspawn.ctl.progress import Display
-from gnspawn.errors import GnspawnError, NoSuchMachine
+from gnspawn.errors import GnspawnError, NoSuchJob, NoSuchMachine
 from gnspawn.machines import valid_name
 from gnspawn.names import MACHINE_INTERFACE, Flags, pending_line
 
@@ -549,6 +549,37 @@ def journal_readable() -> bool:
     return False
 
 
+async def check_logs_target(client: Client, args: argparse.Namespace) -> None:
+    """NoSuchJob or NoSuchMachine when gnspawnd knows no job or machine of that name: an
+    empty journal would not tell a typing mistake from a quiet machine."""
+    if is_job_id(args.target):
+        if int(args.target) >= 2**32:
+            raise NoSuchJob(f"no job {args.target}")
+        await client.manager("GetJob", "u", int(args.target))
+        return
+    (machines,) = await client.manager("ListMachines")
+    (jobs,) = await client.manager("ListJobs")
+    # A machine removed lately still has jobs, and its log.
+    known = {name for name, *_ in machines} | {machine for _, _, machine, *_ in jobs}
+    if args.target not in known:
+        raise NoSuchMachine(f"no machine {args.target}")
+
+
+async def logs_target_known(args: argparse.Namespace) -> None:
+    """check_logs_target, when gnspawnd can be asked: without it the journal still has
+    the log."""
+    try:
+        client = await Client.connect(args.host)
+    except Unreachable:
+        return
+    try:
+        await check_logs_target(client, args)
+    except Unreachable:
+        pass
+    finally:
+        await client.close()
+
+
 def cmd_logs(args: argparse.Namespace) -> int | None:
     """Hand over to journalctl, which pages, follows and filters as users know it (on the
     remote host with -H). None when the journal cannot be read: the bus serves instead."""
@@ -567,6 +598,7 @@ def cmd_logs(args: argparse.Namespace) -> int | None:
 async def cmd_logs_from_bus(client: Client, args: argparse.Namespace) -> int:
     """The live lines of a job, or of a machine's jobs, as their LogMessage signals bring
     them: what is left to a user who may not read the journal."""
+    await check_logs_target(client, args)
     print(
         "gnctl: this user cannot read the system journal (root and the systemd-journal "
         "group can); showing the live log over the bus instead",
@@ -686,8 +718,10 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     try:
-        if args.verb == "logs" and (code := cmd_logs(args)) is not None:
-            return code
+        if args.verb == "logs":
+            asyncio.run(logs_target_known(args))
+            if (code := cmd_logs(args)) is not None:
+                return code
         return asyncio.run(run(args))
     except Unreachable as err:
         print(f"gnctl: {err}", file=sys.stderr)
