@@ -206,6 +206,44 @@ def test_bash_completion_asks_the_daemon(daemon: Testbed) -> None:
     assert "default/bootable" in complete("build", "--profile", "")
 
 
+def test_completion_offers_only_what_the_verb_accepts(daemon: Testbed) -> None:
+    daemon.seed("web")
+    daemon.seed("db", [])
+    (daemon.machines / "plain").mkdir()  # not gnspawn's: listed as foreign
+    # A build that stopped after its first step: incomplete, for --resume.
+    zfs("create", "-o", f"mountpoint={daemon.machines}/half", "-o", "org.gnspawn:build=created",
+        f"{daemon.dataset}/half")  # fmt: skip
+    assert gnctl("update", "-q", "--keep-failed", "web").returncode == 0
+    daemon.emerge(daemon.machines / "db", "=app-misc/broken-1")
+    assert gnctl("update", "-q", "--keep-failed", "db").returncode == 1
+    states = {
+        row.split()[0]: row.split()[1] for row in gnctl("list", "--no-legend").stdout.splitlines()
+    }
+    assert states == {"db": "ready", "half": "incomplete", "plain": "foreign", "web": "ready"}
+
+    # A machine's own snapshots for rollback; not its failed copy's (db:failed-2@...).
+    assert complete("rollback", "web", "") == ["gnspawn-1-pre"]
+    assert complete("rollback", "--no-block", "web", "g") == ["gnspawn-1-pre"]
+    assert [s["snapshot"] for s in json.loads(gnctl("snapshots", "--json", "db").stdout)] == [
+        "db:failed-2@gnspawn-2-failed"
+    ]
+    assert complete("rollback", "db", "") == []
+    assert complete("rollback", "web", "gnspawn-1-pre", "") == []
+    # A new name cannot be offered; an existing one would be refused.
+    assert complete("build", "") == []
+    assert complete("build", "--profile", "default", "") == []
+    assert complete("build", "--resume", "") == ["half"]
+    # No foreign directory where a dataset is needed, no unfinished build to update;
+    # every machine for status and logs.
+    assert complete("update", "") == ["db", "web"]
+    assert complete("remove", "") == ["db", "half", "web"]
+    assert complete("status", "") == ["db", "half", "plain", "web"]
+    # Finished jobs cannot be canceled.
+    assert complete("cancel", "") == []
+    assert sorted(complete("wait", "")) == ["1", "2"]
+    assert complete("wait", "--") == ["--help", "--quiet", "--verbose"]
+
+
 def test_a_failed_update_is_told_once_and_leaves_the_machine_ready(daemon: Testbed) -> None:
     root = daemon.seed("b", ["=app-misc/hello-1", "=app-misc/broken-1"])
 
