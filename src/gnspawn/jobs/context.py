@@ -35,7 +35,9 @@ FRESH_COUNTERS: dict[str, Any] = {
     "packages_total": 0,
     "current_package": "",
 }
-"""The counters of a phase that starts: no phase shows what the one before it counted."""
+"""The counters of a snapshot, emerge or rollback phase that starts: none shows what the
+phase before it counted. The closing phases (cleanup, a build's last configure) keep
+the counts of the emerge they close."""
 
 
 class JobFailed(GnspawnError):

@@ -25,7 +25,7 @@ async def protected(
     machine is in again: failures do not fill retention with copies of one state.
     """
     job = ctx.job
-    ctx.change(phase=Phase.SNAPSHOT)
+    ctx.change(phase=Phase.SNAPSHOT, **FRESH_COUNTERS)
     snapshot = await ctx.zfs.snapshot(dataset, f"{SNAPSHOT_PREFIX}{job.id}-{step}", job=job.id)
     ctx.change(snapshot=snapshot.full_name)
     ctx.log(journal.NOTICE, f"snapshot {snapshot.full_name} taken")
