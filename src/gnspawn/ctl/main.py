@@ -202,14 +202,10 @@ def verb_first(parser: Parser, argv: Sequence[str]) -> list[str]:
             return [*front, word, *moved, *argv[i + 1 :]]
         if word == "--" or not word.startswith("-") or word == "-":
             break
-        name, attached = (
-            (word.split("=", 1)[0], "=" in word)
-            if word.startswith("--")
-            else (
-                word[:2],
-                len(word) > 2,
-            )
-        )
+        if word.startswith("--"):
+            name, attached = word.split("=", 1)[0], "=" in word
+        else:  # -x, -xVALUE, or -xy for -x -y
+            name, attached = word[:2], len(word) > 2
         takes_value = own.get(name, name in valued) and not attached
         words = list(argv[i : i + 1 + takes_value])
         (front if name in own else moved).extend(words)
