@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -47,6 +48,12 @@ def test_build_makes_a_container_systemd_nspawn_can_run(daemon: Testbed) -> None
     phases = {e["GNSPAWN_PHASE"] for e in daemon.daemon_journal("GNSPAWN_JOB=1")}
     assert {"configure", "snapshot", "emerge-nodeps", "emerge"} <= phases
     assert ">>> Emerging (1 of 2) " in result.stdout
+    # Each snapshot and emerge phase counts anew: none carries the --nodeps pass's
+    # [2/2] 100% (off a terminal, each new phase is a line of its own).
+    lines = result.stdout.splitlines()
+    assert sum(bool(re.fullmatch(r"snapshot  \d+:\d\d", line)) for line in lines) == 2
+    assert any(re.fullmatch(r"emerge  \d+:\d\d", line) for line in lines)
+    assert not any(re.search(r"%\s+snapshot", line) for line in lines)
 
     booted = subprocess.run(
         [

@@ -138,6 +138,22 @@ def test_zsh_completion_asks_the_daemon(daemon: Testbed, terminal: Tmux) -> None
     terminal.type("C-u")
     complete("gnctl job ")
     terminal.wait_for(lambda screen: screen[-1] == "% gnctl job", "no jobs, nothing offered")
+    terminal.type("C-u")
+    assert gnctl("update", "-q", "web").returncode == 0
+    complete("gnctl rollback web ")
+    terminal.wait_for(
+        lambda screen: screen[-1] == "% gnctl rollback web gnspawn-1-pre", "web's snapshot"
+    )
+    # Nothing to offer: the key typed after Tab (which zsh handles only once the
+    # completion is done) follows the word as it was.
+    terminal.type("C-u")
+    complete("gnctl build w")
+    terminal.tmux("send-keys", "-l", "X")
+    terminal.wait_for(lambda screen: screen[-1] == "% gnctl build wX", "no existing name")
+    terminal.type("C-u")
+    complete("gnctl cancel 1")
+    terminal.tmux("send-keys", "-l", "X")
+    terminal.wait_for(lambda screen: screen[-1] == "% gnctl cancel 1X", "no finished job")
 
 
 def test_logs_without_a_readable_journal_follow_the_bus(daemon: Testbed) -> None:

@@ -1,4 +1,5 @@
-"""gnctl's pure logic: how -H becomes an ssh command, and what the progress line says."""
+"""gnctl's pure logic: how -H becomes an ssh command, where options before the verb go,
+and what the progress line says."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import io
 import pytest
 
 from gnspawn.ctl.client import ssh_argv
+from gnspawn.ctl.main import build_parser, verb_first
 from gnspawn.ctl.progress import Display, JobView
 
 
@@ -60,3 +62,21 @@ def test_off_a_terminal_each_package_is_one_plain_line() -> None:
         "[7] snapshot tank/web@gnspawn-7-pre taken",
     ]
     assert "\x1b" not in out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("argv", "moved"),
+    [
+        (["--json", "list"], ["list", "--json"]),
+        (["-H", "h", "--no-legend", "jobs"], ["-H", "h", "jobs", "--no-legend"]),
+        (["--host=h", "-qv", "update", "web"], ["--host=h", "update", "-qv", "web"]),
+        (["--lines", "5", "-f", "logs", "web"], ["logs", "--lines", "5", "-f", "web"]),
+        (["-n5", "logs", "7"], ["logs", "-n5", "7"]),
+        (["--profile", "list", "build", "web"], ["build", "--profile", "list", "web"]),
+        (["-H", "list"], ["-H", "list"]),  # the host is "list"; there is no verb
+        (["build", "--", "-x"], ["build", "--", "-x"]),
+        (["--json"], ["--json"]),
+    ],
+)
+def test_options_before_the_verb_go_after_it(argv: list[str], moved: list[str]) -> None:
+    assert verb_first(build_parser(), argv) == moved

@@ -139,10 +139,12 @@ def test_check_policy_reports_what_is_pending_and_changes_nothing(daemon: Testbe
     assert snapshots(f"{daemon.dataset}/web") == []
     ids = {job_string(i, "Machine"): i for i in (1, 2)}
     assert job_string(ids["web"], "Result") == "done"
-    assert job_string(ids["web"], "Error") == "1 packages pending: app-misc/hello-2"
+    assert job_property(ids["web"], "PendingPackages") == 'as 1 "app-misc/hello-2"'
+    assert job_string(ids["web"], "Error") == ""
     assert job_string(ids["base"], "Result") == "skipped"
+    assert job_property(ids["base"], "PendingPackages") == "as 0"
     notices = daemon.daemon_journal(f"GNSPAWN_JOB={ids['web']}", "PRIORITY=5")
-    assert [e["MESSAGE"] for e in notices] == ["1 packages pending: app-misc/hello-2"]
+    assert [e["MESSAGE"] for e in notices] == ["1 package pending: app-misc/hello-2"]
     assert hello_version(base.parent / "web") == "1"
 
 

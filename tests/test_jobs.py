@@ -195,7 +195,7 @@ def test_last_jobs_per_machine(store: JobStore) -> None:
     finish(store, store.add(new_job("db")), JobResult.SKIPPED)
     store.add(new_job("db"))
     store.add(new_job("new"))
-    assert {m: r for m, (_, r) in store.last_jobs().items()} == {
+    assert {m: last.result for m, last in store.last_jobs().items()} == {
         "web": JobResult.DONE,
         "db": JobResult.SKIPPED,
     }
@@ -267,7 +267,7 @@ def test_reopening_returns_the_same_data(path: Path) -> None:
         assert len(after) == 2
         assert [job.id for job in second.active()] == [running.id]
         assert [job.id for job in second.recent(10)] == [done.id]
-        assert {m: r for m, (_, r) in second.last_jobs().items()} == {"db": JobResult.DONE}
+        assert {m: last.result for m, last in second.last_jobs().items()} == {"db": JobResult.DONE}
         assert second.add(new_job()).id > done.id
     finally:
         second.close()

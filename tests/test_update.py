@@ -254,9 +254,17 @@ def test_pretend_lists_pending_packages_and_changes_nothing(daemon: Testbed) -> 
     result = gnctl("update", "--pretend", "web")
 
     assert result.returncode == 0, result.stderr
-    assert "1 packages pending: app-misc/hello-2" in result.stdout
+    summary = "job 1: update of web done: 1 package pending: app-misc/hello-2\n"
+    assert result.stdout.endswith(summary)
     assert tree_hash(root) == before
     assert snapshots(f"{daemon.dataset}/web") == []
+    # The findings have a property of their own; Error stays for what went wrong.
+    assert job_property(1, "PendingPackages") == 'as 1 "app-misc/hello-2"'
+    assert job_string(1, "Error") == ""
+    assert job_property(1, "Progress") == "u 100"
+    shown = gnctl("job", "1").stdout.splitlines()
+    assert "PendingPackages: app-misc/hello-2" in shown
+    assert "          Error: -" in shown
 
 
 def test_nothing_to_merge_is_skipped_and_leaves_no_snapshot(daemon: Testbed) -> None:

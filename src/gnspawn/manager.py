@@ -15,7 +15,7 @@ from gnspawn.jobs import runner, snapshots
 from gnspawn.jobs.context import Context, Host, Request
 from gnspawn.jobs.kinds import KINDS
 from gnspawn.jobs.queue import Queue
-from gnspawn.jobs.record import Job, now_usec
+from gnspawn.jobs.record import Job, LastJob, now_usec
 from gnspawn.jobs.recorder import Listener, Recorder
 from gnspawn.jobs.retention import Verdict
 from gnspawn.jobs.store import JobStore
@@ -215,11 +215,10 @@ class Manager:
         task = self.queue.task(job)
         if task is None:
             self.queue.remove_waiting(job)
-            self.recorder.finish(job, JobResult.CANCELED, "canceled before it started")
+            self.recorder.finish(job, JobResult.CANCELED, "it had not started")
             return
         if not KINDS[job.type].cancellable or job.phase is Phase.ROLLBACK:
             raise NotCancellable(f"job {job_id} is in phase {job.phase}, which must finish")
-        self._cancel_reasons[job.id] = "canceled"
         task.cancel()
 
     # --- listings -------------------------------------------------------------
@@ -233,7 +232,7 @@ class Manager:
         result = []
         for name in self.inventory.names(found):
             machine = found.get(name)
-            last_id, last_result = self.recorder.last_job.get(name, (0, JobResult.NONE))
+            last = self.recorder.last_job.get(name, LastJob(0, JobResult.NONE, False))
             profile, dataset = "", ""
             if machine is None:
                 state = MachineState.FOREIGN
@@ -241,17 +240,17 @@ class Manager:
                 dataset, profile = machine.dataset, machine.profile
                 if machine.root is not None and not profile:
                     profile = machines.profile_of(self.config, machine.root)
-                state = _state(machine, running.get(name), last_result)
+                state = _state(machine, running.get(name), last)
             result.append(
                 MachineInfo(
                     name=name,
                     state=state,
                     profile=profile,
-                    last_result=last_result.value,
+                    last_result=last.result.value,
                     path=machine_path(name),
                     dataset=dataset,
                     directory=str(machines.directory(self.config, name)),
-                    last_job=last_id,
+                    last_job=last.id,
                     latest_snapshot=latest.get(dataset, ""),
                 )
             )
@@ -300,11 +299,13 @@ def _same(flags: Flags, other: Flags) -> bool:
     return flags & ~Flags.FAIL_IF_BUSY == other & ~Flags.FAIL_IF_BUSY
 
 
-def _state(machine: Machine, running: Job | None, last: JobResult) -> MachineState:
+def _state(machine: Machine, running: Job | None, last: LastJob) -> MachineState:
     if running is not None:
         return KINDS[running.type].state
     if machine.build not in ("", "done"):
         return MachineState.INCOMPLETE
     if machine.root is None or not machines.is_gentoo(machine.root):
         return MachineState.FOREIGN
-    return MachineState.FAILED if last is JobResult.FAILED else MachineState.READY
+    # A failure that was rolled back left the machine as it was: intact, ready.
+    failed = last.result is JobResult.FAILED and not last.rolled_back
+    return MachineState.FAILED if failed else MachineState.READY

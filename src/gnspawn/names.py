@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 
 BUS_NAME = "org.gnspawn1"
 MANAGER_PATH = "/org/gnspawn1"
@@ -40,7 +41,7 @@ class MachineState(enum.StrEnum):
 
     READY = "ready"
     FAILED = "failed"
-    """Its last job failed."""
+    """Its last job failed and did not roll it back: it may be as the failure left it."""
     INCOMPLETE = "incomplete"
     """A build that did not finish; Build with RESUME continues it."""
     FOREIGN = "foreign"
@@ -115,6 +116,16 @@ class Phase(enum.StrEnum):
 def shown(text: str, limit: int = 80) -> str:
     """`text` quoted for a message, cut short: an error never echoes a huge argument back."""
     return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
+def counted(number: int, noun: str) -> str:
+    """ "1 package", "2 packages"."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def pending_line(packages: Sequence[str]) -> str:
+    """What a pretend update found, as its log and gnctl say it."""
+    return f"{counted(len(packages), 'package')} pending: {' '.join(packages)}"
 
 
 def job_path(job_id: int) -> str:

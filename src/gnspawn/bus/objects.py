@@ -258,6 +258,10 @@ class JobInterface(ServiceInterface):
     def Error(self) -> DBusStr:
         return self.job.error
 
+    @dbus_property(access=READ)
+    def PendingPackages(self) -> Annotated[list[str], DBusSignature("as")]:
+        return list(self.job.pending_packages)
+
     @constant
     @dbus_property(access=READ)
     def CreatedUSec(self) -> DBusUInt64:

@@ -144,7 +144,10 @@ class BusService:
 
     def job_changed(self, job: Job, changed: dict[str, Any]) -> None:
         if (interface := self._jobs.get(job.id)) is not None:
-            interface.emit_properties_changed(changed)
+            # dbus-fast takes arrays as lists only; the record keeps tuples.
+            interface.emit_properties_changed(
+                {k: list(v) if isinstance(v, tuple) else v for k, v in changed.items()}
+            )
 
     def job_removed(self, job: Job) -> None:
         self._export(job)

@@ -42,6 +42,25 @@ def domain_error(err: DBusError) -> Exception:
     return GnspawnError(f"{err.text} ({err.type})")
 
 
+SYSTEM_BUS_DEFAULT = "unix:path=/run/dbus/system_bus_socket"
+
+
+def no_system_bus(err: Exception) -> str:
+    """Why the system bus cannot be reached: the address tried, and what to check."""
+    why = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+    if address := os.environ.get("DBUS_SYSTEM_BUS_ADDRESS"):
+        return (
+            f"cannot connect to the system bus at {address} (DBUS_SYSTEM_BUS_ADDRESS): {why}; "
+            "check that a bus listens there, or unset DBUS_SYSTEM_BUS_ADDRESS for the default "
+            f"{SYSTEM_BUS_DEFAULT}"
+        )
+    return (
+        f"cannot connect to the system bus at {SYSTEM_BUS_DEFAULT} (the default; "
+        f"DBUS_SYSTEM_BUS_ADDRESS is not set): {why}; check that dbus runs "
+        "('systemctl status dbus'), or set DBUS_SYSTEM_BUS_ADDRESS to the bus to use"
+    )
+
+
 HOST = re.compile(
     r"(?:(?P<user>[^@:/\s-][^@:/\s]*)@)?"
     r"(?P<host>[^@:/\s-][^@:/\s]*|\[[0-9a-fA-F:]+\])(?::(?P<port>\d+))?"
@@ -134,7 +153,7 @@ class Client:
         try:
             bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
         except (OSError, ValueError) as err:
-            raise Unreachable(f"cannot connect to the system bus: {err}") from err
+            raise Unreachable(no_system_bus(err)) from err
         return cls(bus)
 
     async def close(self) -> None:

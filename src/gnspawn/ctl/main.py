@@ -16,9 +16,9 @@ from typing import Any, NoReturn
 from gnspawn import __version__
 from gnspawn.ctl.client import Client, JobWatcher, Unreachable, ssh_argv
 from gnspawn.ctl.progress import Display
-from gnspawn.errors import GnspawnError, NoSuchMachine
+from gnspawn.errors import GnspawnError, NoSuchJob, NoSuchMachine
 from gnspawn.machines import valid_name
-from gnspawn.names import MACHINE_INTERFACE, Flags
+from gnspawn.names import MACHINE_INTERFACE, Flags, pending_line
 
 EXIT_OK, EXIT_FAILED, EXIT_CANCELED, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE = 0, 1, 2, 3, 4, 64
 RESULT_EXIT = {
@@ -35,6 +35,9 @@ for them: on a terminal one progress line per job is redrawn in place
 --verbose; off a terminal each new package or phase is a line of its own.
 --no-block prints the job ids and returns at once; Ctrl-C leaves the jobs running.
 
+A verb's options may come before it as well (gnctl --json list); 'gnctl VERB --help'
+lists the options of VERB, and any other is refused as wrong usage.
+
 exit status:
   0   done (or skipped: nothing to do)
   1   a job failed (its machine was rolled back to the snapshot taken before it)
@@ -46,6 +49,10 @@ exit status:
 
 
 class Parser(argparse.ArgumentParser):
+    """A parser whose usage errors exit EXIT_USAGE; gnctl's own knows its verbs' parsers."""
+
+    verbs: dict[str, argparse.ArgumentParser]
+
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, f"{self.prog}: {message}\n")
@@ -60,6 +67,7 @@ def build_parser() -> Parser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"gnctl {__version__}")
+    parser.usage = "gnctl [-h] [--version] [-H [USER@]HOST] [VERB-OPTIONS...] VERB ..."
     parser.add_argument(
         "-H",
         "--host",
@@ -73,22 +81,26 @@ def build_parser() -> Parser:
     common.add_argument(
         "--no-legend", action="store_true", help="print neither the header nor the count line"
     )
-    job_opts = Parser(add_help=False)
-    job_opts.add_argument(
-        "--no-block", action="store_true", help="print the job id and return at once"
-    )
-    job_opts.add_argument(
+    following = Parser(add_help=False)
+    shown = following.add_mutually_exclusive_group()
+    shown.add_argument(
         "-q", "--quiet", action="store_true", help="show only how each job ended, no progress"
     )
-    job_opts.add_argument(
+    shown.add_argument(
         "-v", "--verbose", action="store_true", help="show emerge's output above the progress"
     )
-    job_opts.add_argument(
+    queueing = Parser(add_help=False, parents=[following])
+    queueing.add_argument(
+        "--no-block", action="store_true", help="print the job id and return at once"
+    )
+    busy = Parser(add_help=False)
+    busy.add_argument(
         "--fail-if-busy",
         action="store_true",
         help="fail instead of queueing behind another job of the machine",
     )
-    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    job_opts = Parser(add_help=False, parents=[queueing, busy])
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True, prog="gnctl")
     verbs.add_parser("list", parents=[common], help="list machines")
     snaps = verbs.add_parser("snapshots", parents=[common], help="list a machine's snapshots")
     snaps.add_argument("name", metavar="NAME")
@@ -147,7 +159,7 @@ def build_parser() -> Parser:
     remove.add_argument("name", metavar="NAME")
     verbs.add_parser("profiles", parents=[common], help="list the profiles build accepts")
     prune = verbs.add_parser(
-        "prune", parents=[job_opts], help="destroy the snapshots retention does not keep"
+        "prune", parents=[queueing], help="destroy the snapshots retention does not keep"
     )
     prune.add_argument("name", metavar="NAME")
     logs = verbs.add_parser(
@@ -163,9 +175,42 @@ def build_parser() -> Parser:
     status.add_argument("name", metavar="NAME")
     cancel = verbs.add_parser("cancel", help="cancel a job (a running one is rolled back)")
     cancel.add_argument("ids", metavar="ID", type=int, nargs="+")
-    wait = verbs.add_parser("wait", parents=[job_opts], help="wait for jobs to finish")
+    wait = verbs.add_parser("wait", parents=[following], help="wait for jobs to finish")
     wait.add_argument("ids", metavar="ID", type=int, nargs="+")
+    parser.verbs = dict(verbs.choices)
     return parser
+
+
+def verb_first(parser: Parser, argv: Sequence[str]) -> list[str]:
+    """argv with the verb's options that come before the verb moved after it, where its
+    parser takes them, or refuses those that are not its own (`gnctl --json list` is
+    `gnctl list --json`). gnctl's own options (-H, --version, --help) stay in front."""
+    own = {o: a.nargs != 0 for a in parser._actions for o in a.option_strings}
+    valued = {
+        option
+        for verb in parser.verbs.values()
+        for action in verb._actions
+        if action.nargs != 0
+        for option in action.option_strings
+    }
+    front: list[str] = []
+    moved: list[str] = []
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if word in parser.verbs:
+            return [*front, word, *moved, *argv[i + 1 :]]
+        if word == "--" or not word.startswith("-") or word == "-":
+            break
+        if word.startswith("--"):
+            name, attached = word.split("=", 1)[0], "=" in word
+        else:  # -x, -xVALUE, or -xy for -x -y
+            name, attached = word[:2], len(word) > 2
+        takes_value = own.get(name, name in valued) and not attached
+        words = list(argv[i : i + 1 + takes_value])
+        (front if name in own else moved).extend(words)
+        i += len(words)
+    return list(argv)
 
 
 def table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
@@ -264,11 +309,19 @@ async def cmd_jobs(client: Client, args: argparse.Namespace) -> int:
         for i, t, m, s, r, p, o in rows
     ]
     rows = [
-        [r["id"], r["type"], r["machine"], r["state"], r["result"] or "-", f"{r['progress']}%"]
+        [r["id"], r["type"], r["machine"], r["state"], r["result"] or "-", shown_progress(r)]
         for r in records
     ]
     listing(args, records, ["ID", "TYPE", "MACHINE", "STATE", "RESULT", "PROGRESS"], rows, "job")
     return EXIT_OK
+
+
+def shown_progress(job: dict[str, Any]) -> str:
+    """A job's progress; none for one that failed or was canceled: its result says why it
+    did not get to 100%."""
+    if job["result"] in ("failed", "canceled"):
+        return "-"
+    return f"{job['progress']}%"
 
 
 async def cmd_job(client: Client, args: argparse.Namespace) -> int:
@@ -291,6 +344,7 @@ async def cmd_job(client: Client, args: argparse.Namespace) -> int:
         "Snapshot",
         "RolledBack",
         "Error",
+        "PendingPackages",
         "CreatedUSec",
         "StartedUSec",
         "FinishedUSec",
@@ -301,6 +355,8 @@ async def cmd_job(client: Client, args: argparse.Namespace) -> int:
             value = timestamp(int(value))
         elif isinstance(value, bool):
             value = "yes" if value else "no"
+        elif isinstance(value, list):
+            value = " ".join(value)
         print(f"{key:>15}: {value if value != '' else '-'}")
     return EXIT_OK
 
@@ -357,6 +413,8 @@ async def follow(
         line = f"job {job_id}: {props['Type']} of {machine} {result}"
         if props["Error"]:
             line += f": {props['Error']}"
+        if props.get("PendingPackages"):
+            line += f": {pending_line(props['PendingPackages'])}"
         if props["RolledBack"] and props["Type"] != "rollback":
             line += f" (rolled back to {props['Snapshot']})"
         print(line, file=sys.stderr if result in ("failed", "canceled") else sys.stdout)
@@ -389,8 +447,6 @@ async def tick(display: Display) -> None:
 
 
 async def cmd_update(client: Client, args: argparse.Namespace) -> int:
-    if args.all == bool(args.names):
-        raise UsageError("name the machines to update, or give --all")
     watcher = await client.watch_jobs()
     jobs = []
     if args.all:
@@ -489,11 +545,40 @@ def journal_readable() -> bool:
     return False
 
 
+async def check_logs_target(client: Client, args: argparse.Namespace) -> None:
+    """NoSuchJob or NoSuchMachine when gnspawnd knows no job or machine of that name: an
+    empty journal would not tell a typing mistake from a quiet machine."""
+    if is_job_id(args.target):
+        if int(args.target) >= 2**32:
+            raise NoSuchJob(f"no job {args.target}")
+        await client.manager("GetJob", "u", int(args.target))
+        return
+    (machines,) = await client.manager("ListMachines")
+    (jobs,) = await client.manager("ListJobs")
+    # A machine removed lately still has jobs, and its log.
+    known = {name for name, *_ in machines} | {machine for _, _, machine, *_ in jobs}
+    if args.target not in known:
+        raise NoSuchMachine(f"no machine {args.target}")
+
+
+async def logs_target_known(args: argparse.Namespace) -> None:
+    """check_logs_target, when gnspawnd can be asked: without it the journal still has
+    the log."""
+    try:
+        client = await Client.connect(args.host)
+    except Unreachable:
+        return
+    try:
+        await check_logs_target(client, args)
+    except Unreachable:
+        pass
+    finally:
+        await client.close()
+
+
 def cmd_logs(args: argparse.Namespace) -> int | None:
     """Hand over to journalctl, which pages, follows and filters as users know it (on the
     remote host with -H). None when the journal cannot be read: the bus serves instead."""
-    if not is_job_id(args.target) and not valid_name(args.target):
-        raise UsageError(f"not a job id or a machine name: {args.target!r}")
     argv = journal_argv(args)
     if args.host:
         argv = ssh_argv(args.host, *map(shlex.quote, argv))
@@ -509,6 +594,7 @@ def cmd_logs(args: argparse.Namespace) -> int | None:
 async def cmd_logs_from_bus(client: Client, args: argparse.Namespace) -> int:
     """The live lines of a job, or of a machine's jobs, as their LogMessage signals bring
     them: what is left to a user who may not read the journal."""
+    await check_logs_target(client, args)
     print(
         "gnctl: this user cannot read the system journal (root and the systemd-journal "
         "group can); showing the live log over the bus instead",
@@ -573,10 +659,6 @@ async def cmd_wait(client: Client, args: argparse.Namespace) -> int:
     return await follow(client, args, watcher, jobs)
 
 
-class UsageError(Exception):
-    pass
-
-
 COMMANDS = {
     "list": cmd_list,
     "snapshots": cmd_snapshots,
@@ -603,22 +685,40 @@ async def run(args: argparse.Namespace) -> int:
         await client.close()
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    """The arguments, or a usage error (with the verb's usage when there is a verb) for
+    what argparse alone would let through: an option of another verb, or a combination
+    that means nothing."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(verb_first(parser, argv))
+    verb = parser.verbs[args.verb]
+    if extra:
+        verb.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.host:
+        try:
+            ssh_argv(args.host)
+        except ValueError as err:
+            parser.error(str(err))
+    if args.verb == "update":
+        if args.all == bool(args.names):
+            verb.error("name the machines to update, or give --all")
+        if args.scheduled and not args.all:
+            verb.error("--scheduled goes with --all only")
+        if args.keep_failed and args.pretend:
+            verb.error("--pretend changes nothing: there is no failed state to keep")
+    if args.verb == "logs" and not is_job_id(args.target) and not valid_name(args.target):
+        verb.error(f"not a job id or a machine name: {args.target!r}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse(sys.argv[1:] if argv is None else argv)
     try:
-        if args.host:
-            try:
-                ssh_argv(args.host)
-            except ValueError as err:
-                raise UsageError(str(err)) from None
-        if args.verb == "logs" and (code := cmd_logs(args)) is not None:
-            return code
+        if args.verb == "logs":
+            asyncio.run(logs_target_known(args))
+            if (code := cmd_logs(args)) is not None:
+                return code
         return asyncio.run(run(args))
-    except UsageError as err:
-        parser.print_usage(sys.stderr)
-        print(f"gnctl: {err}", file=sys.stderr)
-        return EXIT_USAGE
     except Unreachable as err:
         print(f"gnctl: {err}", file=sys.stderr)
         return EXIT_UNREACHABLE

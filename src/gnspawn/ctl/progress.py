@@ -109,6 +109,8 @@ class Display:
         snapshot taken, a rollback, emerge's ERROR lines), everything with --verbose."""
         if self.quiet or (priority > NOTICE and not self.verbose):
             return
+        if (view := self.jobs.get(job_id)) is not None and view.state == "finished":
+            return  # the job's closing line: the summary at the end says it
         self._above(self._prefix(job_id) + line)
 
     def finished(self, job_id: int) -> None:

@@ -29,6 +29,17 @@ from gnspawn.zfs import Zfs
 T = TypeVar("T")
 
 
+FRESH_COUNTERS: dict[str, Any] = {
+    "progress": 0,
+    "packages_done": 0,
+    "packages_total": 0,
+    "current_package": "",
+}
+"""The counters of a snapshot, emerge or rollback phase that starts: none shows what the
+phase before it counted. The closing phases (cleanup, a build's last configure) keep
+the counts of the emerge they close."""
+
+
 class JobFailed(GnspawnError):
     """A step of a job failed; the message says which and why."""
 

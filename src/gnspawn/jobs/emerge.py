@@ -8,7 +8,7 @@ from pathlib import Path
 
 from gnspawn import log as journal
 from gnspawn import sandbox
-from gnspawn.jobs.context import Context, JobFailed, uncancellable
+from gnspawn.jobs.context import FRESH_COUNTERS, Context, JobFailed, uncancellable
 from gnspawn.names import Phase
 from gnspawn.portage import Progress, emerge_argv, emerge_environment
 from gnspawn.run import CommandFailed, Process
@@ -25,7 +25,7 @@ async def emerge(
 ) -> Progress:
     """Run emerge on `root`, confined to it, streaming its output and progress;
     JobFailed if it fails. Only a root that `publish`es writes binary packages."""
-    ctx.change(phase=phase)
+    ctx.change(phase=phase, **FRESH_COUNTERS)
     config = ctx.config
     argv = emerge_argv(config.portage, root, args, pretend=pretend, publish=publish)
     env = {
@@ -37,6 +37,7 @@ async def emerge(
     confined = sandbox.confine(argv, config=config, root=root, tmpdir=tmpdir, publish=publish)
     proc = Process(confined, env=env, stop_timeout=config.jobs.stop_timeout, tag=ctx.tag)
     progress = Progress()
+    priority = _Priorities()
     try:
         await proc.start()
     except OSError as err:
@@ -44,7 +45,7 @@ async def emerge(
         raise JobFailed(f"cannot run {confined[0]}: {err.strerror}") from err
     try:
         async for line in proc.lines():
-            ctx.log(_priority(line), line)
+            ctx.log(priority(line), line)
             if journal.backlog():
                 await journal.drained()
             if progress.feed(line):
@@ -65,9 +66,26 @@ async def emerge(
     return progress
 
 
-def _priority(line: str) -> int:
-    if line.startswith((" * ERROR", "!!! ", ">>> Failed")):
-        return journal.ERR
-    if line.startswith((" * WARNING", " * QA")):
-        return journal.WARNING
-    return journal.INFO
+class _Priorities:
+    """The priority of each line of emerge's output: its errors are shown without
+    --verbose, each once (Portage repeats them in its summary), and with the log path
+    that `>>> Failed to emerge ..., Log file:` puts on a line of its own."""
+
+    def __init__(self) -> None:
+        self._errors: set[str] = set()
+        self._log_path_next = False
+
+    def __call__(self, line: str) -> int:
+        if self._log_path_next and line.strip():
+            self._log_path_next = False
+            if line.startswith(">>>  '"):
+                return journal.ERR
+        if line.startswith((" * ERROR", "!!! ", ">>> Failed")):
+            if line in self._errors:
+                return journal.INFO
+            self._errors.add(line)
+            self._log_path_next = line.endswith("Log file:")
+            return journal.ERR
+        if line.startswith((" * WARNING", " * QA")):
+            return journal.WARNING
+        return journal.INFO

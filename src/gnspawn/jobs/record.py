@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import NamedTuple
 
 from gnspawn.names import Flags, JobResult, JobState, JobType, Phase
 
@@ -34,6 +35,8 @@ class Job:
     snapshot: str = ""
     rolled_back: bool = False
     error: str = ""
+    pending_packages: tuple[str, ...] = ()
+    """What a pretend update found to merge: the packages, as emerge --pretend names them."""
     started_usec: int = 0
     finished_usec: int = 0
     unit_stopped: bool = False
@@ -44,6 +47,15 @@ class Job:
     @property
     def active(self) -> bool:
         return self.state is not JobState.FINISHED
+
+
+class LastJob(NamedTuple):
+    """How a machine's last finished job ended."""
+
+    id: int
+    result: JobResult
+    rolled_back: bool
+    """The machine went back to the snapshot taken before the job: as it was before."""
 
 
 PROPERTY_NAMES: dict[str, str] = {
@@ -60,6 +72,7 @@ PROPERTY_NAMES: dict[str, str] = {
     "snapshot": "Snapshot",
     "rolled_back": "RolledBack",
     "error": "Error",
+    "pending_packages": "PendingPackages",
     "created_usec": "CreatedUSec",
     "started_usec": "StartedUSec",
     "finished_usec": "FinishedUSec",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from gnspawn import log as journal
-from gnspawn.jobs.record import PROPERTY_NAMES, Job, now_usec
+from gnspawn.jobs.record import PROPERTY_NAMES, Job, LastJob, now_usec
 from gnspawn.jobs.store import JobStore
 from gnspawn.names import JobResult, JobState
 
@@ -31,8 +31,8 @@ class Recorder:
         self._keep = history
         self.history: dict[int, Job] = {job.id: job for job in store.recent(HISTORY_SHOWN)}
         """The finished jobs ListJobs shows, by id."""
-        self.last_job: dict[str, tuple[int, JobResult]] = store.last_jobs()
-        """Each machine's last finished job and its result."""
+        self.last_job: dict[str, LastJob] = store.last_jobs()
+        """How each machine's last finished job ended."""
 
     def new(self, job: Job) -> Job:
         """Save a new job: it has its id and its bus object before its first log line."""
@@ -60,6 +60,9 @@ class Recorder:
         self.listener.job_log(job, priority, line)
 
     def finish(self, job: Job, result: JobResult, error: str = "") -> None:
+        """End the job: a job that did what it was asked for is at 100%; one that failed or
+        was canceled keeps the progress of the phase it ended in, and its Result says why."""
+        completed = result in (JobResult.DONE, JobResult.SKIPPED)
         self.change(
             job,
             state=JobState.FINISHED,
@@ -67,8 +70,9 @@ class Recorder:
             error=error,
             finished_usec=now_usec(),
             current_package="",
+            **({"progress": 100} if completed else {}),
         )
-        self.last_job[job.machine] = (job.id, result)
+        self.last_job[job.machine] = LastJob(job.id, result, job.rolled_back)
         self.history[job.id] = job
         if len(self.history) > HISTORY_SHOWN:
             del self.history[min(self.history)]

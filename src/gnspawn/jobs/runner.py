@@ -18,14 +18,15 @@ log = logging.getLogger(__name__)
 
 
 async def run(ctx: Context, cancel_reasons: dict[int, str]) -> None:
-    """Run the job and record how it ended; a cancel's reason is taken from `cancel_reasons`."""
+    """Run the job and record how it ended; a cancel's reason, when it had one other than
+    being asked for, is taken from `cancel_reasons`."""
     job = ctx.job
     ctx.change(state=JobState.RUNNING, started_usec=now_usec())
     try:
         result = await KINDS[job.type].run(ctx)
         error = job.error  # a kind may explain a success (what a check found)
     except asyncio.CancelledError:
-        result, error = JobResult.CANCELED, cancel_reasons.pop(job.id, "canceled")
+        result, error = JobResult.CANCELED, cancel_reasons.pop(job.id, "")
     except GnspawnError as err:
         result, error = JobResult.FAILED, str(err)
     except Exception as err:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -10,7 +9,7 @@ from gnspawn import log as journal
 from gnspawn import machines
 from gnspawn.errors import NoSuchSnapshot, SnapshotProtected, StorageFailed
 from gnspawn.jobs import retention
-from gnspawn.jobs.context import Context, Host, uncancellable
+from gnspawn.jobs.context import FRESH_COUNTERS, Context, Host, uncancellable
 from gnspawn.machines import Machine
 from gnspawn.names import SNAPSHOT_PREFIX, Flags, JobResult, JobType, Phase, shown
 from gnspawn.zfs import Snapshot, Zfs
@@ -26,23 +25,21 @@ async def protected(
     machine is in again: failures do not fill retention with copies of one state.
     """
     job = ctx.job
-    ctx.change(phase=Phase.SNAPSHOT)
+    ctx.change(phase=Phase.SNAPSHOT, **FRESH_COUNTERS)
     snapshot = await ctx.zfs.snapshot(dataset, f"{SNAPSHOT_PREFIX}{job.id}-{step}", job=job.id)
     ctx.change(snapshot=snapshot.full_name)
     ctx.log(journal.NOTICE, f"snapshot {snapshot.full_name} taken")
     try:
         yield snapshot
-    except BaseException as err:
-        await uncancellable(_undo(ctx, dataset, snapshot, err, spent))
+    except BaseException:
+        await uncancellable(_undo(ctx, dataset, snapshot, spent))
         raise
 
 
-async def _undo(
-    ctx: Context, dataset: str, snapshot: Snapshot, err: BaseException, spent: bool
-) -> None:
-    ctx.change(phase=Phase.ROLLBACK)
-    why = "canceled" if isinstance(err, asyncio.CancelledError) else str(err)
-    ctx.log(journal.WARNING, f"rolling back to {snapshot.full_name}: {why}")
+async def _undo(ctx: Context, dataset: str, snapshot: Snapshot, spent: bool) -> None:
+    ctx.change(phase=Phase.ROLLBACK, **FRESH_COUNTERS)
+    # Why is said once, in the job's last line and Error.
+    ctx.log(journal.WARNING, f"rolling back to {snapshot.full_name}")
     if Flags.KEEP_FAILED in ctx.job.flags:
         await _keep_failed(ctx, dataset)
     await rollback_to(ctx.zfs, dataset, snapshot.full_name)

@@ -8,10 +8,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from gnspawn.jobs.record import Job
+from gnspawn.jobs.record import Job, LastJob
 from gnspawn.names import Flags, JobResult, JobState, JobType, Phase
 
-_SCHEMA_VERSION = 3
+_SCHEMA_VERSION = 4
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     started_usec INTEGER NOT NULL,
     finished_usec INTEGER NOT NULL,
     unit_stopped INTEGER NOT NULL DEFAULT 0,
-    follows INTEGER NOT NULL DEFAULT 0
+    follows INTEGER NOT NULL DEFAULT 0,
+    pending_packages TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
 CREATE INDEX IF NOT EXISTS jobs_machine ON jobs (machine, id);
@@ -54,6 +55,7 @@ def _from_row(row: sqlite3.Row) -> Job:
     values["phase"] = Phase(values["phase"])
     values["rolled_back"] = bool(values["rolled_back"])
     values["unit_stopped"] = bool(values["unit_stopped"])
+    values["pending_packages"] = tuple(values["pending_packages"].split())
     return Job(**values)
 
 
@@ -78,6 +80,10 @@ class JobStore:
                 self._db.execute("ALTER TABLE jobs DROP COLUMN pid")
                 self._db.execute(
                     "ALTER TABLE jobs ADD COLUMN unit_stopped INTEGER NOT NULL DEFAULT 0"
+                )
+            if version in (1, 2, 3):
+                self._db.execute(
+                    "ALTER TABLE jobs ADD COLUMN pending_packages TEXT NOT NULL DEFAULT ''"
                 )
             self._db.executescript(_SCHEMA)
             self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
@@ -133,14 +139,17 @@ class JobStore:
         )
         return [_from_row(row) for row in rows]
 
-    def last_jobs(self) -> dict[str, tuple[int, JobResult]]:
-        """Each machine's last finished job: its id and result."""
+    def last_jobs(self) -> dict[str, LastJob]:
+        """Each machine's last finished job: how it ended."""
         rows = self._db.execute(
-            "SELECT machine, id, result FROM jobs WHERE id IN "
+            "SELECT machine, id, result, rolled_back FROM jobs WHERE id IN "
             "(SELECT max(id) FROM jobs WHERE state = ? GROUP BY machine)",
             (JobState.FINISHED.value,),
         )
-        return {machine: (job_id, JobResult(result)) for machine, job_id, result in rows}
+        return {
+            machine: LastJob(job_id, JobResult(result), bool(rolled_back))
+            for machine, job_id, result, rolled_back in rows
+        }
 
     def types(self, ids: Iterable[int]) -> dict[int, JobType]:
         """The type of each of the given jobs that exists."""
@@ -171,4 +180,6 @@ def _sql(value: Any) -> Any:
         return int(value)
     if isinstance(value, Flags):
         return int(value)
+    if isinstance(value, tuple):  # package names: no blanks in them
+        return " ".join(value)
     return value

@@ -8,7 +8,7 @@ from gnspawn.inventory import gentoo_root
 from gnspawn.jobs import snapshots
 from gnspawn.jobs.context import Context, Host, Kind, Request
 from gnspawn.jobs.emerge import emerge
-from gnspawn.names import Flags, JobResult, JobType, MachineState, Phase
+from gnspawn.names import Flags, JobResult, JobType, MachineState, Phase, pending_line
 
 
 class Update(Kind):
@@ -37,9 +37,8 @@ class Update(Kind):
             if not progress.pending:
                 ctx.log(journal.INFO, "nothing pending")
                 return JobResult.SKIPPED
-            pending = f"{len(progress.pending)} packages pending: " + " ".join(progress.pending)
-            ctx.log(journal.NOTICE, pending)
-            ctx.change(error=pending)
+            ctx.log(journal.NOTICE, pending_line(progress.pending))
+            ctx.change(pending_packages=tuple(progress.pending))
             return JobResult.DONE
         async with snapshots.protected(ctx, machine.dataset, spent=True) as snapshot:
             progress = await emerge(
