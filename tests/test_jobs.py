@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from gnspawn.jobs.record import Job, now_usec
+from gnspawn.jobs.record import Job, Notice, now_usec
 from gnspawn.jobs.store import JobStore, StoreError
-from gnspawn.names import Flags, JobResult, JobState, JobType, Phase
+from gnspawn.names import Flags, JobResult, JobState, JobType, NoticeKind, Phase
 
 
 def new_job(
@@ -306,3 +306,34 @@ def test_directory_that_cannot_be_created(tmp_path: Path) -> None:
     with pytest.raises(StoreError) as caught:
         JobStore(path)
     assert str(path) in str(caught.value)
+
+
+def test_notices_and_the_tree_revision_are_kept(path: Path) -> None:
+    store = JobStore(path)
+    job = store.add(new_job("db", JobType.UPDATE, Flags(0)))
+    first = store.get(job.id)
+    assert first is not None and first.notices == ()
+    job.notices = (
+        Notice(NoticeKind.PRESERVED_LIBS, "/usr/lib64/libfoo.so.1", "warning", "kept"),
+        Notice(NoticeKind.DEPCLEAN, "app-misc/hello", "notice", 'says "go"\nand more'),
+    )
+    job.tree_revision = "0123abc"
+    store.save(job, ["notices", "tree_revision"])
+    store.close()
+    got = JobStore(path).get(job.id)
+    assert got is not None
+    assert got.notices == job.notices
+    assert all(isinstance(n.kind, NoticeKind) for n in got.notices)
+    assert got.tree_revision == "0123abc"
+
+
+def test_a_database_of_the_previous_schema_gains_the_new_columns(path: Path) -> None:
+    store = JobStore(path)
+    job = store.add(new_job("db", JobType.UPDATE, Flags(0)))
+    store._db.execute("ALTER TABLE jobs DROP COLUMN notices")
+    store._db.execute("ALTER TABLE jobs DROP COLUMN tree_revision")
+    store._db.execute("PRAGMA user_version=4")
+    store.close()
+    got = JobStore(path).get(job.id)
+    assert got is not None
+    assert (got.notices, got.tree_revision, got.machine) == ((), "", "db")

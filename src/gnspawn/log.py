@@ -15,6 +15,8 @@ JOURNAL_SOCKET = "/run/systemd/journal/socket"
 
 # syslog priorities, as journald and the LogMessage signal carry them
 ERR, WARNING, NOTICE, INFO = 3, 4, 5, 6
+PRIORITY_NAMES = {ERR: "err", WARNING: "warning", NOTICE: "notice", INFO: "info"}
+"""As syslog and journalctl -p name them."""
 
 
 class _Journal:
@@ -186,15 +188,20 @@ def _field(name: bytes, value: bytes) -> bytes:
     return b"%s\n%s%s\n" % (name, len(value).to_bytes(8, "little"), value)
 
 
-def job_line(line: str, priority: int, job: int, machine: str, phase: str) -> None:
+def job_line(
+    line: str, priority: int, job: int, machine: str, phase: str, *, package: str = ""
+) -> None:
     """One line of a job's output: the hot path, so straight to the journal socket in
-    journald's native protocol. The caller awaits drained() now and then."""
+    journald's native protocol. The caller awaits drained() now and then. `package`
+    (GNSPAWN_PACKAGE) names the package a line is about, when it is about one."""
     if _journal.sock is not None:
         message = line.encode(errors="replace")[: _Journal.LONGEST]
+        about = _field(b"GNSPAWN_PACKAGE", package.encode(errors="replace")) if package else b""
         _journal.send(
             _field(b"MESSAGE", message)
             + b"%s\nGNSPAWN_JOB=%d\nGNSPAWN_MACHINE=%s\nGNSPAWN_PHASE=%s\n%s\n"
             % (_PRIORITIES[priority], job, machine.encode(), phase.encode(), _IDENTIFIER)
+            + about
         )
     else:
         sys.stderr.write(f"job {job} ({machine}, {phase}): {line}\n")

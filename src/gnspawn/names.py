@@ -99,6 +99,8 @@ class JobResult(enum.StrEnum):
     """Nothing to do: emerge had nothing to merge."""
     FAILED = "failed"
     CANCELED = "canceled"
+    HELD = "held"
+    """Policy stopped it before it changed anything (unread news, a failed sync)."""
 
 
 class Phase(enum.StrEnum):
@@ -111,6 +113,13 @@ class Phase(enum.StrEnum):
     CONFIGURE = "configure"
     ROLLBACK = "rollback"
     CLEANUP = "cleanup"
+
+
+class NoticeKind(enum.StrEnum):
+    """What a job's notice is about: something the admin should know or decide."""
+
+    PRESERVED_LIBS = "preserved-libs"
+    DEPCLEAN = "depclean"
 
 
 def shown(text: str, limit: int = 80) -> str:

@@ -262,6 +262,14 @@ class JobInterface(ServiceInterface):
     def PendingPackages(self) -> Annotated[list[str], DBusSignature("as")]:
         return list(self.job.pending_packages)
 
+    @dbus_property(access=READ)
+    def Notices(self) -> Annotated[list[list[str]], DBusSignature("a(ssss)")]:
+        return [list(notice) for notice in self.job.notices]
+
+    @dbus_property(access=READ)
+    def TreeRevision(self) -> DBusStr:
+        return self.job.tree_revision
+
     @constant
     @dbus_property(access=READ)
     def CreatedUSec(self) -> DBusUInt64:

@@ -144,10 +144,7 @@ class BusService:
 
     def job_changed(self, job: Job, changed: dict[str, Any]) -> None:
         if (interface := self._jobs.get(job.id)) is not None:
-            # dbus-fast takes arrays as lists only; the record keeps tuples.
-            interface.emit_properties_changed(
-                {k: list(v) if isinstance(v, tuple) else v for k, v in changed.items()}
-            )
+            interface.emit_properties_changed({k: _listed(v) for k, v in changed.items()})
 
     def job_removed(self, job: Job) -> None:
         self._export(job)
@@ -159,3 +156,8 @@ class BusService:
     def job_log(self, job: Job, priority: int, line: str) -> None:
         if (interface := self._jobs.get(job.id)) is not None:
             interface.LogMessage(priority, line)
+
+
+def _listed(value: Any) -> Any:
+    """dbus-fast takes arrays and structs as lists only; the record keeps tuples."""
+    return [_listed(v) for v in value] if isinstance(value, tuple) else value

@@ -20,12 +20,14 @@ from gnspawn.errors import GnspawnError, NoSuchJob, NoSuchMachine
 from gnspawn.machines import valid_name
 from gnspawn.names import MACHINE_INTERFACE, Flags, pending_line
 
-EXIT_OK, EXIT_FAILED, EXIT_CANCELED, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE = 0, 1, 2, 3, 4, 64
+EXIT_OK, EXIT_FAILED, EXIT_CANCELED, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
+EXIT_HELD, EXIT_USAGE = 5, 64
 RESULT_EXIT = {
     "done": EXIT_OK,
     "skipped": EXIT_OK,
     "failed": EXIT_FAILED,
     "canceled": EXIT_CANCELED,
+    "held": EXIT_HELD,
 }
 
 EPILOG = """\
@@ -44,6 +46,7 @@ exit status:
   2   a job was canceled
   3   gnspawnd refused the request (the message says why)
   4   gnspawnd or the system bus cannot be reached
+  5   a job was held: policy stopped it before it changed anything
   64  wrong usage
 """
 
@@ -345,6 +348,7 @@ async def cmd_job(client: Client, args: argparse.Namespace) -> int:
         "RolledBack",
         "Error",
         "PendingPackages",
+        "TreeRevision",
         "CreatedUSec",
         "StartedUSec",
         "FinishedUSec",
@@ -358,7 +362,20 @@ async def cmd_job(client: Client, args: argparse.Namespace) -> int:
         elif isinstance(value, list):
             value = " ".join(value)
         print(f"{key:>15}: {value if value != '' else '-'}")
+    notices = notice_lines(props.get("Notices", []))
+    print(f"{'Notices':>15}: {notices[0] if notices else '-'}")
+    for line in notices[1:]:
+        print(f"{'':>15}  {line}")
     return EXIT_OK
+
+
+def notice_lines(notices: list[list[str]]) -> list[str]:
+    """A job's Notices as gnctl shows them: `priority: kind subject: text`, one each
+    (a text of several lines indented under its first)."""
+    return [
+        f"{priority}: {kind} {subject}: " + text.replace("\n", "\n    ")
+        for kind, subject, priority, text in notices
+    ]
 
 
 def job_flags(args: argparse.Namespace) -> int:
@@ -417,7 +434,10 @@ async def follow(
             line += f": {pending_line(props['PendingPackages'])}"
         if props["RolledBack"] and props["Type"] != "rollback":
             line += f" (rolled back to {props['Snapshot']})"
-        print(line, file=sys.stderr if result in ("failed", "canceled") else sys.stdout)
+        out = sys.stderr if result in ("failed", "canceled") else sys.stdout
+        print(line, file=out)
+        for notice in notice_lines(props.get("Notices", [])):
+            print(f"  {notice}", file=out)
         codes.add(RESULT_EXIT.get(result, EXIT_FAILED))
     # A failure weighs more than a cancel: it is what needs looking at.
     return min(codes - {EXIT_OK}, default=EXIT_OK)

@@ -21,7 +21,7 @@ from gnspawn.jobs.queue import Queue
 from gnspawn.jobs.record import Job
 from gnspawn.jobs.recorder import Recorder
 from gnspawn.machines import Machine
-from gnspawn.names import Flags, JobResult, JobType, MachineState
+from gnspawn.names import Flags, JobResult, JobType, MachineState, NoticeKind
 from gnspawn.portage import job_tag
 from gnspawn.services import HostServices, ServiceError, Unavailable
 from gnspawn.zfs import Zfs
@@ -92,6 +92,12 @@ class Context:
 
     def log(self, priority: int, line: str) -> None:
         self.host.recorder.log(self.job, priority, line)
+
+    def notice(
+        self, kind: NoticeKind, subject: str, text: str, priority: int = journal.WARNING
+    ) -> None:
+        """Tell the admin: a line in the job's Notices (kind, package or path, text)."""
+        self.host.recorder.notice(self.job, kind, subject, text, priority)
 
     async def unit_job(
         self,

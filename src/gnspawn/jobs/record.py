@@ -6,7 +6,18 @@ import dataclasses
 import time
 from typing import NamedTuple
 
-from gnspawn.names import Flags, JobResult, JobState, JobType, Phase
+from gnspawn.names import Flags, JobResult, JobState, JobType, NoticeKind, Phase
+
+
+class Notice(NamedTuple):
+    """Something a job found that the admin should know or decide: `Notices a(ssss)`."""
+
+    kind: NoticeKind
+    subject: str
+    """The package (category/name) or the path it is about."""
+    priority: str
+    """As syslog names it: err, warning, notice, info."""
+    text: str
 
 
 def now_usec() -> int:
@@ -36,6 +47,9 @@ class Job:
     rolled_back: bool = False
     error: str = ""
     pending_packages: tuple[str, ...] = ()
+    notices: tuple[Notice, ...] = ()
+    tree_revision: str = ""
+    """The repositories' revision the job's emerges saw."""
     """What a pretend update found to merge: the packages, as emerge --pretend names them."""
     started_usec: int = 0
     finished_usec: int = 0
@@ -73,6 +87,8 @@ PROPERTY_NAMES: dict[str, str] = {
     "rolled_back": "RolledBack",
     "error": "Error",
     "pending_packages": "PendingPackages",
+    "notices": "Notices",
+    "tree_revision": "TreeRevision",
     "created_usec": "CreatedUSec",
     "started_usec": "StartedUSec",
     "finished_usec": "FinishedUSec",

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from gnspawn import log as journal
-from gnspawn.jobs.record import PROPERTY_NAMES, Job, LastJob, now_usec
+from gnspawn.jobs.record import PROPERTY_NAMES, Job, LastJob, Notice, now_usec
 from gnspawn.jobs.store import JobStore
-from gnspawn.names import JobResult, JobState
+from gnspawn.names import JobResult, JobState, NoticeKind
 
 HISTORY_SHOWN = 100
 """Finished jobs ListJobs shows after the active ones."""
@@ -54,10 +54,19 @@ class Recorder:
         if visible:
             self.listener.job_changed(job, visible)
 
-    def log(self, job: Job, priority: int, line: str) -> None:
-        """A line of the job: to the journal with the job's fields, and as LogMessage."""
-        journal.job_line(line, priority, job.id, job.machine, job.phase)
+    def log(self, job: Job, priority: int, line: str, package: str = "") -> None:
+        """A line of the job: to the journal with the job's fields (and GNSPAWN_PACKAGE
+        when it is about a package), and as LogMessage."""
+        journal.job_line(line, priority, job.id, job.machine, job.phase, package=package)
         self.listener.job_log(job, priority, line)
+
+    def notice(self, job: Job, kind: NoticeKind, subject: str, text: str, priority: int) -> None:
+        """Something the admin should know or decide: added to the job's Notices, and
+        logged with the package or path it is about."""
+        notice = Notice(kind, subject, journal.PRIORITY_NAMES[priority], text)
+        self.change(job, notices=(*job.notices, notice))
+        package = "" if subject.startswith("/") else subject  # a path is no package
+        self.log(job, priority, f"{kind}: {subject}: {text}", package)
 
     def finish(self, job: Job, result: JobResult, error: str = "") -> None:
         """End the job: a job that did what it was asked for is at 100%; one that failed or

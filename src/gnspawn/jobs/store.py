@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import sqlite3
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from gnspawn.jobs.record import Job, LastJob
-from gnspawn.names import Flags, JobResult, JobState, JobType, Phase
+from gnspawn.jobs.record import Job, LastJob, Notice
+from gnspawn.names import Flags, JobResult, JobState, JobType, NoticeKind, Phase
 
-_SCHEMA_VERSION = 4
+_SCHEMA_VERSION = 5
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -35,7 +36,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished_usec INTEGER NOT NULL,
     unit_stopped INTEGER NOT NULL DEFAULT 0,
     follows INTEGER NOT NULL DEFAULT 0,
-    pending_packages TEXT NOT NULL DEFAULT ''
+    pending_packages TEXT NOT NULL DEFAULT '',
+    notices TEXT NOT NULL DEFAULT '[]',
+    tree_revision TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
 CREATE INDEX IF NOT EXISTS jobs_machine ON jobs (machine, id);
@@ -56,6 +59,10 @@ def _from_row(row: sqlite3.Row) -> Job:
     values["rolled_back"] = bool(values["rolled_back"])
     values["unit_stopped"] = bool(values["unit_stopped"])
     values["pending_packages"] = tuple(values["pending_packages"].split())
+    values["notices"] = tuple(
+        Notice(NoticeKind(kind), subject, priority, text)
+        for kind, subject, priority, text in json.loads(values["notices"])
+    )
     return Job(**values)
 
 
@@ -85,6 +92,11 @@ class JobStore:
                 self._db.execute(
                     "ALTER TABLE jobs ADD COLUMN pending_packages TEXT NOT NULL DEFAULT ''"
                 )
+            if version in (1, 2, 3, 4):
+                self._db.execute("ALTER TABLE jobs ADD COLUMN notices TEXT NOT NULL DEFAULT '[]'")
+                self._db.execute(
+                    "ALTER TABLE jobs ADD COLUMN tree_revision TEXT NOT NULL DEFAULT ''"
+                )
             self._db.executescript(_SCHEMA)
             self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
             self._db.execute("SELECT count(*) FROM jobs").fetchone()
@@ -103,7 +115,8 @@ class JobStore:
         columns = ", ".join(values)
         marks = ", ".join("?" for _ in values)
         cursor = self._db.execute(
-            f"INSERT INTO jobs ({columns}) VALUES ({marks})", [_sql(v) for v in values.values()]
+            f"INSERT INTO jobs ({columns}) VALUES ({marks})",
+            [_sql(k, v) for k, v in values.items()],
         )
         assert cursor.lastrowid is not None
         job.id = cursor.lastrowid
@@ -117,7 +130,7 @@ class JobStore:
         assignments = ", ".join(f"{name} = ?" for name in names)
         self._db.execute(
             f"UPDATE jobs SET {assignments} WHERE id = ?",
-            [*(_sql(getattr(job, name)) for name in names), job.id],
+            [*(_sql(name, getattr(job, name)) for name in names), job.id],
         )
 
     def get(self, job_id: int) -> Job | None:
@@ -175,7 +188,9 @@ class JobStore:
         return iter(self.active())
 
 
-def _sql(value: Any) -> Any:
+def _sql(name: str, value: Any) -> Any:
+    if name == "notices":
+        return json.dumps(value)
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, Flags):
