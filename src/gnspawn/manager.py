@@ -38,6 +38,10 @@ class SnapshotInfo(NamedTuple):
     job_type: str
 
 
+NO_JOB = LastJob(0, JobType.UPDATE, JobResult.NONE, rolled_back=False, snapshot=False)
+"""The last job of a machine that has had none."""
+
+
 def check_flags(flags: int, allowed: Flags) -> Flags:
     """The flags, or InvalidArgs naming the bits that are not known."""
     unknown = flags & ~int(allowed)
@@ -232,7 +236,7 @@ class Manager:
         result = []
         for name in self.inventory.names(found):
             machine = found.get(name)
-            last = self.recorder.last_job.get(name, LastJob(0, JobResult.NONE, False))
+            last = self.recorder.last_job.get(name, NO_JOB)
             profile, dataset = "", ""
             if machine is None:
                 state = MachineState.FOREIGN
@@ -306,6 +310,12 @@ def _state(machine: Machine, running: Job | None, last: LastJob) -> MachineState
         return MachineState.INCOMPLETE
     if machine.root is None or not machines.is_gentoo(machine.root):
         return MachineState.FOREIGN
-    # A failure that was rolled back left the machine as it was: intact, ready.
-    failed = last.result is JobResult.FAILED and not last.rolled_back
-    return MachineState.FAILED if failed else MachineState.READY
+    # A failure that was rolled back, or came before anything changed (before the
+    # snapshot it protects its change with), left the machine as it was: ready.
+    broke = (
+        last.result is JobResult.FAILED
+        and KINDS[last.type].protected
+        and last.snapshot
+        and not last.rolled_back
+    )
+    return MachineState.FAILED if broke else MachineState.READY

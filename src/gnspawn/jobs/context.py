@@ -131,6 +131,9 @@ class Kind:
     """Whether Cancel stops it while it runs (outside its rollback phase)."""
     state: ClassVar[MachineState]
     """What ListMachines says of the machine while the job runs."""
+    protected: ClassVar[bool] = False
+    """It changes a root under a snapshot it takes first (snapshots.protected), and a
+    failure rolls back to that: one that did not is what leaves a machine failed."""
     joins_waiting: ClassVar[bool] = False
     """A request equal to a job of this kind that has not started yet is that job."""
 

@@ -67,9 +67,13 @@ class LastJob(NamedTuple):
     """How a machine's last finished job ended."""
 
     id: int
+    type: JobType
     result: JobResult
     rolled_back: bool
     """The machine went back to the snapshot taken before the job: as it was before."""
+    snapshot: bool
+    """Whether the job names a snapshot (for an update: the one it changes the root
+    under; before that, it changed nothing)."""
 
 
 PROPERTY_NAMES: dict[str, str] = {

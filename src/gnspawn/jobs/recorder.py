@@ -81,7 +81,9 @@ class Recorder:
             current_package="",
             **({"progress": 100} if completed else {}),
         )
-        self.last_job[job.machine] = LastJob(job.id, result, job.rolled_back)
+        self.last_job[job.machine] = LastJob(
+            job.id, job.type, result, job.rolled_back, bool(job.snapshot)
+        )
         self.history[job.id] = job
         if len(self.history) > HISTORY_SHOWN:
             del self.history[min(self.history)]

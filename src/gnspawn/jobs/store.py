@@ -155,13 +155,15 @@ class JobStore:
     def last_jobs(self) -> dict[str, LastJob]:
         """Each machine's last finished job: how it ended."""
         rows = self._db.execute(
-            "SELECT machine, id, result, rolled_back FROM jobs WHERE id IN "
+            "SELECT machine, id, type, result, rolled_back, snapshot != '' FROM jobs WHERE id IN "
             "(SELECT max(id) FROM jobs WHERE state = ? GROUP BY machine)",
             (JobState.FINISHED.value,),
         )
         return {
-            machine: LastJob(job_id, JobResult(result), bool(rolled_back))
-            for machine, job_id, result, rolled_back in rows
+            machine: LastJob(
+                job_id, JobType(kind), JobResult(result), bool(rolled_back), bool(snapshot)
+            )
+            for machine, job_id, kind, result, rolled_back, snapshot in rows
         }
 
     def types(self, ids: Iterable[int]) -> dict[int, JobType]:

@@ -30,6 +30,7 @@ class Build(Kind):
     type = JobType.BUILD
     flags = Flags.FAIL_IF_BUSY | Flags.KEEP_FAILED | Flags.RESUME
     cancellable = True
+    protected = True
     state = MachineState.BUILDING
 
     async def check(self, host: Host, request: Request) -> str:

@@ -41,6 +41,7 @@ from gnspawn.names import (
 class Builder(Kind):
     type = JobType.BUILDER
     cancellable = True
+    protected = True
     state = MachineState.UPDATING
     joins_waiting = True
 

@@ -15,6 +15,7 @@ class Update(Kind):
     type = JobType.UPDATE
     flags = Flags.FAIL_IF_BUSY | Flags.KEEP_FAILED | Flags.PRETEND
     cancellable = True
+    protected = True
     state = MachineState.UPDATING
     joins_waiting = True
 
