@@ -109,11 +109,13 @@ def test_a_live_machine_cannot_publish_and_the_builders_packages_are_installed_a
     result = gnctl("update", "db")
 
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "waiting for job 1  " in result.stdout
     # The builder root went first: built for the profile, then updated with what the
     # profile's machines name; its packages are the only ones published.
     assert job_string(1, "Type") == "builder"
     assert job_string(1, "Machine") == "builder:default"
     assert job_string(2, "Machine") == "db"
+    assert job_property(2, "Follows") == "u 1"
     assert emerged(daemon, 1, "app-misc/hello-2") == "source"
     assert emerged(daemon, 1, "app-misc/flavour-2") == "source"
     published = packages(pkgdir)

@@ -18,7 +18,7 @@ from testbed import Testbed
 INTERFACE_DIR = Path(__file__).resolve().parent.parent / "dbus" / "interfaces"
 CONSTANT = {
     "org.gnspawn1.Manager": {"Version", "Dataset", "MachinesDirectory", "MaxParallelJobs"},
-    "org.gnspawn1.Job": {"Id", "Type", "Machine", "CreatedUSec", "InitiatorUID"},
+    "org.gnspawn1.Job": {"Id", "Type", "Machine", "Follows", "CreatedUSec", "InitiatorUID"},
     "org.gnspawn1.Machine": {"Name", "Directory"},
 }
 

@@ -272,6 +272,11 @@ class JobInterface(ServiceInterface):
 
     @constant
     @dbus_property(access=READ)
+    def Follows(self) -> DBusUInt32:
+        return self.job.follows
+
+    @constant
+    @dbus_property(access=READ)
     def CreatedUSec(self) -> DBusUInt64:
         return self.job.created_usec
 

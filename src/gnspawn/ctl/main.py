@@ -349,6 +349,7 @@ async def cmd_job(client: Client, args: argparse.Namespace) -> int:
         "Error",
         "PendingPackages",
         "TreeRevision",
+        "Follows",
         "CreatedUSec",
         "StartedUSec",
         "FinishedUSec",

@@ -31,6 +31,7 @@ class JobView:
     total: int = 0
     progress: int = 0
     started_usec: int = 0
+    follows: int = 0
     first_seen: float = field(default_factory=time.monotonic)
 
     def update(self, props: dict[str, Any]) -> None:
@@ -43,6 +44,7 @@ class JobView:
             ("PackagesTotal", "total"),
             ("Progress", "progress"),
             ("StartedUSec", "started_usec"),
+            ("Follows", "follows"),
         ):
             if key in props:
                 setattr(self, attr, props[key])
@@ -57,7 +59,8 @@ class JobView:
         minutes, seconds = divmod(int(self.elapsed(now)), 60)
         clock = f"{minutes}:{seconds:02d}"
         if self.state == "waiting" or self.phase == "queued":
-            return f"waiting  {clock}"
+            waits = f"waiting for job {self.follows}" if self.follows else "waiting"
+            return f"{waits}  {clock}"
         counted = f"[{min(self.done + 1, self.total)}/{self.total}]" if self.total else ""
         parts = [" ".join(p for p in (counted, self.current) if p)]
         if self.total:

@@ -56,7 +56,7 @@ class Job:
     unit_stopped: bool = False
     """A rollback stopped the machine's unit and must start it again, even after a crash."""
     follows: int = 0
-    """A job that must end before this one starts (a fleet's first build of a profile)."""
+    """A job that must end before this one starts (the builder job of its profile)."""
 
     @property
     def active(self) -> bool:
@@ -93,6 +93,7 @@ PROPERTY_NAMES: dict[str, str] = {
     "pending_packages": "PendingPackages",
     "notices": "Notices",
     "tree_revision": "TreeRevision",
+    "follows": "Follows",
     "created_usec": "CreatedUSec",
     "started_usec": "StartedUSec",
     "finished_usec": "FinishedUSec",
