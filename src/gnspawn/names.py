@@ -120,6 +120,7 @@ class NoticeKind(enum.StrEnum):
 
     PRESERVED_LIBS = "preserved-libs"
     DEPCLEAN = "depclean"
+    ELOG = "elog"
 
 
 def shown(text: str, limit: int = 80) -> str:

@@ -85,6 +85,12 @@ def read_text(root: Path, path: str, limit: int = 1 << 20) -> str:
         return os.read(file, limit).decode(errors="replace")
 
 
+def listdir(root: Path, path: str) -> list[str]:
+    """The names in a directory of the root."""
+    with _root(root) as fd, _opened(_openat2(fd, path, os.O_RDONLY | os.O_DIRECTORY)) as dir_fd:
+        return os.listdir(dir_fd)
+
+
 def readlink(root: Path, path: str) -> str:
     """The target of a symlink in the root, as written (it is never followed)."""
     parent, name = _split(path)

@@ -153,10 +153,18 @@ def directories(config: Config) -> dict[str, str]:
         "PORTAGE_TMPDIR": str(portage_tmpdir(config)),
         "DISTDIR": str(config.portage.distdir),
         "PKGDIR": str(config.portage.pkgdir),
+        "PORTAGE_LOGDIR": str(log_directory(config)),
     }
-    if logdir := config.portage.make_conf.get("PORTAGE_LOGDIR"):
-        values["PORTAGE_LOGDIR"] = logdir
     return values
+
+
+def log_directory(config: Config) -> Path:
+    """Where emerge keeps build logs (and elog files): PORTAGE_LOGDIR as gnspawn
+    writes it into make.conf, else the state directory's logs/; never the job's
+    PORTAGE_TMPDIR, which goes with the job, a failed package's log with it."""
+    if logdir := config.portage.make_conf.get("PORTAGE_LOGDIR"):
+        return Path(logdir)
+    return config.daemon.state_directory / "logs"
 
 
 def portage_tmpdir(config: Config) -> Path:
@@ -189,9 +197,7 @@ def _writable(config: Config) -> list[str]:
     """The shared directories emerges write: distfiles and build logs (and binary
     packages, when a root publishes)."""
     config.portage.pkgdir.mkdir(parents=True, exist_ok=True)
-    paths = [config.portage.distdir]
-    if logdir := config.portage.make_conf.get("PORTAGE_LOGDIR"):
-        paths.append(Path(logdir))
+    paths = [config.portage.distdir, log_directory(config)]
     for path in paths:
         path.mkdir(parents=True, exist_ok=True)
     return [str(path) for path in paths]

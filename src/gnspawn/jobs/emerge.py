@@ -8,8 +8,9 @@ from pathlib import Path
 
 from gnspawn import log as journal
 from gnspawn import sandbox
+from gnspawn.jobs import elog
 from gnspawn.jobs.context import FRESH_COUNTERS, Context, JobFailed, uncancellable
-from gnspawn.names import Phase
+from gnspawn.names import NoticeKind, Phase
 from gnspawn.portage import Progress, emerge_argv, emerge_environment
 from gnspawn.run import CommandFailed, Process
 
@@ -31,9 +32,11 @@ async def emerge(
     env = {
         **emerge_environment(config.portage, job=ctx.job.id, tag=ctx.tag),
         **sandbox.directories(config),
+        **elog.environment(sandbox.portage_tmpdir(config)),
     }
     ctx.log(journal.INFO, "running " + " ".join(argv))
     tmpdir = sandbox.make_job_tmpdir(config, ctx.job.id)
+    elog.prepare(tmpdir)
     confined = sandbox.confine(argv, config=config, root=root, tmpdir=tmpdir, publish=publish)
     proc = Process(confined, env=env, stop_timeout=config.jobs.stop_timeout, tag=ctx.tag)
     progress = Progress()
@@ -62,8 +65,15 @@ async def emerge(
         await uncancellable(proc.stop())
         raise
     finally:
-        await uncancellable(asyncio.to_thread(sandbox.remove_job_tmpdir, config, ctx.job.id))
+        await uncancellable(_done(ctx, tmpdir))
     return progress
+
+
+async def _done(ctx: Context, tmpdir: Path) -> None:
+    """What an emerge leaves: its elog messages become notices; its tmpdir goes."""
+    for package, priority, message in await asyncio.to_thread(elog.read, tmpdir):
+        ctx.notice(NoticeKind.ELOG, package, message, priority)
+    await asyncio.to_thread(sandbox.remove_job_tmpdir, ctx.config, ctx.job.id)
 
 
 class _Priorities:
