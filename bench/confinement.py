@@ -22,7 +22,7 @@ def sandbox_cost(bed: Testbed) -> str:
     zfs("snapshot", f"{ds}@bench-sandbox")
     config = load(bed.config_file)
     argv = emerge_argv(root, "--usepkg=y", "--buildpkg=y")
-    env = {**emerge_env(bed), **sandbox.directories(config)}
+    env = {**emerge_env(bed), **sandbox.directories(config, "web")}
 
     def run(command: list[str]) -> None:
         zfs("rollback", "-r", f"{ds}@bench-sandbox")
@@ -31,7 +31,7 @@ def sandbox_cost(bed: Testbed) -> str:
     def confined() -> None:
         tmpdir = sandbox.make_job_tmpdir(config, 0)
         try:
-            run(sandbox.confine(argv, config=config, root=root, tmpdir=tmpdir))
+            run(sandbox.confine(argv, config=config, root=root, machine="web", tmpdir=tmpdir))
         finally:
             sandbox.remove_job_tmpdir(config, 0)
 

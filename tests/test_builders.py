@@ -84,11 +84,19 @@ def restart_with(daemon: Testbed, **portage: object) -> None:
     daemon.start_daemon()
 
 
+def adopt(daemon: Testbed, name: str, profile: str = "default") -> None:
+    """What the README tells an admin who adopts a container: record its profile."""
+    zfs("set", f"org.gnspawn:profile={profile}", f"{daemon.dataset}/{name}")
+
+
 def seed_pair(daemon: Testbed) -> tuple[Path, Path]:
-    """web and db with hello-1 and flavour-1; the binary packages the seeding made gone."""
+    """web and db with hello-1 and flavour-1, adopted with their profile; the binary
+    packages the seeding made gone."""
     write_flavour(daemon.repo, 1)
     web = daemon.seed("web", ["=app-misc/hello-1", "=app-misc/flavour-1"])
     db = daemon.seed("db", ["=app-misc/hello-1", "=app-misc/flavour-1"])
+    adopt(daemon, "web")
+    adopt(daemon, "db")
     pkgdir = daemon.work / "packages"
     for path in sorted(pkgdir.rglob("*"), reverse=True):
         path.rmdir() if path.is_dir() else path.unlink()
@@ -190,6 +198,7 @@ def test_without_builders_an_untrusted_machine_shares_nothing(daemon: Testbed) -
 
 def test_a_builder_killed_in_its_update_is_undone_and_its_machines_go_on(daemon: Testbed) -> None:
     root = daemon.seed("web", ["=app-misc/gate-1"])
+    adopt(daemon, "web")
     builder_root = daemon.state / "builders" / "default"
     builder_ds = f"{daemon.dataset}/builder:default"
     gate = Gate(daemon.work / "distfiles" / "gate")
@@ -229,3 +238,34 @@ def test_a_builder_killed_in_its_update_is_undone_and_its_machines_go_on(daemon:
         for pid in processes_on(builder_root):
             os.kill(pid, signal.SIGKILL)
         gate.remove()
+
+
+EVIL_PROFILE_BASHRC = """
+[[ ${EBUILD_PHASE} == depend ]] || echo planted > "${PKGDIR}/planted-by-profile"
+"""
+
+
+def test_a_machine_cannot_choose_the_profile_a_builder_publishes_with(
+    daemon: Testbed,
+) -> None:
+    """Its make.profile is the container's: pointed at a profile it wrote where every
+    sandbox can read (DISTDIR), a builder of that profile would run its bashrc while
+    PKGDIR is writable. Builders follow only the profile the admin chose."""
+    restart_with(daemon, builders=True)
+    root = daemon.seed("web", ["=app-misc/hello-1"])  # adopted, its profile not recorded
+    pkgdir = daemon.work / "packages"
+    before = packages(pkgdir)
+    evil = daemon.work / "distfiles" / "profile"
+    evil.mkdir(parents=True)
+    (evil / "parent").write_text(f"{daemon.repo}/profiles/default\n")
+    (evil / "profile.bashrc").write_text(EVIL_PROFILE_BASHRC)
+    (root / "etc/portage/make.profile").unlink()
+    (root / "etc/portage/make.profile").symlink_to(evil)
+
+    result = gnctl("update", "web")
+
+    assert job_string(1, "Type") == "update"  # no builder job
+    assert result.returncode in (0, 1), result.stdout + result.stderr
+    assert "builder" not in zfs("list", "-H", "-o", "name", "-r", daemon.dataset)
+    assert not (pkgdir / "planted-by-profile").exists()
+    assert packages(pkgdir) == before

@@ -34,6 +34,8 @@ def test_update_all_compiles_once_installs_binaries_and_rolls_back_the_failure(
     daemon.start_daemon()
     roots = {name: daemon.seed(name) for name in ("a1", "a2", "a3")}
     db = daemon.seed("db", ["=app-misc/hello-1", "=app-misc/broken-1"])
+    for name in [*roots, "db"]:  # adopted: their profile recorded, as the README says
+        zfs("set", "org.gnspawn:profile=default", f"{daemon.dataset}/{name}")
     db_before = tree_hash(db)
     (daemon.machines / "plain").mkdir()
     zfs("create", "-o", f"mountpoint={daemon.machines}/other", f"{daemon.dataset}/other")

@@ -25,6 +25,7 @@ gnspawn_escape() {{
     cat /etc/shadow > {root}/leak-shadow 2>/dev/null
     ls -A /run > {root}/leak-run 2>/dev/null
     ls -A /var/lib/systemd > {root}/leak-systemd 2>/dev/null
+    ls -A {logs} > {root}/leak-logs 2>/dev/null
     busctl --address=unix:path={bus} call org.gnspawn1 /org/gnspawn1 \\
         org.gnspawn1.Manager ListMachines > {root}/leak-bus 2>&1
     echo "bus $?" >> {root}/leak-bus
@@ -90,6 +91,7 @@ def test_what_a_root_plants_runs_confined_to_it(daemon: Testbed, plant: str) -> 
         venv_mark=venv_mark,
         root=root,
         bus=daemon.bus.socket,
+        logs=daemon.work / "logs" / "built",
         daemon=daemon_pid,
     )
     PLANTS[plant](root, payload)
@@ -106,6 +108,8 @@ def test_what_a_root_plants_runs_confined_to_it(daemon: Testbed, plant: str) -> 
     assert (root / "leak-run").read_text() == ""
     assert os.listdir("/var/lib/systemd")  # the host has a credential store there ...
     assert (root / "leak-systemd").read_text() == ""  # ... the sandbox has none
+    # The build logs: the machine's own directory, no other machine's logs.
+    assert (root / "leak-logs").read_text() == "web\n"
     assert (root / "leak-bus").read_text().splitlines()[-1] != "bus 0"
     assert (root / "leak-kill").read_text() == "kill 1\n"
     assert (root / "leak-caps").read_text().split() == ["CapBnd:", CAP_BOUND]

@@ -56,6 +56,13 @@ def profile_of(config: Config, root: Path) -> str:
     return target
 
 
+def chosen_profile(config: Config, machine: Machine) -> str:
+    """The profile the admin chose for a machine: the one gnspawn built it with
+    (org.gnspawn:profile), or its [machines.NAME] profile; "" when neither says.
+    Never its make.profile: that is the container's to point anywhere."""
+    return machine.profile or config.machine(machine.name).profile
+
+
 BUILDER_PREFIX = "builder:"
 _SLUG_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 

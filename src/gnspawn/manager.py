@@ -197,7 +197,7 @@ class Manager:
                 continue
             follows, profile = 0, ""
             if not self.config.portage.builders and Flags.PRETEND not in checked:
-                profile = machine.profile or machines.profile_of(self.config, machine.root)
+                profile = machines.chosen_profile(self.config, machine)
                 follows = leaders[profile].id if profile in leaders else 0
             try:
                 job = await self.request(

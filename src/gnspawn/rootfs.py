@@ -85,10 +85,14 @@ def read_text(root: Path, path: str, limit: int = 1 << 20) -> str:
         return os.read(file, limit).decode(errors="replace")
 
 
-def listdir(root: Path, path: str) -> list[str]:
-    """The names in a directory of the root."""
-    with _root(root) as fd, _opened(_openat2(fd, path, os.O_RDONLY | os.O_DIRECTORY)) as dir_fd:
-        return os.listdir(dir_fd)
+def listdir(root: Path, path: str, limit: int) -> list[str]:
+    """The names in a directory of the root, at most `limit` of them."""
+    with (
+        _root(root) as fd,
+        _opened(_openat2(fd, path, os.O_RDONLY | os.O_DIRECTORY)) as dir_fd,
+        os.scandir(dir_fd) as entries,
+    ):
+        return [entry.name for _, entry in zip(range(limit), entries, strict=False)]
 
 
 def readlink(root: Path, path: str) -> str:

@@ -76,6 +76,7 @@ def confine(
     *,
     config: Config,
     root: Path,
+    machine: str,
     tmpdir: Path,
     network: bool = True,
     publish: bool = False,
@@ -122,7 +123,7 @@ def confine(
     for file in [*HIDDEN_FILES, str(config.path)]:
         if os.path.lexists(file) and not os.path.isdir(file):
             wrapped += ["--ro-bind", "/dev/null", file]
-    for path in _writable(config):
+    for path in _writable(config, machine):
         wrapped += ["--bind", path, path]
     pkgdir = str(config.portage.pkgdir)
     wrapped += ["--bind" if publish else "--ro-bind", pkgdir, pkgdir]
@@ -146,22 +147,25 @@ def confine(
     return [*wrapped, "--chdir", "/", "--", *setpriv, *argv]
 
 
-def directories(config: Config) -> dict[str, str]:
-    """The directories emerge writes, for its environment: there they override what
-    the root's make.conf says, which names paths the sandbox does not let it write."""
+def directories(config: Config, machine: str) -> dict[str, str]:
+    """The directories emerge writes for `machine`, for its environment: there they
+    override what the root's make.conf says, which names paths the sandbox does not
+    let it write."""
     values = {
         "PORTAGE_TMPDIR": str(portage_tmpdir(config)),
         "DISTDIR": str(config.portage.distdir),
         "PKGDIR": str(config.portage.pkgdir),
-        "PORTAGE_LOGDIR": str(log_directory(config)),
+        "PORTAGE_LOGDIR": str(log_directory(config) / machine),
     }
     return values
 
 
 def log_directory(config: Config) -> Path:
-    """Where emerge keeps build logs (and elog files): PORTAGE_LOGDIR as gnspawn
-    writes it into make.conf, else the state directory's logs/; never the job's
-    PORTAGE_TMPDIR, which goes with the job, a failed package's log with it."""
+    """Where emerge keeps build logs (and elog files), a directory per machine below
+    it: PORTAGE_LOGDIR as gnspawn writes it into make.conf, else the state directory's
+    logs/; never the job's PORTAGE_TMPDIR, which goes with the job, a failed package's
+    log with it. A sandbox sees its machine's directory only: no container reads
+    another's logs or plants links where another's emerge writes."""
     if logdir := config.portage.make_conf.get("PORTAGE_LOGDIR"):
         return Path(logdir)
     return config.daemon.state_directory / "logs"
@@ -193,11 +197,11 @@ def remove_job_tmpdir(config: Config, job: int) -> None:
         shutil.rmtree(path)
 
 
-def _writable(config: Config) -> list[str]:
-    """The shared directories emerges write: distfiles and build logs (and binary
-    packages, when a root publishes)."""
+def _writable(config: Config, machine: str) -> list[str]:
+    """The directories an emerge of `machine` writes: the shared distfiles, the
+    machine's own build logs (and binary packages, when a root publishes)."""
     config.portage.pkgdir.mkdir(parents=True, exist_ok=True)
-    paths = [config.portage.distdir, log_directory(config)]
+    paths = [config.portage.distdir, log_directory(config) / machine]
     for path in paths:
         path.mkdir(parents=True, exist_ok=True)
     return [str(path) for path in paths]
@@ -220,6 +224,7 @@ def _hidden(config: Config) -> list[str]:
         *HIDDEN_DIRECTORIES,
         str(config.storage.machines_directory),
         str(config.daemon.state_directory),
+        str(log_directory(config)),
         *map(str, config.sandbox.hide),
     ]
 

@@ -97,7 +97,7 @@ class Context:
         self, kind: NoticeKind, subject: str, text: str, priority: int = journal.WARNING
     ) -> None:
         """Tell the admin: a line in the job's Notices (kind, package or path, text)."""
-        self.host.recorder.notice(self.job, kind, subject, text, priority)
+        self.host.recorder.notices(self.job, [(kind, subject, text, priority)])
 
     async def unit_job(
         self,

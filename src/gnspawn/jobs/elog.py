@@ -24,6 +24,7 @@ _FILE = re.compile(r"([A-Za-z0-9_][A-Za-z0-9+_.-]*):([A-Za-z0-9_][A-Za-z0-9+_.-]
 _HEADER = re.compile(r"([A-Z]+): [a-z_]+")
 _MOST_FILES = 1000
 _MOST_BYTES = 64 * 1024
+"""Of each file; the job keeps at most recorder.MOST_NOTICES notices in all."""
 
 
 def environment(portage_tmpdir: Path) -> dict[str, str]:
@@ -43,7 +44,7 @@ def prepare(job_tmpdir: Path) -> None:
 def read(job_tmpdir: Path) -> list[tuple[str, int, str]]:
     """The elog messages an emerge left in `job_tmpdir`: (package, priority, text)."""
     try:
-        names = sorted(rootfs.listdir(job_tmpdir, DIRECTORY))[:_MOST_FILES]
+        names = sorted(rootfs.listdir(job_tmpdir, DIRECTORY, _MOST_FILES))
     except OSError:
         return []
     found = []

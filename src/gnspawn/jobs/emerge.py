@@ -31,13 +31,15 @@ async def emerge(
     argv = emerge_argv(config.portage, root, args, pretend=pretend, publish=publish)
     env = {
         **emerge_environment(config.portage, job=ctx.job.id, tag=ctx.tag),
-        **sandbox.directories(config),
+        **sandbox.directories(config, ctx.job.machine),
         **elog.environment(sandbox.portage_tmpdir(config)),
     }
     ctx.log(journal.INFO, "running " + " ".join(argv))
     tmpdir = sandbox.make_job_tmpdir(config, ctx.job.id)
     elog.prepare(tmpdir)
-    confined = sandbox.confine(argv, config=config, root=root, tmpdir=tmpdir, publish=publish)
+    confined = sandbox.confine(
+        argv, config=config, root=root, machine=ctx.job.machine, tmpdir=tmpdir, publish=publish
+    )
     proc = Process(confined, env=env, stop_timeout=config.jobs.stop_timeout, tag=ctx.tag)
     progress = Progress()
     priority = _Priorities()
@@ -71,8 +73,11 @@ async def emerge(
 
 async def _done(ctx: Context, tmpdir: Path) -> None:
     """What an emerge leaves: its elog messages become notices; its tmpdir goes."""
-    for package, priority, message in await asyncio.to_thread(elog.read, tmpdir):
-        ctx.notice(NoticeKind.ELOG, package, message, priority)
+    found = await asyncio.to_thread(elog.read, tmpdir)
+    ctx.host.recorder.notices(
+        ctx.job,
+        [(NoticeKind.ELOG, package, message, priority) for package, priority, message in found],
+    )
     await asyncio.to_thread(sandbox.remove_job_tmpdir, ctx.config, ctx.job.id)
 
 

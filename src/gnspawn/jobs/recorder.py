@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from gnspawn import log as journal
 from gnspawn.jobs.record import PROPERTY_NAMES, Job, LastJob, Notice, now_usec
 from gnspawn.jobs.store import JobStore
 from gnspawn.names import JobResult, JobState, NoticeKind
+
+MOST_NOTICES = 200
+"""Notices a job keeps: more would make its Notices property a flood."""
+MOST_NOTICE_TEXT = 4096
 
 HISTORY_SHOWN = 100
 """Finished jobs ListJobs shows after the active ones."""
@@ -60,13 +65,27 @@ class Recorder:
         journal.job_line(line, priority, job.id, job.machine, job.phase, package=package)
         self.listener.job_log(job, priority, line)
 
-    def notice(self, job: Job, kind: NoticeKind, subject: str, text: str, priority: int) -> None:
-        """Something the admin should know or decide: added to the job's Notices, and
-        logged with the package or path it is about."""
-        notice = Notice(kind, subject, journal.PRIORITY_NAMES[priority], text)
-        self.change(job, notices=(*job.notices, notice))
-        package = "" if subject.startswith("/") else subject  # a path is no package
-        self.log(job, priority, f"{kind}: {subject}: {text}", package)
+    def notices(self, job: Job, found: Sequence[tuple[NoticeKind, str, str, int]]) -> None:
+        """What the admin should know or decide, (kind, package or path, text,
+        priority) each: added to the job's Notices at once, and logged with the package
+        or path it is about. A job keeps MOST_NOTICES, each cut to MOST_NOTICE_TEXT:
+        their text may come from a container."""
+        room = MOST_NOTICES - len(job.notices)
+        if not found or room <= 0:
+            return
+        kept = list(found[:room])
+        if len(found) > room:
+            kind, subject, _, _ = found[room - 1]
+            more = len(found) - room + 1
+            text = f"{more} more notices not kept: see the job's log"
+            kept[-1] = (kind, subject, text, journal.WARNING)
+        added = []
+        for kind, subject, full, priority in kept:
+            text = full[:MOST_NOTICE_TEXT]
+            package = "" if subject.startswith("/") else subject  # a path is no package
+            self.log(job, priority, f"{kind}: {subject}: {text}", package)
+            added.append(Notice(kind, subject, journal.PRIORITY_NAMES[priority], text))
+        self.change(job, notices=(*job.notices, *added))
 
     def finish(self, job: Job, result: JobResult, error: str = "") -> None:
         """End the job: a job that did what it was asked for is at 100%; one that failed or

@@ -25,7 +25,6 @@ from gnspawn.jobs import snapshots
 from gnspawn.jobs.context import Context, JobFailed, Kind
 from gnspawn.jobs.emerge import emerge
 from gnspawn.jobs.kinds.build import build_steps, recorded_step, step_done
-from gnspawn.machines import Machine
 from gnspawn.names import (
     BUILD_PROPERTY,
     PROFILE_PROPERTY,
@@ -98,14 +97,9 @@ class Builder(Kind):
         def packages() -> set[str]:
             atoms: set[str] = set()
             for machine in found.values():
-                if _profile(ctx, machine) == ctx.job.argument and machine.root is not None:
+                chosen = machines.chosen_profile(ctx.config, machine)
+                if chosen == ctx.job.argument and machine.root is not None:
                     atoms |= portage.world_atoms(ctx.config.portage, machine.root)
             return atoms
 
         return await asyncio.to_thread(packages)
-
-
-def _profile(ctx: Context, machine: Machine) -> str:
-    if machine.profile or machine.root is None:
-        return machine.profile
-    return machines.profile_of(ctx.config, machine.root)

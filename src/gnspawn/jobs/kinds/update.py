@@ -27,7 +27,7 @@ class Update(Kind):
         if Flags.PRETEND in request.flags:
             return ""  # installs nothing
         machine = request.machine or await host.inventory.machine(request.name)
-        return machine.profile or machines.profile_of(host.config, gentoo_root(machine))
+        return machines.chosen_profile(host.config, machine)
 
     async def run(self, ctx: Context) -> JobResult:
         machine = await ctx.host.inventory.machine(ctx.job.machine, fresh=True)
