@@ -37,9 +37,10 @@ def test_build_makes_a_container_systemd_nspawn_can_run(daemon: Testbed) -> None
     assert f'PKGDIR="{daemon.work}/packages"' in make_conf
     assert "location = " + str(daemon.repo) in (root / "etc/portage/repos.conf").read_text()
     settings = (daemon.dir / "nspawn/c1.nspawn").read_text()
-    assert "BindReadOnly=/var/db/repos\nBindReadOnly=/var/cache/binpkgs\n" in settings
+    # The shared PKGDIR, wherever it is, read-only: no container plants packages.
+    assert f"BindReadOnly=/var/db/repos\nBindReadOnly={daemon.work}/packages\n" in settings
     assert "Bind=/var/cache/distfiles\n" in settings
-    assert "Bind=/var/cache/binpkgs" not in settings
+    assert f"Bind={daemon.work}/packages" not in settings
     assert "[Network]\nPrivate=yes\nVirtualEthernet=yes\n" in settings
     assert "Bridge=" not in settings
     ds = f"{daemon.dataset}/c1"

@@ -269,3 +269,24 @@ def test_a_machine_cannot_choose_the_profile_a_builder_publishes_with(
     assert "builder" not in zfs("list", "-H", "-o", "name", "-r", daemon.dataset)
     assert not (pkgdir / "planted-by-profile").exists()
     assert packages(pkgdir) == before
+
+
+def test_without_builders_the_trusted_machine_of_a_profile_leads_update_all(
+    daemon: Testbed,
+) -> None:
+    daemon.stop_daemon()
+    daemon.write_config(extra="[machines.b]\ntrusted = true\n")
+    daemon.start_daemon()
+    for name in ("a", "b"):  # a sorts first, but b publishes
+        daemon.seed(name)
+        adopt(daemon, name)
+    for path in sorted((daemon.work / "packages").rglob("*"), reverse=True):
+        path.rmdir() if path.is_dir() else path.unlink()
+
+    result = gnctl("update", "--all")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (job_string(1, "Machine"), job_string(2, "Machine")) == ("b", "a")
+    assert job_property(2, "Follows") == "u 1"
+    assert emerged(daemon, 1, "app-misc/hello-2") == "source"
+    assert emerged(daemon, 2, "app-misc/hello-2") == "binary"

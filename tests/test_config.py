@@ -49,7 +49,7 @@ history = 50
 [nspawn]
 settings_directory = "/run/systemd/nspawn"
 bind_ro = ["/var/db/repos"]
-bind = ["/var/cache/distfiles", "/var/cache/binpkgs"]
+bind = ["/var/cache/distfiles"]
 bridge = "br0"
 enable = true
 
@@ -97,7 +97,7 @@ def test_missing_file_means_defaults(tmp_path: Path) -> None:
     assert config.jobs.max_parallel == 2
     assert config.nspawn == NspawnConfig(
         settings_directory=Path("/etc/systemd/nspawn"),
-        bind_ro=(Path("/var/db/repos"), Path("/var/cache/binpkgs")),
+        bind_ro=(Path("/var/db/repos"),),
         bind=(Path("/var/cache/distfiles"),),
         bridge="",
         enable=False,
@@ -132,7 +132,7 @@ def test_full_file(tmp_path: Path) -> None:
     assert config.nspawn == NspawnConfig(
         settings_directory=Path("/run/systemd/nspawn"),
         bind_ro=(Path("/var/db/repos"),),
-        bind=(Path("/var/cache/distfiles"), Path("/var/cache/binpkgs")),
+        bind=(Path("/var/cache/distfiles"),),
         bridge="br0",
         enable=True,
     )
@@ -475,3 +475,16 @@ def test_dataset_names_zfs_would_refuse(tmp_path: Path, dataset: str) -> None:
     path.write_text(f'[storage]\ndataset = "{dataset}"\n')
     with pytest.raises(ConfigError, match=r"storage.dataset: .* is not a ZFS dataset name"):
         load(path)
+
+
+@pytest.mark.parametrize("bind", ["/var/cache/binpkgs", "/var/cache", "/"])
+def test_a_writable_bind_of_pkgdir_is_refused(tmp_path: Path, bind: str) -> None:
+    err = error_of(tmp_path, f'[nspawn]\nbind = ["/var/cache/distfiles", "{bind}"]\n')
+    assert err.key == "nspawn.bind"
+    assert "holds PKGDIR (/var/cache/binpkgs)" in str(err)
+    assert err.line == 2
+
+
+def test_pkgdir_elsewhere_may_sit_beside_a_bind(tmp_path: Path) -> None:
+    path = write(tmp_path, '[portage]\npkgdir = "/srv/binpkgs"\n[nspawn]\nbind = ["/var/cache"]\n')
+    assert load(path, environ={}).nspawn.bind == (Path("/var/cache"),)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -337,3 +338,19 @@ def test_a_database_of_the_previous_schema_gains_the_new_columns(path: Path) -> 
     got = JobStore(path).get(job.id)
     assert got is not None
     assert (got.notices, got.tree_revision, got.machine) == ((), "", "db")
+
+
+def test_a_migration_that_fails_halfway_leaves_the_old_schema_whole(path: Path) -> None:
+    store = JobStore(path)
+    store.add(new_job("db", JobType.UPDATE, Flags(0)))
+    store._db.execute("ALTER TABLE jobs DROP COLUMN notices")  # tree_revision stays:
+    store._db.execute("PRAGMA user_version=4")  # adding it again fails, after notices
+    store.close()
+    with pytest.raises(StoreError) as caught:
+        JobStore(path)
+    assert "duplicate column" in str(caught.value)
+    db = sqlite3.connect(path)
+    columns = [row[1] for row in db.execute("PRAGMA table_info(jobs)")]
+    assert "notices" not in columns  # the first step of the migration was undone
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 4
+    db.close()

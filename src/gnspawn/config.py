@@ -66,9 +66,9 @@ class JobsConfig:
 @dataclasses.dataclass(frozen=True)
 class NspawnConfig:
     settings_directory: Path = Path("/etc/systemd/nspawn")
-    bind_ro: tuple[Path, ...] = (Path("/var/db/repos"), Path("/var/cache/binpkgs"))
-    """The shared PKGDIR among them: a running container must not write it either."""
+    bind_ro: tuple[Path, ...] = (Path("/var/db/repos"),)
     bind: tuple[Path, ...] = (Path("/var/cache/distfiles"),)
+    """Never the shared PKGDIR, which every machine gets read-only."""
     bridge: str = ""
     enable: bool = False
 
@@ -333,6 +333,15 @@ def parse(
             values[key] = convert(table, key, MACHINE_SETTINGS[key], raw)
         machines[name] = MachineConfig(**values)
 
+    pkgdir = sections.get("portage", PortageConfig()).pkgdir
+    for bound in sections.get("nspawn", NspawnConfig()).bind:
+        if pkgdir == bound or bound in pkgdir.parents:
+            raise fail(
+                "nspawn",
+                "bind",
+                f"{bound} holds PKGDIR ({pkgdir}): a container that can write it plants "
+                "packages the other machines install; every machine gets it read-only",
+            )
     daemon = sections.get("daemon", DaemonConfig())
     state = (environ or {}).get("STATE_DIRECTORY", "")
     if state:

@@ -187,13 +187,15 @@ class Manager:
                 checked |= Flags.PRETEND
         checked &= ~Flags.SCHEDULED
         found = await self.inventory.all()
-        result: list[tuple[str, Job | None]] = []
+        names = self.inventory.names(found)
+        result: dict[str, Job | None] = {}
         leaders: dict[str, Job] = {}
-        for name in self.inventory.names(found):
+        # Trusted machines first: without builders, the first of each profile leads.
+        for name in sorted(names, key=lambda name: not self.config.machine(name).trusted):
             machine = found.get(name)
             if machine is None or machine.root is None or not machines.is_gentoo(machine.root):
                 log.info("update-all: skipping %s, not a Gentoo root", name)
-                result.append((name, None))
+                result[name] = None
                 continue
             follows, profile = 0, ""
             if not self.config.portage.builders and Flags.PRETEND not in checked:
@@ -205,12 +207,12 @@ class Manager:
                 )
             except Busy:
                 log.info("update-all: skipping %s, busy", name)
-                result.append((name, None))
+                result[name] = None
                 continue
             if profile and self.config.machine(name).trusted:
                 leaders.setdefault(profile, job)
-            result.append((name, job))
-        return result
+            result[name] = job
+        return [(name, result[name]) for name in names]
 
     def cancel(self, job_id: int) -> None:
         job = self.get_job(job_id)

@@ -81,29 +81,41 @@ class JobStore:
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version > _SCHEMA_VERSION:
                 raise StoreError(f"{path}: written by a newer gnspawnd (schema {version})")
-            if version == 1:
-                self._db.execute("ALTER TABLE jobs ADD COLUMN follows INTEGER NOT NULL DEFAULT 0")
-            if version in (1, 2):
-                self._db.execute("ALTER TABLE jobs DROP COLUMN pid")
-                self._db.execute(
-                    "ALTER TABLE jobs ADD COLUMN unit_stopped INTEGER NOT NULL DEFAULT 0"
-                )
-            if version in (1, 2, 3):
-                self._db.execute(
-                    "ALTER TABLE jobs ADD COLUMN pending_packages TEXT NOT NULL DEFAULT ''"
-                )
-            if version in (1, 2, 3, 4):
-                self._db.execute("ALTER TABLE jobs ADD COLUMN notices TEXT NOT NULL DEFAULT '[]'")
-                self._db.execute(
-                    "ALTER TABLE jobs ADD COLUMN tree_revision TEXT NOT NULL DEFAULT ''"
-                )
-            self._db.executescript(_SCHEMA)
-            self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+            self._migrate(version)
             self._db.execute("SELECT count(*) FROM jobs").fetchone()
         except (sqlite3.Error, OSError) as err:
             if hasattr(self, "_db"):
                 self._db.close()
             raise StoreError(f"{path}: cannot open the job database: {err}") from err
+
+    def _migrate(self, version: int) -> None:
+        """From schema `version` to this one, in one transaction: a daemon killed
+        halfway leaves the old schema, whole."""
+        steps = {
+            1: ["ALTER TABLE jobs ADD COLUMN follows INTEGER NOT NULL DEFAULT 0"],
+            2: [
+                "ALTER TABLE jobs DROP COLUMN pid",
+                "ALTER TABLE jobs ADD COLUMN unit_stopped INTEGER NOT NULL DEFAULT 0",
+            ],
+            3: ["ALTER TABLE jobs ADD COLUMN pending_packages TEXT NOT NULL DEFAULT ''"],
+            4: [
+                "ALTER TABLE jobs ADD COLUMN notices TEXT NOT NULL DEFAULT '[]'",
+                "ALTER TABLE jobs ADD COLUMN tree_revision TEXT NOT NULL DEFAULT ''",
+            ],
+        }
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            if version:  # a new database gets the schema below, whole
+                for step in range(version, _SCHEMA_VERSION):
+                    for statement in steps[step]:
+                        self._db.execute(statement)
+            for statement in _SCHEMA.split(";"):
+                self._db.execute(statement)
+            self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def close(self) -> None:
         self._db.close()

@@ -72,7 +72,7 @@ class Build(Kind):
         done = await build_steps(ctx, name, root, profile, done, publish=publish)
         ctx.change(phase=Phase.CONFIGURE)
         if done is not BuildStep.DONE:
-            path = nspawn.write_settings(ctx.config.nspawn, name)
+            path = nspawn.write_settings(ctx.config, name)
             ctx.log(journal.NOTICE, f"wrote {path}")
             done = await step_done(ctx, dataset, BuildStep.DONE)
         if ctx.config.nspawn.enable:
