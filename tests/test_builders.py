@@ -290,3 +290,38 @@ def test_without_builders_the_trusted_machine_of_a_profile_leads_update_all(
     assert job_property(2, "Follows") == "u 1"
     assert emerged(daemon, 1, "app-misc/hello-2") == "source"
     assert emerged(daemon, 2, "app-misc/hello-2") == "binary"
+
+
+TESTING = """EAPI=8
+DESCRIPTION="A package only a machine that accepts ~amd64 installs"
+SLOT="0"
+KEYWORDS="~amd64"
+S=${WORKDIR}
+src_install() {
+	insinto /usr/share/testing
+	echo "${PV}" > "${T}/version" || die
+	doins "${T}/version"
+}
+"""
+
+
+def test_machines_packages_that_do_not_resolve_together_leave_the_builder_its_own(
+    daemon: Testbed,
+) -> None:
+    restart_with(daemon, builders=True)
+    ebuilds = daemon.repo / "app-misc" / "testing"
+    ebuilds.mkdir()
+    (ebuilds / "testing-1.ebuild").write_text(TESTING)
+    db = daemon.seed("db", ["=app-misc/hello-1"])
+    (db / "etc/portage/package.accept_keywords").write_text("app-misc/testing ~amd64\n")
+    daemon.emerge(db, "app-misc/testing")  # in db's world; the builder cannot have it
+    adopt(daemon, "db")
+
+    result = gnctl("update", "db")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert job_string(1, "Type") == "builder"
+    assert wait_job(1) in ("done", "skipped"), job_string(1, "Error")
+    lines = [e["MESSAGE"] for e in daemon.daemon_journal("GNSPAWN_JOB=1")]
+    assert any(line.startswith("the machines' packages do not resolve") for line in lines)
+    assert hello_version(db) == "2"

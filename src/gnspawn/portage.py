@@ -77,9 +77,10 @@ def emerge_environment(config: PortageConfig, *, job: int, tag: str) -> dict[str
 
 
 def world_atoms(config: PortageConfig, root: Path) -> set[str]:
-    """The packages a root's world file names, those of them that are in the
-    repositories: the file is the container's to write, so an entry that is no plain
-    package atom, or names a package the repositories lack, is left out."""
+    """The packages (category/name) a root's world file names, those of them that are
+    in the repositories: the file is the container's to write, so an entry that is no
+    plain package atom, or names a package the repositories lack, is left out, and a
+    slot or repository it names is dropped (the newest is what a builder builds)."""
     try:
         text = rootfs.read_text(root, "var/lib/portage/world")
     except OSError:
@@ -89,7 +90,7 @@ def world_atoms(config: PortageConfig, root: Path) -> set[str]:
         atom = line.strip()
         match = _WORLD_ATOM.fullmatch(atom)
         if match and any((repo / match["package"]).is_dir() for repo in config.repos):
-            atoms.add(atom)
+            atoms.add(match["package"])
     return atoms
 
 

@@ -36,6 +36,9 @@ from gnspawn.names import (
     shown,
 )
 
+MOST_PACKAGES = 5000
+"""Packages a builder job takes from the machines' world files."""
+
 
 class Builder(Kind):
     type = JobType.BUILDER
@@ -65,14 +68,23 @@ class Builder(Kind):
             await build_steps(ctx, name, mountpoint, profile, done, publish=True)
             await step_done(ctx, dataset, BuildStep.DONE)
         root = mounted_root(await ctx.host.inventory.machine(name, fresh=True))
-        atoms = await self._fleet_packages(ctx)
+        atoms = set(sorted(await self._fleet_packages(ctx))[:MOST_PACKAGES])
         ctx.log(journal.INFO, f"the machines of profile {job.argument} name {len(atoms)} packages")
-        # --keep-going: a package that fails to build (or one machine's odd world entry)
-        # does not keep the others from being published; the job fails all the same and
-        # the root goes back, but what was built stays in PKGDIR for the machines.
-        args = [*ctx.config.portage.update_args, "--keep-going=y", *sorted(atoms)]
+        # --keep-going: a package that fails to build does not keep the others from
+        # being published; the job fails all the same and the root goes back, but what
+        # was built stays in PKGDIR for the machines.
+        args = [*ctx.config.portage.update_args, "--keep-going=y"]
         async with snapshots.protected(ctx, dataset, spent=True) as snapshot:
-            progress = await emerge(ctx, root, args, publish=True)
+            try:
+                progress = await emerge(ctx, root, [*args, *sorted(atoms)], publish=True)
+            except JobFailed as err:
+                if not atoms or ctx.job.packages_total:
+                    raise
+                # Nothing was merged: the machines' packages do not resolve together
+                # (blockers, a package one of them unmasked). The profile's own sets
+                # still do, and are worth publishing.
+                ctx.log(journal.WARNING, f"the machines' packages do not resolve: {err}")
+                progress = await emerge(ctx, root, args, publish=True)
         if progress.nothing_to_merge and progress.done == 0:
             await ctx.zfs.destroy(snapshot.full_name)
             ctx.change(snapshot="")
