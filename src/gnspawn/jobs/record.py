@@ -14,7 +14,8 @@ class Notice(NamedTuple):
 
     kind: NoticeKind
     subject: str
-    """The package (category/name) or the path it is about."""
+    """The package (category/name, with the version where it has one) or the path it
+    is about."""
     priority: str
     """As syslog names it: err, warning, notice, info."""
     text: str
@@ -47,10 +48,10 @@ class Job:
     rolled_back: bool = False
     error: str = ""
     pending_packages: tuple[str, ...] = ()
+    """What a pretend update found to merge: the packages, as emerge --pretend names them."""
     notices: tuple[Notice, ...] = ()
     tree_revision: str = ""
     """The repositories' revision the job's emerges saw."""
-    """What a pretend update found to merge: the packages, as emerge --pretend names them."""
     started_usec: int = 0
     finished_usec: int = 0
     unit_stopped: bool = False
