@@ -8,8 +8,8 @@ import io
 import pytest
 
 from gnspawn.ctl.client import ssh_argv
-from gnspawn.ctl.main import build_parser, verb_first
-from gnspawn.ctl.progress import Display, JobView
+from gnspawn.ctl.main import build_parser, notice_lines, verb_first
+from gnspawn.ctl.progress import Display, JobView, printable
 
 
 @pytest.mark.parametrize(
@@ -62,6 +62,19 @@ def test_off_a_terminal_each_package_is_one_plain_line() -> None:
         "[7] snapshot tank/web@gnspawn-7-pre taken",
     ]
     assert "\x1b" not in out.getvalue()
+
+
+def test_what_a_container_says_reaches_the_terminal_without_control_characters() -> None:
+    out = io.StringIO()
+    display = Display(out, verbose=True, quiet=False, multiple=False)
+    display.watch(7, {"Machine": "web", "State": "running", "Phase": "emerge", "StartedUSec": 1})
+    display.log(7, 4, " * \x1b]0;owned\x07\x1b[2Jred\x9b31m text\x08")
+    assert " * \ufffd]0;owned\ufffd\ufffd[2Jred\ufffd31m text\ufffd" in out.getvalue()
+    assert not any(c in out.getvalue() for c in "\x1b\x07\x08\x9b")
+    assert notice_lines([["elog", "a/b-1", "warning", "one\x1b[1m\ntwo"]]) == [
+        "warning: elog a/b-1: one\ufffd[1m\n    two"
+    ]
+    assert printable("tab\tand\nnewline") == "tab\tand\nnewline"
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 
 from gnspawn import __version__
 from gnspawn.ctl.client import Client, JobWatcher, Unreachable, ssh_argv
-from gnspawn.ctl.progress import Display
+from gnspawn.ctl.progress import Display, printable
 from gnspawn.errors import GnspawnError, NoSuchJob, NoSuchMachine
 from gnspawn.machines import valid_name
 from gnspawn.names import MACHINE_INTERFACE, Flags, pending_line
@@ -362,7 +362,7 @@ async def cmd_job(client: Client, args: argparse.Namespace) -> int:
             value = "yes" if value else "no"
         elif isinstance(value, list):
             value = " ".join(value)
-        print(f"{key:>15}: {value if value != '' else '-'}")
+        print(printable(f"{key:>15}: {value if value != '' else '-'}"))
     notices = notice_lines(props.get("Notices", []))
     print(f"{'Notices':>15}: {notices[0] if notices else '-'}")
     for line in notices[1:]:
@@ -374,7 +374,7 @@ def notice_lines(notices: list[list[str]]) -> list[str]:
     """A job's Notices as gnctl shows them: `priority: kind subject: text`, one each
     (a text of several lines indented under its first)."""
     return [
-        f"{priority}: {kind} {subject}: " + text.replace("\n", "\n    ")
+        printable(f"{priority}: {kind} {subject}: " + text.replace("\n", "\n    "))
         for kind, subject, priority, text in notices
     ]
 
@@ -436,7 +436,7 @@ async def follow(
         if props["RolledBack"] and props["Type"] != "rollback":
             line += f" (rolled back to {props['Snapshot']})"
         out = sys.stderr if result in ("failed", "canceled") else sys.stdout
-        print(line, file=out)
+        print(printable(line), file=out)
         for notice in notice_lines(props.get("Notices", [])):
             print(f"  {notice}", file=out)
         codes.add(RESULT_EXIT.get(result, EXIT_FAILED))

@@ -9,12 +9,22 @@ prints at the end.
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 CLEAR_LINE = "\r\x1b[K"
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """`text` without the control characters a terminal would act on (escape
+    sequences among them): what a job says may come from a container."""
+    return _CONTROLS.sub("\ufffd", text)
+
+
 NOTICE = 5  # syslog priority: what is shown without --verbose
 CURSOR_UP = "\x1b[A"
 
@@ -145,6 +155,7 @@ class Display:
 
     def _above(self, text: str) -> None:
         """A line that stays, printed above the status lines."""
+        text = printable(text)
         if self.tty:
             self._erase()
             self.out.write(text + "\n")
