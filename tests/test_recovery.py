@@ -548,3 +548,44 @@ def test_the_rollback_of_a_failed_update_killed_in_zfs_rollback_is_finished(
         assert gnspawn_processes() == []
     finally:
         stop.cleanup()
+
+
+def machine_state(name: str) -> str:
+    listing = call("ListMachines").stdout
+    found = re.search(rf'"{name}" "(\w[\w-]*)"', listing)
+    assert found, listing
+    return found.group(1)
+
+
+def test_a_machine_an_update_left_half_done_stays_failed_until_a_rollback(
+    daemon: Testbed,
+) -> None:
+    """The rollback of a failed update fails (its zfs rollback is killed): the machine
+    is as the failed emerge left it, and says so until a rollback puts it right; a
+    later pretend update changes nothing about that."""
+    root = daemon.seed("db", ["=app-misc/hello-1", "=app-misc/broken-1"])
+    ds = f"{daemon.dataset}/db"
+    zfs("snapshot", f"{ds}@good")
+    stop = ZfsStop(daemon.dir / "zfs-stop")
+    try:
+        daemon.stop_daemon()
+        daemon.start_daemon(env=stop.env)
+        stop.stop_at("before", "rollback", f"{ds}@gnspawn-*-pre")
+        job = queued(call("Update", "st", "db", "0").stdout)
+        stop.kill(stop.wait(job))
+
+        assert wait_job(job) == "failed"
+        assert job_property(job, "RolledBack") == "b false"
+        assert hello_version(root) == "2"  # half done: hello-2 merged, broken-2 failed
+        assert machine_state("db") == "failed"
+
+        pretend = queued(call("Update", "st", "db", "4").stdout)
+        assert wait_job(pretend) == "done"
+        assert machine_state("db") == "failed"
+
+        undo = queued(call("Rollback", "sst", "db", "good", "0").stdout)
+        assert wait_job(undo) == "done", job_string(undo, "Error")
+        assert hello_version(root) == "1"
+        assert machine_state("db") == "ready"
+    finally:
+        stop.cleanup()

@@ -68,7 +68,7 @@ class Manager:
             zfs=zfs,
             services=services or HostServices(None),
             inventory=Inventory(config, zfs),
-            recorder=Recorder(store, listener, config.jobs.history),
+            recorder=Recorder(store, listener, config.jobs.history, _changes_root),
             queue=self.queue,
         )
         self.recorder = self.host.recorder
@@ -246,7 +246,8 @@ class Manager:
                 dataset, profile = machine.dataset, machine.profile
                 if machine.root is not None and not profile:
                     profile = machines.profile_of(self.config, machine.root)
-                state = _state(machine, running.get(name), last)
+                change = self.recorder.last_change.get(name, NO_JOB)
+                state = _state(machine, running.get(name), change)
             result.append(
                 MachineInfo(
                     name=name,
@@ -305,7 +306,16 @@ def _same(flags: Flags, other: Flags) -> bool:
     return flags & ~Flags.FAIL_IF_BUSY == other & ~Flags.FAIL_IF_BUSY
 
 
-def _state(machine: Machine, running: Job | None, last: LastJob) -> MachineState:
+def _changes_root(job: Job) -> bool:
+    """Whether a finished job changed (or set out to change) its machine's root: the
+    last such job says whether the machine is as a job left it half done."""
+    if job.type is JobType.ROLLBACK:
+        return job.result is JobResult.DONE  # the machine is in a known state again
+    return KINDS[job.type].protected and Flags.PRETEND not in job.flags
+
+
+def _state(machine: Machine, running: Job | None, change: LastJob) -> MachineState:
+    """`change`: the machine's last job that changed its root."""
     if running is not None:
         return KINDS[running.type].state
     if machine.build not in ("", "done"):
@@ -315,9 +325,9 @@ def _state(machine: Machine, running: Job | None, last: LastJob) -> MachineState
     # A failure that was rolled back, or came before anything changed (before the
     # snapshot it protects its change with), left the machine as it was: ready.
     broke = (
-        last.result is JobResult.FAILED
-        and KINDS[last.type].protected
-        and last.snapshot
-        and not last.rolled_back
+        change.result is JobResult.FAILED
+        and KINDS[change.type].protected
+        and change.snapshot
+        and not change.rolled_back
     )
     return MachineState.FAILED if broke else MachineState.READY

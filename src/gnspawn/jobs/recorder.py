@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from gnspawn import log as journal
@@ -30,14 +30,27 @@ class Listener(Protocol):
 class Recorder:
     """Jobs as they are saved and shown: new ones, changes, log lines and endings."""
 
-    def __init__(self, store: JobStore, listener: Listener, history: int) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        listener: Listener,
+        history: int,
+        changes_root: Callable[[Job], bool] = lambda job: False,
+    ) -> None:
         self.store = store
         self.listener = listener
         self._keep = history
+        self._changes_root = changes_root
         self.history: dict[int, Job] = {job.id: job for job in store.recent(HISTORY_SHOWN)}
         """The finished jobs ListJobs shows, by id."""
         self.last_job: dict[str, LastJob] = store.last_jobs()
         """How each machine's last finished job ended."""
+        self.last_change: dict[str, LastJob] = {}
+        """How each machine's last finished job that changed its root ended: whether
+        the machine is as a job left it half done."""
+        for job in store.recent(history):
+            if job.machine not in self.last_change and changes_root(job):
+                self.last_change[job.machine] = _last(job)
 
     def new(self, job: Job) -> Job:
         """Save a new job: it has its id and its bus object before its first log line."""
@@ -100,9 +113,9 @@ class Recorder:
             current_package="",
             **({"progress": 100} if completed else {}),
         )
-        self.last_job[job.machine] = LastJob(
-            job.id, job.type, result, job.rolled_back, bool(job.snapshot)
-        )
+        self.last_job[job.machine] = _last(job)
+        if self._changes_root(job):
+            self.last_change[job.machine] = _last(job)
         self.history[job.id] = job
         if len(self.history) > HISTORY_SHOWN:
             del self.history[min(self.history)]
@@ -113,3 +126,7 @@ class Recorder:
             f"{job.type} of {job.machine} {result}" + (f": {error}" if error else ""),
         )
         self.listener.job_removed(job)
+
+
+def _last(job: Job) -> LastJob:
+    return LastJob(job.id, job.type, job.result, job.rolled_back, bool(job.snapshot))
