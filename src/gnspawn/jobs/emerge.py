@@ -67,16 +67,21 @@ async def emerge(
         await uncancellable(proc.stop())
         raise
     finally:
-        await uncancellable(_done(ctx, tmpdir))
+        await uncancellable(_done(ctx, tmpdir, progress.failed_package))
     return progress
 
 
-async def _done(ctx: Context, tmpdir: Path) -> None:
-    """What an emerge leaves: its elog messages become notices; its tmpdir goes."""
+async def _done(ctx: Context, tmpdir: Path, failed: str) -> None:
+    """What an emerge leaves: its elog messages become notices (but the failed
+    package's: its failure is the job's Error already); its tmpdir goes."""
     found = await asyncio.to_thread(elog.read, tmpdir)
     ctx.host.recorder.notices(
         ctx.job,
-        [(NoticeKind.ELOG, package, message, priority) for package, priority, message in found],
+        [
+            (NoticeKind.ELOG, package, message, priority)
+            for package, priority, message in found
+            if package != failed
+        ],
     )
     await asyncio.to_thread(sandbox.remove_job_tmpdir, ctx.config, ctx.job.id)
 
