@@ -20,7 +20,16 @@ from gnspawn.jobs.recorder import Listener, Recorder
 from gnspawn.jobs.retention import Verdict
 from gnspawn.jobs.store import JobStore
 from gnspawn.machines import Machine, MachineInfo
-from gnspawn.names import Flags, JobResult, JobState, JobType, MachineState, Phase, machine_path
+from gnspawn.names import (
+    Flags,
+    JobResult,
+    JobState,
+    JobType,
+    MachineState,
+    Phase,
+    job_title,
+    machine_path,
+)
 from gnspawn.portage import Profile
 from gnspawn.services import HostServices
 from gnspawn.zfs import Zfs
@@ -146,6 +155,15 @@ class Manager:
             return active
         return self._queue(JobType.BUILDER, name, Flags(0), uid=uid, argument=profile)
 
+    def sync(self, flags: int, *, uid: int) -> Job:
+        """Queue a sync of the repositories, or return the one that has not started yet:
+        it brings the tree this request asks for too."""
+        checked = check_flags(flags, KINDS[JobType.SYNC].flags)
+        waiting = self.queue.waiting_job("", JobType.SYNC)
+        if waiting is not None:
+            return waiting
+        return self._queue(JobType.SYNC, "", checked, uid=uid, argument="")
+
     def _queue(
         self, kind: JobType, name: str, flags: Flags, *, uid: int, argument: str, follows: int = 0
     ) -> Job:
@@ -161,7 +179,7 @@ class Manager:
                 follows=follows,
             )
         )
-        self.recorder.log(job, journal.INFO, f"queued {kind} of {name}")
+        self.recorder.log(job, journal.INFO, f"queued {job_title(kind, name)}")
         self.queue.add(job)
         return job
 

@@ -256,6 +256,16 @@ def resolve_profile(config: PortageConfig, profile: str) -> Path | None:
     return None
 
 
+def emaint_argv(config: PortageConfig, repository: str) -> list[str]:
+    """`emaint sync` of one repository by name, with its own repos.conf sync settings.
+
+    emaint is the one beside the configured emerge (the same Portage, the same
+    configuration), or the one on PATH when emerge is given by name only.
+    """
+    emaint = str(Path(config.emerge).with_name("emaint")) if "/" in config.emerge else "emaint"
+    return [emaint, "sync", "--repo", repository]
+
+
 async def tree_revision(repos: Sequence[Path]) -> str:
     """The revision of the repositories: each one's git HEAD, or else the content of its
     metadata/timestamp.chk (rsync and webrsync trees), in the order of `repos` and
