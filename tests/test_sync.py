@@ -1,13 +1,16 @@
 """Sync as a job: `emaint sync` from a git repository the test moves forward, the
-revision every emerging job saw, and the sync as a barrier in the queue."""
+revision every emerging job saw, a sync that fails and holds the scheduled cycle, and
+the sync as a barrier in the queue."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,10 +21,11 @@ from helpers import (
     job_property,
     job_string,
     queued,
+    snapshots,
     wait_job,
 )
 from test_recovery import Gate, gate_machine, gate_version
-from testbed import Testbed, emerge_environment, repos_conf
+from testbed import Testbed, emerge_environment, repos_conf, tree_hash
 
 GIT_IDENTITY = ("-c", "user.name=gnspawn tests", "-c", "user.email=tests@gnspawn.invalid")
 
@@ -90,6 +94,12 @@ def upstream(daemon: Testbed) -> Iterator[Upstream]:
             shutil.rmtree(directory, ignore_errors=True)
 
 
+def error(job: int) -> str:
+    """The job's Error as it is (busctl would escape its quotes)."""
+    props: dict[str, Any] = json.loads(gnctl("job", "--json", str(job)).stdout)
+    return str(props["Error"])
+
+
 def usec(job: int, name: str) -> int:
     return int(job_property(job, name).split()[1])
 
@@ -121,6 +131,55 @@ def test_sync_brings_the_new_tree_and_every_emerge_records_its_revision(
     assert wait_job(update) == "done"
     assert hello_version(web) == "3"
     assert job_string(update, "TreeRevision") == moved
+
+
+@pytest.mark.parametrize("builders", [False, True], ids=["leader", "builder"])
+def test_a_failed_sync_holds_the_scheduled_cycle_and_changes_nothing(
+    daemon: Testbed, upstream: Upstream, builders: bool
+) -> None:
+    # The cycle's updates follow the sync through the job that goes first: web (trusted,
+    # without builder roots), or the builder root of their profile.
+    env = sync_environment(daemon, upstream.bare)
+    daemon.write_config(
+        "[machines.web]\ntrusted = true\n",
+        portage={"environment": env, "builders": builders},
+        updates={"sync": True},
+    )
+    daemon.stop_daemon()
+    daemon.start_daemon()
+    roots = {name: daemon.seed(name) for name in ("web", "db")}
+    before = {name: tree_hash(root) for name, root in roots.items()}
+    upstream.bare.rename(upstream.bare.with_name("upstream.git.gone"))
+
+    direct = gnctl("sync")
+
+    assert direct.returncode == 1
+    reason = (
+        "sync of repository gnspawn-demo failed: "
+        f"fatal: '{upstream.bare}' does not appear to be a git repository"
+    )
+    assert reason in direct.stderr
+
+    cycle = gnctl("update", "--all", "--scheduled")
+
+    assert cycle.returncode == 5, cycle.stdout + cycle.stderr
+    sync = 2
+    assert job_string(sync, "Type") == "sync"
+    assert job_string(sync, "Result") == "failed"
+    assert error(sync) == reason
+    ids = {job_string(i, "Machine"): i for i in range(3, 5 + builders)}
+    assert sorted(ids) == [*(["builder:default"] if builders else []), "db", "web"]
+    follows = ids["builder:default"] if builders else ids["web"]
+    assert job_string(follows, "Result") == "held"
+    for name, root in roots.items():
+        job = ids[name]
+        assert job_string(job, "Result") == "held"
+        assert error(job) == f"the repositories were not synced (sync job {sync} failed: {reason})"
+        assert f"job {job}: update of {name} held: the repositories were not synced" in cycle.stdout
+        assert job_string(job, "Phase") == "queued"  # no emerge, no snapshot
+        assert usec(job, "StartedUSec") >= usec(sync, "FinishedUSec")
+        assert tree_hash(root) == before[name]
+        assert snapshots(f"{daemon.dataset}/{name}") == []
 
 
 def test_a_sync_waits_for_running_jobs_and_holds_the_ones_queued_after_it(

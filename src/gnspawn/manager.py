@@ -122,11 +122,14 @@ class Manager:
         uid: int,
         argument: str = "",
         follows: int = 0,
+        after: int = 0,
         machine: Machine | None = None,
     ) -> Job:
         """Check a request of any kind and queue its job.
 
         `machine` is the machine from a listing the caller made already (UpdateAll).
+        `after` is a sync the job comes after (the scheduled cycle's): the job, or the
+        builder job it follows, follows that sync, and is held if it fails.
         """
         machines.check_name(name)
         job_kind = KINDS[kind]
@@ -143,17 +146,20 @@ class Manager:
         if waiting is not None and _same(waiting.flags, checked) and waiting.argument == argument:
             return waiting
         if profile:
-            follows = self._builder_job(profile, uid).id
+            follows = self._builder_job(profile, uid, after).id
+        follows = follows or after
         return self._queue(kind, name, checked, uid=uid, argument=argument, follows=follows)
 
-    def _builder_job(self, profile: str, uid: int) -> Job:
+    def _builder_job(self, profile: str, uid: int, after: int = 0) -> Job:
         """The job that builds the binary packages of `profile`: the one waiting or
-        running, or a new one."""
+        running (after the sync `after`, when given), or a new one."""
         name = machines.builder_name(profile)
-        active = self.queue.active_job(name, JobType.BUILDER)
+        active = self.queue.active_job(name, JobType.BUILDER, follows=after or None)
         if active is not None:
             return active
-        return self._queue(JobType.BUILDER, name, Flags(0), uid=uid, argument=profile)
+        return self._queue(
+            JobType.BUILDER, name, Flags(0), uid=uid, argument=profile, follows=after
+        )
 
     def sync(self, flags: int, *, uid: int) -> Job:
         """Queue a sync of the repositories, or return the one that has not started yet:
@@ -190,6 +196,8 @@ class Manager:
         with no job. Each profile's builder root is updated first, and its machines
         install the binary packages it built. Without builders, the first trusted
         machine of a profile goes first instead, and the others install what it built.
+        A scheduled cycle with [updates] sync syncs the repositories before all that;
+        when the sync fails, the cycle's jobs end held.
         """
         checked = check_flags(flags, KINDS[JobType.UPDATE].flags | Flags.SCHEDULED)
         if Flags.SCHEDULED in checked:
@@ -199,6 +207,9 @@ class Manager:
                 return []
             if policy is UpdatePolicy.CHECK:
                 checked |= Flags.PRETEND
+        after = 0
+        if Flags.SCHEDULED in checked and self.config.updates.sync:
+            after = self.sync(0, uid=uid).id
         checked &= ~Flags.SCHEDULED
         found = await self.inventory.all()
         result: list[tuple[str, Job | None]] = []
@@ -215,7 +226,13 @@ class Manager:
                 follows = leaders[profile].id if profile in leaders else 0
             try:
                 job = await self.request(
-                    JobType.UPDATE, name, checked, uid=uid, follows=follows, machine=machine
+                    JobType.UPDATE,
+                    name,
+                    checked,
+                    uid=uid,
+                    follows=follows,
+                    after=after,
+                    machine=machine,
                 )
             except Busy:
                 log.info("update-all: skipping %s, busy", name)

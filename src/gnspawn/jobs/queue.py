@@ -69,10 +69,11 @@ class Queue:
                 return job
         return None
 
-    def active_job(self, machine: str, kind: JobType) -> Job | None:
-        """The machine's job of this type that is waiting or running."""
+    def active_job(self, machine: str, kind: JobType, follows: int | None = None) -> Job | None:
+        """The machine's job of this type that is waiting or running (and follows the
+        job `follows`, when given)."""
         for job in self._by_machine.get(machine, {}).values():
-            if job.type is kind:
+            if job.type is kind and follows in (None, job.follows):
                 return job
         return None
 
