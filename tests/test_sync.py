@@ -155,7 +155,7 @@ def test_a_failed_sync_holds_the_scheduled_cycle_and_changes_nothing(
 
     assert direct.returncode == 1
     reason = (
-        "sync of repository gnspawn-demo failed: "
+        "emaint sync of repository gnspawn-demo: "
         f"fatal: '{upstream.bare}' does not appear to be a git repository"
     )
     assert reason in direct.stderr

@@ -17,8 +17,10 @@ from gnspawn.run import CommandFailed, Process
 
 _COLOUR = re.compile(r"\x1b\[[0-9;]*m")
 """Portage colours some of emaint's messages even with NOCOLOR."""
-_ERROR = re.compile(r"^(?:fatal: |error: |!!! | \* )")
+_ERROR = re.compile(r"^(?:fatal: |error: |!!! )")
 """The lines of git and Portage that say why a sync failed."""
+_WARNING = re.compile(r"^ \* ")
+"""Portage's notices: news to read, a newer Portage, a repository not found."""
 
 
 class Sync(Kind):
@@ -62,18 +64,25 @@ async def _sync(ctx: Context, repository: str) -> None:
         await proc.start()
     except OSError as err:
         raise JobFailed(f"cannot run {argv[0]}: {err.strerror}") from err
-    reasons: list[str] = []
+    errors: list[str] = []
+    warnings: list[str] = []
     try:
         async for raw in proc.lines():
             line = _COLOUR.sub("", raw)
-            error = bool(_ERROR.match(line))
-            if error:
-                reasons.append(line.strip(" *!"))
-            ctx.log(journal.ERR if error else journal.INFO, line)
+            priority = journal.INFO
+            if _ERROR.match(line):
+                errors.append(line.strip(" *!"))
+                priority = journal.ERR
+            elif _WARNING.match(line):
+                warnings.append(line.strip(" *!"))
+                priority = journal.WARNING
+            ctx.log(priority, line)
+            if journal.backlog():
+                await journal.drained()
         await proc.wait()
     except CommandFailed as err:
-        reason = reasons[0] if reasons else err.message
-        raise JobFailed(f"sync of repository {repository} failed: {reason}") from err
+        reason = next(iter(errors or warnings), err.message)
+        raise JobFailed(f"emaint sync of repository {repository}: {reason}") from err
     except BaseException:
         await uncancellable(proc.stop())
         raise
