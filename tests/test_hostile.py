@@ -45,6 +45,7 @@ Value = str | int
 SIGNATURES = {
     "Update": "st",
     "UpdateAll": "t",
+    "Sync": "t",
     "Build": "sst",
     "Remove": "st",
     "Prune": "st",
@@ -63,6 +64,7 @@ SIGNATURES = {
 ERRORS_OF: dict[str, Errors] = {
     "Update": frozenset({INVALID_NAME, NO_SUCH_MACHINE, NOT_GENTOO, BUSY, INVALID_ARGS}),
     "UpdateAll": frozenset({INVALID_ARGS}),
+    "Sync": frozenset({INVALID_ARGS}),
     "Build": frozenset(
         {INVALID_NAME, MACHINE_EXISTS, NO_SUCH_MACHINE, NO_SUCH_PROFILE, BUSY, INVALID_ARGS}
     ),
@@ -152,6 +154,10 @@ def update_all_errors(flags: int) -> Errors:
     return flag_errors(flags, FAIL_IF_BUSY | KEEP_FAILED | PRETEND | SCHEDULED)
 
 
+def sync_errors(flags: int) -> Errors:
+    return flag_errors(flags, 0)
+
+
 def build_errors(name: str, profile: str, flags: int) -> Errors:
     errors = set(flag_errors(flags, FAIL_IF_BUSY | KEEP_FAILED | RESUME))
     if not valid_name(name):
@@ -198,6 +204,7 @@ def cancel_job_errors(job: int) -> Errors:
 RULES: dict[str, Callable[..., Errors]] = {
     "Update": update_errors,
     "UpdateAll": update_all_errors,
+    "Sync": sync_errors,
     "Build": build_errors,
     "Remove": remove_errors,
     "Prune": prune_errors,
@@ -396,6 +403,9 @@ EXPECTED: list[tuple[str, tuple[Value, ...], str]] = [
     ("Remove", (PLAIN, 0), BUSY),
     ("Remove", (PLAIN, FAIL_IF_BUSY), BUSY),
     ("Remove", (WEB, NO_METHOD_KNOWS), INVALID_ARGS),
+    ("Sync", (FAIL_IF_BUSY,), INVALID_ARGS),
+    ("Sync", (PRETEND,), INVALID_ARGS),
+    ("Sync", (NO_METHOD_KNOWS,), INVALID_ARGS),
     ("Prune", ("a/b", 0), INVALID_NAME),
     ("Prune", ("nosuch", 0), NO_SUCH_MACHINE),
     ("Prune", (WEB, NO_METHOD_KNOWS), INVALID_ARGS),
@@ -591,6 +601,13 @@ def test_update_all(world: World, flag_bits: int) -> None:
 
 
 @CASES
+@given(flag_bits=flags)
+def test_sync(world: World, flag_bits: int) -> None:
+    assume(harmless("Sync", flag_bits))
+    ask("Sync", flag_bits)
+
+
+@CASES
 @given(name=names, profile=profiles, flag_bits=flags)
 def test_build(world: World, name: str, profile: str, flag_bits: int) -> None:
     assume(harmless("Build", name, profile, flag_bits))
@@ -639,6 +656,7 @@ def test_jobs(world: World, job: int) -> None:
 SIGNATURE_BASE: dict[str, tuple[Value, ...]] = {
     "Update": (WEB, PRETEND),
     "UpdateAll": (PRETEND,),
+    "Sync": (NO_METHOD_KNOWS,),
     "Build": (FRESH, "nope", 0),
     "Remove": (GHOST, 0),
     "Prune": (GHOST, 0),

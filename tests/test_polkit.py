@@ -16,6 +16,7 @@ polkit.addRule(function(action, subject) {
 MUTATING = [
     ("Update", "web", "0"),
     ("UpdateAll", "0"),
+    ("Sync", "0"),
     ("Build", "new", "", "0"),
     ("Remove", "web", "0"),
     ("Rollback", "web", "", "0"),

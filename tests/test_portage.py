@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -9,10 +11,12 @@ import pytest
 from gnspawn.config import PortageConfig
 from gnspawn.portage import (
     Progress,
+    emaint_argv,
     emerge_argv,
     emerge_environment,
     job_tag,
     make_conf,
+    tree_revision,
     world_atoms,
 )
 
@@ -353,3 +357,32 @@ def test_only_a_root_that_publishes_gets_features_that_write_pkgdir() -> None:
     config = PortageConfig(features=("buildpkg", "buildsyspkg", "getbinpkg", "-test"))
     assert 'FEATURES="getbinpkg -test"' in make_conf(config)
     assert 'FEATURES="buildpkg buildsyspkg getbinpkg -test"' in make_conf(config, publish=True)
+
+
+def test_emaint_is_the_one_beside_emerge() -> None:
+    beside = PortageConfig(emerge="/opt/portage/bin/emerge")
+    assert emaint_argv(beside, "gentoo") == ["/opt/portage/bin/emaint", "sync", "--repo", "gentoo"]
+    assert emaint_argv(PortageConfig(emerge="emerge"), "local")[0] == "emaint"
+
+
+def test_tree_revision_is_git_head_or_the_timestamp_of_each_repository(tmp_path: Path) -> None:
+    git, rsynced, bare = tmp_path / "git", tmp_path / "rsynced", tmp_path / "bare"
+    for repo in (git, rsynced, bare):
+        (repo / "metadata").mkdir(parents=True)
+    (git / "metadata" / "timestamp.chk").write_text("not this one\n")
+    identity = ["-c", "user.name=t", "-c", "user.email=t@t.invalid"]
+    subprocess.run(["git", "-C", str(git), "init", "-q"], check=True)
+    subprocess.run(["git", "-C", str(git), "add", "-A"], check=True)
+    subprocess.run(["git", *identity, "-C", str(git), "commit", "-q", "-m", "x"], check=True)
+    head = subprocess.run(
+        ["git", "-C", str(git), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    (rsynced / "metadata" / "timestamp.chk").write_text("Wed, 02 Dec 2026 00:45:01 +0000\n")
+
+    assert asyncio.run(tree_revision([git])) == head
+    assert asyncio.run(tree_revision([rsynced])) == "Wed, 02 Dec 2026 00:45:01 +0000"
+    assert asyncio.run(tree_revision([git, bare, rsynced])) == (
+        f"{head}; -; Wed, 02 Dec 2026 00:45:01 +0000"
+    )
+    assert asyncio.run(tree_revision([bare])) == ""
+    assert asyncio.run(tree_revision([])) == ""

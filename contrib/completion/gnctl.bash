@@ -5,7 +5,7 @@
 
 _gnctl() {
     local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}
-    local verbs="list snapshots jobs job update rollback build remove prune profiles status logs cancel wait"
+    local verbs="list snapshots jobs job update sync rollback build remove prune profiles status logs cancel wait"
     local verb="" i resume=""
     local -a host=() args=()
     for ((i = 1; i < COMP_CWORD; i++)); do
@@ -53,7 +53,7 @@ _gnctl() {
             update) options+=" --all --scheduled --pretend --keep-failed $waiting" ;;
             build) options+=" --profile --resume --keep-failed $waiting" ;;
             rollback|remove) options+=" $waiting" ;;
-            prune) options+=" $following --no-block" ;;
+            prune|sync) options+=" $following --no-block" ;;
             wait) options+=" $following" ;;
             logs) options+=" --follow --lines" ;;
         esac

@@ -88,6 +88,8 @@ class UpdatesConfig:
     """What a scheduled update-all does: none, check (pretend and report) or apply."""
     restart: bool = False
     """Restart a running container whose update changed something."""
+    sync: bool = False
+    """A scheduled update-all syncs the repositories first; its updates wait for that."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,7 +238,7 @@ SETTINGS: dict[str, dict[str, Converter]] = {
         "bridge": _string,
         "enable": _boolean,
     },
-    "updates": {"policy": _policy, "restart": _boolean},
+    "updates": {"policy": _policy, "restart": _boolean, "sync": _boolean},
     "sandbox": {"bwrap": _nonempty, "setpriv": _nonempty, "hide": _paths},
 }
 MACHINE_SETTINGS: dict[str, Converter] = {"profile": _nonempty, "trusted": _boolean}

@@ -20,7 +20,16 @@ from gnspawn.jobs.recorder import Listener, Recorder
 from gnspawn.jobs.retention import Verdict
 from gnspawn.jobs.store import JobStore
 from gnspawn.machines import Machine, MachineInfo
-from gnspawn.names import Flags, JobResult, JobState, JobType, MachineState, Phase, machine_path
+from gnspawn.names import (
+    Flags,
+    JobResult,
+    JobState,
+    JobType,
+    MachineState,
+    Phase,
+    job_title,
+    machine_path,
+)
 from gnspawn.portage import Profile
 from gnspawn.services import HostServices
 from gnspawn.zfs import Zfs
@@ -117,11 +126,14 @@ class Manager:
         uid: int,
         argument: str = "",
         follows: int = 0,
+        after: int = 0,
         machine: Machine | None = None,
     ) -> Job:
         """Check a request of any kind and queue its job.
 
         `machine` is the machine from a listing the caller made already (UpdateAll).
+        `after` is a sync the job comes after (the scheduled cycle's): the job, or the
+        builder job it follows, follows that sync, and is held if it fails.
         """
         machines.check_name(name)
         job_kind = KINDS[kind]
@@ -138,17 +150,29 @@ class Manager:
         if waiting is not None and _same(waiting.flags, checked) and waiting.argument == argument:
             return waiting
         if profile:
-            follows = self._builder_job(profile, uid).id
+            follows = self._builder_job(profile, uid, after).id
+        follows = follows or after
         return self._queue(kind, name, checked, uid=uid, argument=argument, follows=follows)
 
-    def _builder_job(self, profile: str, uid: int) -> Job:
+    def _builder_job(self, profile: str, uid: int, after: int = 0) -> Job:
         """The job that builds the binary packages of `profile`: the one waiting or
-        running, or a new one."""
+        running (after the sync `after`, when given), or a new one."""
         name = machines.builder_name(profile)
-        active = self.queue.active_job(name, JobType.BUILDER)
+        active = self.queue.active_job(name, JobType.BUILDER, follows=after or None)
         if active is not None:
             return active
-        return self._queue(JobType.BUILDER, name, Flags(0), uid=uid, argument=profile)
+        return self._queue(
+            JobType.BUILDER, name, Flags(0), uid=uid, argument=profile, follows=after
+        )
+
+    def sync(self, flags: int, *, uid: int) -> Job:
+        """Queue a sync of the repositories, or return the one that has not started yet:
+        it brings the tree this request asks for too."""
+        checked = check_flags(flags, KINDS[JobType.SYNC].flags)
+        waiting = self.queue.waiting_job("", JobType.SYNC)
+        if waiting is not None:
+            return waiting
+        return self._queue(JobType.SYNC, "", checked, uid=uid, argument="")
 
     def _queue(
         self, kind: JobType, name: str, flags: Flags, *, uid: int, argument: str, follows: int = 0
@@ -165,7 +189,7 @@ class Manager:
                 follows=follows,
             )
         )
-        self.recorder.log(job, journal.INFO, f"queued {kind} of {name}")
+        self.recorder.log(job, journal.INFO, f"queued {job_title(kind, name)}")
         self.queue.add(job)
         return job
 
@@ -176,6 +200,8 @@ class Manager:
         with no job. Each profile's builder root is updated first, and its machines
         install the binary packages it built. Without builders, the first trusted
         machine of a profile goes first instead, and the others install what it built.
+        A scheduled cycle with [updates] sync syncs the repositories before all that;
+        when the sync fails, the cycle's jobs end held.
         """
         checked = check_flags(flags, KINDS[JobType.UPDATE].flags | Flags.SCHEDULED)
         if Flags.SCHEDULED in checked:
@@ -185,6 +211,9 @@ class Manager:
                 return []
             if policy is UpdatePolicy.CHECK:
                 checked |= Flags.PRETEND
+        after = 0
+        if Flags.SCHEDULED in checked and self.config.updates.sync:
+            after = self.sync(0, uid=uid).id
         checked &= ~Flags.SCHEDULED
         found = await self.inventory.all()
         names = self.inventory.names(found)
@@ -203,7 +232,13 @@ class Manager:
                 follows = leaders[profile].id if profile in leaders else 0
             try:
                 job = await self.request(
-                    JobType.UPDATE, name, checked, uid=uid, follows=follows, machine=machine
+                    JobType.UPDATE,
+                    name,
+                    checked,
+                    uid=uid,
+                    follows=follows,
+                    after=after,
+                    machine=machine,
                 )
             except Busy:
                 log.info("update-all: skipping %s, busy", name)

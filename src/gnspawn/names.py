@@ -78,6 +78,8 @@ class JobType(enum.StrEnum):
     PRUNE = "prune"
     BUILDER = "builder"
     """Build or update a profile's builder root (gnspawnd queues these itself)."""
+    SYNC = "sync"
+    """Sync the repositories (of the host, machine ""): a barrier in the queue."""
 
 
 class JobState(enum.StrEnum):
@@ -107,6 +109,7 @@ class Phase(enum.StrEnum):
     """The step a job is in."""
 
     QUEUED = "queued"
+    SYNC = "sync"
     SNAPSHOT = "snapshot"
     EMERGE_NODEPS = "emerge-nodeps"
     EMERGE = "emerge"
@@ -136,6 +139,11 @@ def counted(number: int, noun: str) -> str:
 def pending_line(packages: Sequence[str]) -> str:
     """What a pretend update found, as its log and gnctl say it."""
     return f"{counted(len(packages), 'package')} pending: {' '.join(packages)}"
+
+
+def job_title(kind: str, machine: str) -> str:
+    """ "update of web", or "sync" for a job of no machine."""
+    return f"{kind} of {machine}" if machine else kind
 
 
 def job_path(job_id: int) -> str:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
+import logging
 import os
 import re
 from collections.abc import Sequence
@@ -12,6 +14,9 @@ from typing import NamedTuple
 
 from gnspawn import rootfs
 from gnspawn.config import PortageConfig
+from gnspawn.run import CommandFailed, run
+
+log = logging.getLogger(__name__)
 
 _EMERGING = re.compile(
     r"^>>> Emerging (?:(binary) )?\((\d+) of (\d+)\) (\S+?)(?:::\S+)?(?: (?:for|to) .*)?$"
@@ -250,6 +255,41 @@ def resolve_profile(config: PortageConfig, profile: str) -> Path | None:
         except OSError:
             continue  # a name too long for a path is no profile either
     return None
+
+
+def emaint_argv(config: PortageConfig, repository: str) -> list[str]:
+    """`emaint sync` of one repository by name, with its own repos.conf sync settings.
+
+    emaint is the one beside the configured emerge (the same Portage, the same
+    configuration), or the one on PATH when emerge is given by name only.
+    """
+    emaint = str(Path(config.emerge).with_name("emaint")) if "/" in config.emerge else "emaint"
+    return [emaint, "sync", "--repo", repository]
+
+
+async def tree_revision(repos: Sequence[Path]) -> str:
+    """The revision of the repositories: each one's git HEAD, or else the content of its
+    metadata/timestamp.chk (rsync and webrsync trees), in the order of `repos` and
+    separated by "; "; "-" for one that has neither, "" when none has one."""
+    revisions = [await _revision(repo) for repo in repos]
+    return "; ".join(r or "-" for r in revisions) if any(revisions) else ""
+
+
+async def _revision(repo: Path) -> str:
+    if await asyncio.to_thread((repo / ".git").exists):
+        # The tree is the host's; its owner need not be root, which git refuses
+        # without safe.directory. rev-parse only reads.
+        argv = ["git", "-c", f"safe.directory={repo}", "-C", str(repo), "rev-parse", "HEAD"]
+        try:
+            return (await run(argv)).strip()
+        except (CommandFailed, OSError) as err:
+            log.warning("cannot read the git revision of %s: %s", repo, err)
+            return ""
+    try:
+        text = await asyncio.to_thread((repo / "metadata" / "timestamp.chk").read_text)
+    except (OSError, UnicodeDecodeError):
+        return ""
+    return " ".join(text.split())
 
 
 def repos_conf(config: PortageConfig) -> str:

@@ -62,6 +62,14 @@ class ManagerInterface(ServiceInterface):
     @outputs("id", "job")
     @dbus_method()
     @translated
+    async def Sync(self, flags: DBusUInt64) -> JobHandle:
+        uid = await self.authority.require_manage()
+        job = self.manager.sync(flags, uid=uid)
+        return job.id, job_path(job.id)
+
+    @outputs("id", "job")
+    @dbus_method()
+    @translated
     async def Build(self, name: DBusStr, profile: DBusStr, flags: DBusUInt64) -> JobHandle:
         uid = await self.authority.require_manage()
         job = await self.manager.request(JobType.BUILD, name, flags, uid=uid, argument=profile)

@@ -18,7 +18,7 @@ from gnspawn.ctl.client import Client, JobWatcher, Unreachable, ssh_argv
 from gnspawn.ctl.progress import Display, printable
 from gnspawn.errors import GnspawnError, NoSuchJob, NoSuchMachine
 from gnspawn.machines import valid_name
-from gnspawn.names import MACHINE_INTERFACE, Flags, pending_line
+from gnspawn.names import MACHINE_INTERFACE, Flags, job_title, pending_line
 
 EXIT_OK, EXIT_FAILED, EXIT_CANCELED, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
 EXIT_HELD, EXIT_USAGE = 5, 64
@@ -31,7 +31,7 @@ RESULT_EXIT = {
 }
 
 EPILOG = """\
-The verbs that queue jobs (update, rollback, build, remove, prune) and wait wait
+The verbs that queue jobs (update, sync, rollback, build, remove, prune) and wait wait
 for them: on a terminal one progress line per job is redrawn in place
 ([3/12] dev-libs/foo-1.2  25%  emerge  0:42), with emerge's output above it when
 --verbose; off a terminal each new package or phase is a line of its own.
@@ -130,6 +130,14 @@ def build_parser() -> Parser:
         "--keep-failed",
         action="store_true",
         help="keep a copy of a failed state before rolling back",
+    )
+    verbs.add_parser(
+        "sync",
+        parents=[queueing],
+        help="sync the repositories",
+        description="emaint sync of the repositories in [portage] repos, with their "
+        "repos.conf sync settings. The sync starts when no other job runs, and the jobs "
+        "queued after it wait until it has ended.",
     )
     rollback = verbs.add_parser(
         "rollback",
@@ -312,7 +320,7 @@ async def cmd_jobs(client: Client, args: argparse.Namespace) -> int:
         for i, t, m, s, r, p, o in rows
     ]
     rows = [
-        [r["id"], r["type"], r["machine"], r["state"], r["result"] or "-", shown_progress(r)]
+        [r["id"], r["type"], r["machine"] or "-", r["state"], r["result"] or "-", shown_progress(r)]
         for r in records
     ]
     listing(args, records, ["ID", "TYPE", "MACHINE", "STATE", "RESULT", "PROGRESS"], rows, "job")
@@ -428,7 +436,7 @@ async def follow(
     for job_id, path, machine in jobs:
         props = await client.job_properties(path)
         result = results[job_id]
-        line = f"job {job_id}: {props['Type']} of {machine} {result}"
+        line = f"job {job_id}: {job_title(props['Type'], machine)} {result}"
         if props["Error"]:
             line += f": {props['Error']}"
         if props.get("PendingPackages"):
@@ -483,6 +491,12 @@ async def cmd_update(client: Client, args: argparse.Namespace) -> int:
             job_id, path = await client.manager("Update", "st", name, job_flags(args))
             jobs.append((job_id, path, name))
     return await follow(client, args, watcher, jobs)
+
+
+async def cmd_sync(client: Client, args: argparse.Namespace) -> int:
+    watcher = await client.watch_jobs()
+    job_id, path = await client.manager("Sync", "t", 0)
+    return await follow(client, args, watcher, [(job_id, path, "")])
 
 
 async def cmd_profiles(client: Client, args: argparse.Namespace) -> int:
@@ -686,6 +700,7 @@ COMMANDS = {
     "jobs": cmd_jobs,
     "job": cmd_job,
     "update": cmd_update,
+    "sync": cmd_sync,
     "rollback": cmd_rollback,
     "cancel": cmd_cancel,
     "wait": cmd_wait,

@@ -11,7 +11,7 @@ from gnspawn import sandbox
 from gnspawn.jobs import elog
 from gnspawn.jobs.context import FRESH_COUNTERS, Context, JobFailed, uncancellable
 from gnspawn.names import NoticeKind, Phase
-from gnspawn.portage import Progress, emerge_argv, emerge_environment
+from gnspawn.portage import Progress, emerge_argv, emerge_environment, tree_revision
 from gnspawn.run import CommandFailed, Process
 
 
@@ -25,9 +25,12 @@ async def emerge(
     publish: bool = False,
 ) -> Progress:
     """Run emerge on `root`, confined to it, streaming its output and progress;
-    JobFailed if it fails. Only a root that `publish`es writes binary packages."""
-    ctx.change(phase=phase, **FRESH_COUNTERS)
+    JobFailed if it fails. Only a root that `publish`es writes binary packages.
+    The job records the revision of the repositories it emerges from: no sync changes
+    them while it runs (a sync is a barrier in the queue)."""
     config = ctx.config
+    revision = await tree_revision(config.portage.repos)
+    ctx.change(phase=phase, tree_revision=revision, **FRESH_COUNTERS)
     argv = emerge_argv(config.portage, root, args, pretend=pretend, publish=publish)
     env = {
         **emerge_environment(config.portage, job=ctx.job.id, tag=ctx.tag),

@@ -1,4 +1,8 @@
-"""The queue: one job at a time per machine, in order; machines in parallel up to a limit."""
+"""The queue: one job at a time per machine, in order; machines in parallel up to a limit.
+
+A sync is a barrier: it starts when no other job runs, and no job queued after it
+starts until it has ended.
+"""
 
 from __future__ import annotations
 
@@ -65,19 +69,25 @@ class Queue:
                 return job
         return None
 
-    def active_job(self, machine: str, kind: JobType) -> Job | None:
-        """The machine's job of this type that is waiting or running."""
+    def active_job(self, machine: str, kind: JobType, follows: int | None = None) -> Job | None:
+        """The machine's job of this type that is waiting or running (and follows the
+        job `follows`, when given)."""
         for job in self._by_machine.get(machine, {}).values():
-            if job.type is kind:
+            if job.type is kind and follows in (None, job.follows):
                 return job
         return None
 
     def schedule(self) -> None:
-        """Start every waiting job whose machine is free, while slots are free."""
+        """Start every waiting job whose machine is free, while slots are free, up to the
+        first sync: that one starts when nothing else runs."""
         if self.paused:
             return
         seen: set[str] = set()
         for job in self._jobs.values():
+            if job.type is JobType.SYNC:
+                if job.id not in self._tasks and self.running == 0:
+                    self._start(job)
+                break  # what was queued after it waits for the tree it brings
             if self.running >= self.max_parallel:
                 break
             # An earlier job of the same machine, waiting or running, goes first.

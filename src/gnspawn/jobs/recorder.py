@@ -8,7 +8,7 @@ from typing import Any, Protocol
 from gnspawn import log as journal
 from gnspawn.jobs.record import PROPERTY_NAMES, Job, LastJob, Notice, now_usec
 from gnspawn.jobs.store import JobStore
-from gnspawn.names import JobResult, JobState, NoticeKind
+from gnspawn.names import JobResult, JobState, NoticeKind, job_title
 
 MOST_NOTICES = 200
 """Notices a job keeps: more would make its Notices property a flood."""
@@ -123,7 +123,7 @@ class Recorder:
         self.log(
             job,
             journal.ERR if result is JobResult.FAILED else journal.INFO,
-            f"{job.type} of {job.machine} {result}" + (f": {error}" if error else ""),
+            f"{job_title(job.type, job.machine)} {result}" + (f": {error}" if error else ""),
         )
         self.listener.job_removed(job)
 

@@ -10,8 +10,8 @@ from gnspawn import sandbox
 from gnspawn.errors import GnspawnError
 from gnspawn.jobs.context import Context, JobFailed
 from gnspawn.jobs.kinds import KINDS
-from gnspawn.jobs.record import now_usec
-from gnspawn.names import JobResult, JobState, Phase
+from gnspawn.jobs.record import Job, now_usec
+from gnspawn.names import JobResult, JobState, JobType, Phase
 from gnspawn.run import kill_tagged
 
 log = logging.getLogger(__name__)
@@ -23,8 +23,12 @@ async def run(ctx: Context, cancel_reasons: dict[int, str]) -> None:
     job = ctx.job
     ctx.change(state=JobState.RUNNING, started_usec=now_usec())
     try:
-        result = await KINDS[job.type].run(ctx)
-        error = job.error  # a kind may explain a success (what a check found)
+        if unsynced := failed_sync(ctx):
+            # The tree it was to emerge from never came: nothing is changed.
+            result, error = JobResult.HELD, unsynced
+        else:
+            result = await KINDS[job.type].run(ctx)
+            error = job.error  # a kind may explain a success (what a check found)
     except asyncio.CancelledError:
         result, error = JobResult.CANCELED, cancel_reasons.pop(job.id, "")
     except GnspawnError as err:
@@ -33,6 +37,27 @@ async def run(ctx: Context, cancel_reasons: dict[int, str]) -> None:
         log.exception("job %d failed unexpectedly", job.id)
         result, error = JobResult.FAILED, f"internal error: {err}"
     ctx.host.recorder.finish(job, result, error)
+
+
+def failed_sync(ctx: Context) -> str:
+    """Why the job is held, or "": the sync it comes after (the job it follows, or the
+    one that job follows, and so on: a cycle's updates follow their builder or their
+    profile's first machine, and those the cycle's sync) did not succeed."""
+    seen: set[int] = set()
+    follows = ctx.job.follows
+    while follows and follows not in seen:
+        seen.add(follows)
+        recorder = ctx.host.recorder
+        before: Job | None = recorder.history.get(follows) or recorder.store.get(follows)
+        if before is None:
+            return ""
+        if before.type is JobType.SYNC:
+            if before.result in (JobResult.DONE, JobResult.SKIPPED):
+                return ""
+            why = f": {before.error}" if before.error else ""
+            return f"the repositories were not synced (sync job {before.id} {before.result}{why})"
+        follows = before.follows
+    return ""
 
 
 async def recover(ctx: Context) -> None:

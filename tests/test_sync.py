@@ -1,0 +1,225 @@
+"""Sync as a job: `emaint sync` from a git repository the test moves forward, the
+revision every emerging job saw, a sync that fails and holds the scheduled cycle, and
+the sync as a barrier in the queue."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helpers import (
+    call,
+    gnctl,
+    hello_version,
+    job_property,
+    job_string,
+    queued,
+    snapshots,
+    wait_job,
+)
+from test_recovery import Gate, gate_machine, gate_version
+from testbed import Testbed, emerge_environment, repos_conf, tree_hash
+
+GIT_IDENTITY = ("-c", "user.name=gnspawn tests", "-c", "user.email=tests@gnspawn.invalid")
+
+
+def git(directory: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *GIT_IDENTITY, "-C", str(directory), *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
+@dataclass
+class Upstream:
+    """The bare git repository the test bed's repository syncs from, and a working copy
+    of it where the test commits what comes next."""
+
+    bare: Path
+    work: Path
+
+    def head(self) -> str:
+        return git(self.bare, "rev-parse", "HEAD")
+
+    def add_hello(self, version: int) -> str:
+        """A new version of app-misc/hello upstream; the new HEAD."""
+        ebuilds = self.work / "app-misc" / "hello"
+        shutil.copy(ebuilds / "hello-2.ebuild", ebuilds / f"hello-{version}.ebuild")
+        git(self.work, "add", "-A")
+        git(self.work, "commit", "-q", "-m", f"app-misc/hello: add {version}")
+        git(self.work, "push", "-q", "origin", "HEAD")
+        return self.head()
+
+
+def sync_environment(daemon: Testbed, upstream: Path) -> dict[str, str]:
+    """emerge's and emaint's environment: the repository with its sync settings."""
+    conf = repos_conf(daemon.repo) + f"sync-type = git\nsync-uri = file://{upstream}\n"
+    return {**emerge_environment(daemon.repo), "PORTAGE_REPOSITORIES": conf}
+
+
+@pytest.fixture
+def upstream(daemon: Testbed) -> Iterator[Upstream]:
+    """The test bed's repository as a clone of a bare git repository (file://), and a
+    daemon that syncs it from there; the repository as it was afterwards."""
+    kept = daemon.dir / "repo-unsynced"
+    bare, work = daemon.dir / "upstream.git", daemon.dir / "upstream-work"
+    for directory in (kept, bare, work):
+        shutil.rmtree(directory, ignore_errors=True)
+    shutil.copytree(daemon.repo, work)
+    git(work, "init", "-q")
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", "the demo repository")
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(bare)], check=True)
+    git(work, "remote", "add", "origin", str(bare))
+    daemon.repo.rename(kept)
+    subprocess.run(["git", "clone", "-q", f"file://{bare}", str(daemon.repo)], check=True)
+    try:
+        daemon.write_config(portage={"environment": sync_environment(daemon, bare)})
+        daemon.stop_daemon()
+        daemon.start_daemon()
+        yield Upstream(bare, work)
+    finally:
+        shutil.rmtree(daemon.repo)
+        kept.rename(daemon.repo)
+        for directory in (work, bare.with_name("upstream.git.gone"), bare):
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def error(job: int) -> str:
+    """The job's Error as it is (busctl would escape its quotes)."""
+    props: dict[str, Any] = json.loads(gnctl("job", "--json", str(job)).stdout)
+    return str(props["Error"])
+
+
+def usec(job: int, name: str) -> int:
+    return int(job_property(job, name).split()[1])
+
+
+def test_sync_brings_the_new_tree_and_every_emerge_records_its_revision(
+    daemon: Testbed, upstream: Upstream
+) -> None:
+    web = daemon.seed("web")
+    before = upstream.head()
+    assert git(daemon.repo, "rev-parse", "HEAD") == before
+    moved = upstream.add_hello(3)
+    assert moved != before
+    assert not (daemon.repo / "app-misc/hello/hello-3.ebuild").exists()
+
+    result = gnctl("sync")
+
+    assert result.returncode == 0, result.stderr
+    assert "sync done" in result.stdout
+    assert (daemon.repo / "app-misc/hello/hello-3.ebuild").exists()
+    assert job_string(1, "Type") == "sync"
+    assert job_string(1, "Machine") == ""
+    assert job_string(1, "TreeRevision") == moved
+    assert gnctl("jobs", "--no-legend").stdout == "1  sync  -  finished  done  100%\n"
+    lines = [e["MESSAGE"] for e in daemon.daemon_journal("GNSPAWN_JOB=1")]
+    assert any("emaint sync --repo gnspawn-demo" in line for line in lines), lines
+    assert "Fast-forward" in lines
+
+    update = queued(call("Update", "st", "web", "0").stdout)
+    assert wait_job(update) == "done"
+    assert hello_version(web) == "3"
+    assert job_string(update, "TreeRevision") == moved
+
+
+@pytest.mark.parametrize("builders", [False, True], ids=["leader", "builder"])
+def test_a_failed_sync_holds_the_scheduled_cycle_and_changes_nothing(
+    daemon: Testbed, upstream: Upstream, builders: bool
+) -> None:
+    # The cycle's updates follow the sync through the job that goes first: web (trusted,
+    # without builder roots), or the builder root of their profile.
+    env = sync_environment(daemon, upstream.bare)
+    daemon.write_config(
+        "[machines.web]\ntrusted = true\n",
+        portage={"environment": env, "builders": builders},
+        updates={"sync": True},
+    )
+    daemon.stop_daemon()
+    daemon.start_daemon()
+    roots = {name: daemon.seed(name) for name in ("web", "db")}
+    before = {name: tree_hash(root) for name, root in roots.items()}
+    upstream.bare.rename(upstream.bare.with_name("upstream.git.gone"))
+
+    direct = gnctl("sync")
+
+    assert direct.returncode == 1
+    reason = (
+        "emaint sync of repository gnspawn-demo: "
+        f"fatal: '{upstream.bare}' does not appear to be a git repository"
+    )
+    assert reason in direct.stderr
+
+    cycle = gnctl("update", "--all", "--scheduled")
+
+    assert cycle.returncode == 5, cycle.stdout + cycle.stderr
+    sync = 2
+    assert job_string(sync, "Type") == "sync"
+    assert job_string(sync, "Result") == "failed"
+    assert error(sync) == reason
+    ids = {job_string(i, "Machine"): i for i in range(3, 5 + builders)}
+    assert sorted(ids) == [*(["builder:default"] if builders else []), "db", "web"]
+    follows = ids["builder:default"] if builders else ids["web"]
+    assert job_string(follows, "Result") == "held"
+    for name, root in roots.items():
+        job = ids[name]
+        assert job_string(job, "Result") == "held"
+        assert error(job) == f"the repositories were not synced (sync job {sync} failed: {reason})"
+        assert f"job {job}: update of {name} held: the repositories were not synced" in cycle.stdout
+        assert job_string(job, "Phase") == "queued"  # no emerge, no snapshot
+        assert usec(job, "StartedUSec") >= usec(sync, "FinishedUSec")
+        assert tree_hash(root) == before[name]
+        assert snapshots(f"{daemon.dataset}/{name}") == []
+
+
+def test_a_sync_waits_for_running_jobs_and_holds_the_ones_queued_after_it(
+    daemon: Testbed, upstream: Upstream
+) -> None:
+    web, _ = gate_machine(daemon)
+    db = daemon.seed("db")
+    # In DISTDIR: emerge runs confined to the root, and that is a directory it may write.
+    gate = Gate(daemon.work / "distfiles" / "gate")
+    try:
+        env = {
+            **sync_environment(daemon, upstream.bare),
+            "GNSPAWN_DEMO_GATE": str(gate.fifo),
+            "GNSPAWN_DEMO_GATE_PHASE": "preinst",
+        }
+        daemon.write_config(portage={"environment": env})
+        daemon.stop_daemon()
+        daemon.start_daemon()
+        before = upstream.head()
+        moved = upstream.add_hello(3)
+        running = queued(call("Update", "st", "web", "0").stdout)
+        assert gate.wait(running) == ["preinst"]
+
+        sync = queued(call("Sync", "t", "0").stdout)
+        after = queued(call("Update", "st", "db", "0").stdout)
+
+        # Two slots, and web's update takes one: only the barrier keeps them waiting.
+        assert job_string(sync, "State") == "waiting"
+        assert job_string(after, "State") == "waiting"
+        assert not (daemon.repo / "app-misc/hello/hello-3.ebuild").exists()
+        assert gate.release()
+        assert wait_job(running) == "done"
+        assert wait_job(sync) == "done"
+        assert wait_job(after) == "done"
+    finally:
+        gate.remove()
+    assert usec(sync, "StartedUSec") >= usec(running, "FinishedUSec")
+    assert usec(after, "StartedUSec") >= usec(sync, "FinishedUSec")
+    assert gate_version(web) == "2"
+    assert hello_version(db) == "3"
+    assert job_string(running, "TreeRevision") == before
+    assert job_string(sync, "TreeRevision") == moved
+    assert job_string(after, "TreeRevision") == moved
