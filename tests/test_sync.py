@@ -25,7 +25,7 @@ from helpers import (
     wait_job,
 )
 from test_recovery import Gate, gate_machine, gate_version
-from testbed import Testbed, emerge_environment, repos_conf, tree_hash
+from testbed import Testbed, emerge_environment, repos_conf, tree_hash, zfs
 
 GIT_IDENTITY = ("-c", "user.name=gnspawn tests", "-c", "user.email=tests@gnspawn.invalid")
 
@@ -148,6 +148,8 @@ def test_a_failed_sync_holds_the_scheduled_cycle_and_changes_nothing(
     daemon.stop_daemon()
     daemon.start_daemon()
     roots = {name: daemon.seed(name) for name in ("web", "db")}
+    for name in roots:  # adopted, their profile recorded: one builder, or web leads
+        zfs("set", "org.gnspawn:profile=default", f"{daemon.dataset}/{name}")
     before = {name: tree_hash(root) for name, root in roots.items()}
     upstream.bare.rename(upstream.bare.with_name("upstream.git.gone"))
 
