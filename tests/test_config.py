@@ -92,7 +92,13 @@ def test_missing_file_means_defaults(tmp_path: Path) -> None:
     assert config.portage.repos == (Path("/var/db/repos/gentoo"),)
     assert config.portage.binhost == ""
     assert config.portage.features == ("buildpkg", "binpkg-multi-instance", "getbinpkg")
-    assert config.portage.update_args == ("-1uv", "@system", "@world", "@profile")
+    assert config.portage.update_args == (
+        "--update",
+        "--deep",
+        "--newuse",
+        "--with-bdeps=y",
+        "@world",
+    )
     assert dict(config.portage.environment) == {}
     assert config.jobs.max_parallel == 2
     assert config.nspawn == NspawnConfig(

@@ -287,10 +287,11 @@ def test_emerge_argv_pretend_comes_before_the_arguments() -> None:
         "--usepkg=y",
         "--buildpkg=n",
         "--pretend",
-        "-1uv",
-        "@system",
+        "--update",
+        "--deep",
+        "--newuse",
+        "--with-bdeps=y",
         "@world",
-        "@profile",
     ]
 
 

@@ -42,7 +42,9 @@ class PortageConfig:
     repos: tuple[Path, ...] = (Path("/var/db/repos/gentoo"),)
     binhost: str = ""
     features: tuple[str, ...] = ("buildpkg", "binpkg-multi-instance", "getbinpkg")
-    update_args: tuple[str, ...] = ("-1uv", "@system", "@world", "@profile")
+    update_args: tuple[str, ...] = ("--update", "--deep", "--newuse", "--with-bdeps=y", "@world")
+    """What an admin runs: @world holds @system and @profile too; --deep reaches the
+    dependencies no set names (a library's fixes), --newuse follows changed USE flags."""
     build_args: tuple[str, ...] = ("--usepkg", "@system")
     """A build runs these twice: with --nodeps first (it breaks build cycles), then as is."""
     builders: bool = True
