@@ -12,6 +12,7 @@ from gnspawn.config import (
     Config,
     ConfigError,
     DaemonConfig,
+    DepcleanPolicy,
     JobsConfig,
     MachineConfig,
     NspawnConfig,
@@ -99,6 +100,7 @@ def test_missing_file_means_defaults(tmp_path: Path) -> None:
         "--with-bdeps=y",
         "@world",
     )
+    assert config.updates.depclean is DepcleanPolicy.OFF
     assert dict(config.portage.environment) == {}
     assert config.jobs.max_parallel == 2
     assert config.nspawn == NspawnConfig(
@@ -481,3 +483,15 @@ def test_dataset_names_zfs_would_refuse(tmp_path: Path, dataset: str) -> None:
     path.write_text(f'[storage]\ndataset = "{dataset}"\n')
     with pytest.raises(ConfigError, match=r"storage.dataset: .* is not a ZFS dataset name"):
         load(path)
+
+
+def test_depclean_takes_its_three_policies_and_names_them_when_wrong() -> None:
+    for value in ("off", "report", "apply"):
+        config = parse({"updates": {"depclean": value}})
+        assert config.updates.depclean is DepcleanPolicy(value)
+    with pytest.raises(ConfigError) as err:
+        parse({"updates": {"depclean": "yes"}}, text='[updates]\ndepclean = "yes"\n')
+    assert str(err.value) == (
+        "/etc/gnspawn/gnspawn.toml:2: updates.depclean: "
+        "expected one of off, report, apply, got 'yes'"
+    )

@@ -84,12 +84,23 @@ class UpdatePolicy(enum.StrEnum):
     APPLY = "apply"
 
 
+class DepcleanPolicy(enum.StrEnum):
+    """What an update does with the packages nothing needs any more."""
+
+    OFF = "off"
+    REPORT = "report"
+    """emerge --depclean --pretend: the packages it would remove go into the Notices."""
+    APPLY = "apply"
+    """emerge --depclean in the update's snapshot."""
+
+
 @dataclasses.dataclass(frozen=True)
 class UpdatesConfig:
     policy: UpdatePolicy = UpdatePolicy.APPLY
     """What a scheduled update-all does: none, check (pretend and report) or apply."""
     restart: bool = False
     """Restart a running container whose update changed something."""
+    depclean: DepcleanPolicy = DepcleanPolicy.OFF
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,10 +193,13 @@ def _boolean(value: Any) -> bool:
     return value
 
 
-def _policy(value: Any) -> UpdatePolicy:
-    if value not in list(UpdatePolicy):
-        raise ValueError("expected one of " + ", ".join(UpdatePolicy))
-    return UpdatePolicy(value)
+def _choice(choices: type[enum.StrEnum]) -> Converter:
+    def convert(value: Any) -> enum.StrEnum:
+        if value not in list(choices):
+            raise ValueError("expected one of " + ", ".join(choices))
+        return choices(value)
+
+    return convert
 
 
 def _strings(value: Any) -> tuple[str, ...]:
@@ -238,7 +252,11 @@ SETTINGS: dict[str, dict[str, Converter]] = {
         "bridge": _string,
         "enable": _boolean,
     },
-    "updates": {"policy": _policy, "restart": _boolean},
+    "updates": {
+        "policy": _choice(UpdatePolicy),
+        "restart": _boolean,
+        "depclean": _choice(DepcleanPolicy),
+    },
     "sandbox": {"bwrap": _nonempty, "setpriv": _nonempty, "hide": _paths},
 }
 MACHINE_SETTINGS: dict[str, Converter] = {"profile": _nonempty, "trusted": _boolean}

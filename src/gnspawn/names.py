@@ -107,9 +107,12 @@ class Phase(enum.StrEnum):
     """The step a job is in."""
 
     QUEUED = "queued"
+    FETCH = "fetch"
     SNAPSHOT = "snapshot"
     EMERGE_NODEPS = "emerge-nodeps"
     EMERGE = "emerge"
+    PRESERVED_REBUILD = "preserved-rebuild"
+    DEPCLEAN = "depclean"
     CONFIGURE = "configure"
     ROLLBACK = "rollback"
     CLEANUP = "cleanup"

@@ -21,7 +21,7 @@ import asyncio
 from gnspawn import log as journal
 from gnspawn import machines, portage
 from gnspawn.inventory import mounted_root
-from gnspawn.jobs import snapshots
+from gnspawn.jobs import snapshots, steps
 from gnspawn.jobs.context import Context, JobFailed, Kind
 from gnspawn.jobs.emerge import emerge
 from gnspawn.jobs.kinds.build import build_steps, recorded_step, step_done
@@ -71,9 +71,14 @@ class Builder(Kind):
         # does not keep the others from being published; the job fails all the same and
         # the root goes back, but what was built stays in PKGDIR for the machines.
         args = [*ctx.config.portage.update_args, "--keep-going=y", *sorted(atoms)]
+        try:
+            await steps.fetch(ctx, root, args, publish=True)
+        except JobFailed as err:
+            # As --keep-going does: what could be fetched is still built and published.
+            ctx.log(journal.WARNING, f"{err}; building what can be built")
         async with snapshots.protected(ctx, dataset, spent=True) as snapshot:
             progress = await emerge(ctx, root, args, publish=True)
-        if progress.nothing_to_merge and progress.done == 0:
+        if progress.merged_nothing:
             await ctx.zfs.destroy(snapshot.full_name)
             ctx.change(snapshot="")
             return JobResult.SKIPPED
