@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := zfs-fuse bubblewrap dbus systemd systemd-container util-linux busybox-static polkitd groff-base man-db python3-pip zsh tmux openssh-server openssh-client
+APT_PACKAGES := zfs-fuse bubblewrap dbus systemd systemd-container util-linux busybox-static polkitd groff-base man-db python3-pip zsh tmux openssh-server openssh-client pax-utils
 STAMP := $(VENV)/.installed
 
 .PHONY: all check lint typecheck test demo bench deps apt-deps clean install uninstall dist

@@ -12,6 +12,7 @@ from gnspawn.config import (
     Config,
     ConfigError,
     DaemonConfig,
+    DepcleanPolicy,
     JobsConfig,
     MachineConfig,
     NspawnConfig,
@@ -92,7 +93,14 @@ def test_missing_file_means_defaults(tmp_path: Path) -> None:
     assert config.portage.repos == (Path("/var/db/repos/gentoo"),)
     assert config.portage.binhost == ""
     assert config.portage.features == ("buildpkg", "binpkg-multi-instance", "getbinpkg")
-    assert config.portage.update_args == ("-1uv", "@system", "@world", "@profile")
+    assert config.portage.update_args == (
+        "--update",
+        "--deep",
+        "--newuse",
+        "--with-bdeps=y",
+        "@world",
+    )
+    assert config.updates.depclean is DepcleanPolicy.OFF
     assert dict(config.portage.environment) == {}
     assert config.jobs.max_parallel == 2
     assert config.nspawn == NspawnConfig(
@@ -488,3 +496,15 @@ def test_a_writable_bind_of_pkgdir_is_refused(tmp_path: Path, bind: str) -> None
 def test_pkgdir_elsewhere_may_sit_beside_a_bind(tmp_path: Path) -> None:
     path = write(tmp_path, '[portage]\npkgdir = "/srv/binpkgs"\n[nspawn]\nbind = ["/var/cache"]\n')
     assert load(path, environ={}).nspawn.bind == (Path("/var/cache"),)
+
+
+def test_depclean_takes_its_three_policies_and_names_them_when_wrong() -> None:
+    for value in ("off", "report", "apply"):
+        config = parse({"updates": {"depclean": value}})
+        assert config.updates.depclean is DepcleanPolicy(value)
+    with pytest.raises(ConfigError) as err:
+        parse({"updates": {"depclean": "yes"}}, text='[updates]\ndepclean = "yes"\n')
+    assert str(err.value) == (
+        "/etc/gnspawn/gnspawn.toml:2: updates.depclean: "
+        "expected one of off, report, apply, got 'yes'"
+    )

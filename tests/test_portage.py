@@ -16,6 +16,7 @@ from gnspawn.portage import (
     emerge_environment,
     job_tag,
     make_conf,
+    preserved_libraries,
     tree_revision,
     world_atoms,
 )
@@ -287,10 +288,11 @@ def test_emerge_argv_pretend_comes_before_the_arguments() -> None:
         "--usepkg=y",
         "--buildpkg=n",
         "--pretend",
-        "-1uv",
-        "@system",
+        "--update",
+        "--deep",
+        "--newuse",
+        "--with-bdeps=y",
         "@world",
-        "@profile",
     ]
 
 
@@ -386,3 +388,52 @@ def test_tree_revision_is_git_head_or_the_timestamp_of_each_repository(tmp_path:
     )
     assert asyncio.run(tree_revision([bare])) == ""
     assert asyncio.run(tree_revision([])) == ""
+
+
+def test_depclean_lists_what_it_selects() -> None:
+    progress = fed(
+        ">>> These are the packages that would be unmerged:",
+        "All selected packages: =app-misc/tool-helper-1 =dev-libs/old-2.1-r1",
+    )
+    assert progress.selected == ["app-misc/tool-helper-1", "dev-libs/old-2.1-r1"]
+    assert fed("All selected packages: --rm-rf /etc").selected == []
+
+
+def registry(tmp_path: Path, text: str) -> Path:
+    directory = tmp_path / "var/lib/portage"
+    directory.mkdir(parents=True)
+    (directory / "preserved_libs_registry").write_text(text)
+    return tmp_path
+
+
+def test_preserved_libraries_from_the_registry(tmp_path: Path) -> None:
+    root = registry(
+        tmp_path,
+        '{"app-misc/foo:0": ["app-misc/foo-2", "7", ["/usr/lib/libfoo.so.1"]]}',
+    )
+    assert preserved_libraries(root) == {"app-misc/foo-2": ("/usr/lib/libfoo.so.1",)}
+    assert preserved_libraries(registry(tmp_path / "empty", "{}")) == {}
+    assert preserved_libraries(tmp_path / "none") == {}
+
+
+@pytest.mark.parametrize("text", ["{", "[]", "null"])
+def test_a_registry_that_is_not_portages_counts_as_not_empty(tmp_path: Path, text: str) -> None:
+    found = preserved_libraries(registry(tmp_path, text))
+    assert list(found) == [""]
+
+
+def test_a_registry_that_leads_out_of_the_root_is_not_read(tmp_path: Path) -> None:
+    outside = tmp_path / "host-registry"
+    outside.write_text('{"x/y:0": ["x/y-1", "1", ["/lib/libc.so.6"]]}')
+    root = tmp_path / "root"
+    (root / "var/lib/portage").mkdir(parents=True)
+    (root / "var/lib/portage/preserved_libs_registry").symlink_to(outside)
+    # Resolved inside the root, the link's target does not exist there.
+    assert preserved_libraries(root) == {}
+
+
+def test_an_emerge_that_started_no_package_merged_nothing() -> None:
+    # emerge --update @world prints no "Nothing to merge" line without --verbose.
+    assert fed("Calculating dependencies... done!", "").merged_nothing
+    assert not fed(">>> Emerging (1 of 1) app-misc/hello-2::gnspawn-demo").merged_nothing
+    assert not fed(">>> Jobs: 0 of 2 complete, 1 running").merged_nothing

@@ -261,11 +261,13 @@ class Testbed:
         self._started: list[object] = []
         self.host_portage = self.dir / "host-portage"
         self._host_portage_mount: Path | None = None
+        self._prefix_bin_mount: Path | None = None
         enter_private_namespace()
         if self.repo.exists():
             shutil.rmtree(self.repo)
         shutil.copytree(DEMO_REPO, self.repo)
         self._mount_host_portage_config()
+        self._mount_prefix_tools()
         self._share_machines_directory()
         self.journal = Journald()
         self.pool = ZfsPool(self.dir)
@@ -299,10 +301,25 @@ class Testbed:
         subprocess.run(["mount", "--bind", machines, machines], check=True)
         subprocess.run(["mount", "--make-rshared", machines], check=True)
 
+    def _mount_prefix_tools(self) -> None:
+        """scanelf where Portage from PyPI looks for it: under its EPREFIX, the venv
+        (<venv>/usr/bin/scanelf), not on PATH. preserve-libs needs it. A directory of
+        the bed's, bind-mounted in the private mount namespace as the config is."""
+        tools = self.dir / "prefix-bin"
+        tools.mkdir(exist_ok=True)
+        scanelf = tools / "scanelf"
+        if not scanelf.is_symlink():
+            scanelf.symlink_to("/usr/bin/scanelf")
+        target = Path(sys.prefix) / "usr" / "bin"
+        target.mkdir(parents=True, exist_ok=True)  # the mount point: pip installs none
+        subprocess.run(["mount", "--bind", str(tools), str(target)], check=True)
+        self._prefix_bin_mount = target
+
     def _unmount_host_portage_config(self) -> None:
-        if self._host_portage_mount is not None:
-            subprocess.run(["umount", str(self._host_portage_mount)], check=False)
-            self._host_portage_mount = None
+        for mount in (self._host_portage_mount, self._prefix_bin_mount):
+            if mount is not None:
+                subprocess.run(["umount", str(mount)], check=False)
+        self._host_portage_mount = self._prefix_bin_mount = None
 
     def write_config(self, extra: str = "", **sections: dict[str, object]) -> None:
         for sub in ("tmp/built", "logs/built"):

@@ -42,7 +42,9 @@ class PortageConfig:
     repos: tuple[Path, ...] = (Path("/var/db/repos/gentoo"),)
     binhost: str = ""
     features: tuple[str, ...] = ("buildpkg", "binpkg-multi-instance", "getbinpkg")
-    update_args: tuple[str, ...] = ("-1uv", "@system", "@world", "@profile")
+    update_args: tuple[str, ...] = ("--update", "--deep", "--newuse", "--with-bdeps=y", "@world")
+    """What an admin runs: @world holds @system and @profile too; --deep reaches the
+    dependencies no set names (a library's fixes), --newuse follows changed USE flags."""
     build_args: tuple[str, ...] = ("--usepkg", "@system")
     """A build runs these twice: with --nodeps first (it breaks build cycles), then as is."""
     builders: bool = True
@@ -82,6 +84,16 @@ class UpdatePolicy(enum.StrEnum):
     APPLY = "apply"
 
 
+class DepcleanPolicy(enum.StrEnum):
+    """What an update does with the packages nothing needs any more."""
+
+    OFF = "off"
+    REPORT = "report"
+    """emerge --depclean --pretend: the packages it would remove go into the Notices."""
+    APPLY = "apply"
+    """emerge --depclean in the update's snapshot."""
+
+
 @dataclasses.dataclass(frozen=True)
 class UpdatesConfig:
     policy: UpdatePolicy = UpdatePolicy.APPLY
@@ -90,6 +102,7 @@ class UpdatesConfig:
     """Restart a running container whose update changed something."""
     sync: bool = False
     """A scheduled update-all syncs the repositories first; its updates wait for that."""
+    depclean: DepcleanPolicy = DepcleanPolicy.OFF
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,10 +195,13 @@ def _boolean(value: Any) -> bool:
     return value
 
 
-def _policy(value: Any) -> UpdatePolicy:
-    if value not in list(UpdatePolicy):
-        raise ValueError("expected one of " + ", ".join(UpdatePolicy))
-    return UpdatePolicy(value)
+def _choice(choices: type[enum.StrEnum]) -> Converter:
+    def convert(value: Any) -> enum.StrEnum:
+        if value not in list(choices):
+            raise ValueError("expected one of " + ", ".join(choices))
+        return choices(value)
+
+    return convert
 
 
 def _strings(value: Any) -> tuple[str, ...]:
@@ -238,7 +254,12 @@ SETTINGS: dict[str, dict[str, Converter]] = {
         "bridge": _string,
         "enable": _boolean,
     },
-    "updates": {"policy": _policy, "restart": _boolean, "sync": _boolean},
+    "updates": {
+        "policy": _choice(UpdatePolicy),
+        "restart": _boolean,
+        "sync": _boolean,
+        "depclean": _choice(DepcleanPolicy),
+    },
     "sandbox": {"bwrap": _nonempty, "setpriv": _nonempty, "hide": _paths},
 }
 MACHINE_SETTINGS: dict[str, Converter] = {"profile": _nonempty, "trusted": _boolean}

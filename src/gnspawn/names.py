@@ -110,9 +110,12 @@ class Phase(enum.StrEnum):
 
     QUEUED = "queued"
     SYNC = "sync"
+    FETCH = "fetch"
     SNAPSHOT = "snapshot"
     EMERGE_NODEPS = "emerge-nodeps"
     EMERGE = "emerge"
+    PRESERVED_REBUILD = "preserved-rebuild"
+    DEPCLEAN = "depclean"
     CONFIGURE = "configure"
     ROLLBACK = "rollback"
     CLEANUP = "cleanup"

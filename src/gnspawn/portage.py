@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import json
 import logging
 import os
 import re
@@ -38,6 +39,10 @@ _WORLD_ATOM = re.compile(
 """A world file's entry: category/package with an optional slot and repository, and
 nothing that emerge could take for an option, a set or a path."""
 _NOTHING = re.compile(r"^Total: 0 packages|^Nothing to merge")
+_SELECTED = "All selected packages: "
+"""How emerge --depclean lists what it removes (or, with --pretend, would remove)."""
+_CPV = re.compile(r"=?([A-Za-z0-9_][A-Za-z0-9+_.-]*/[A-Za-z0-9_][A-Za-z0-9+_.-]*)")
+PRESERVED_LIBS_REGISTRY = "var/lib/portage/preserved_libs_registry"
 
 
 def emerge_argv(
@@ -99,6 +104,34 @@ def world_atoms(config: PortageConfig, root: Path) -> set[str]:
     return atoms
 
 
+def preserved_libraries(root: Path) -> dict[str, tuple[str, ...]]:
+    """The libraries Portage keeps in a root for packages still linked against them:
+    package (as the registry names it) -> paths. The registry is the container's to
+    write: what is not the JSON Portage writes counts as one entry "" that names no
+    path, so that it is rebuilt and reported rather than taken for empty."""
+    try:
+        text = rootfs.read_text(root, PRESERVED_LIBS_REGISTRY)
+    except FileNotFoundError:
+        return {}
+    except OSError as err:
+        return {"": (f"unreadable registry: {err.strerror}",)}
+    try:
+        data = json.loads(text) if text.strip() else {}
+    except ValueError:
+        return {"": ("unreadable registry: not JSON",)}
+    if not isinstance(data, dict):
+        return {"": ("unreadable registry: not a JSON object",)}
+    found: dict[str, tuple[str, ...]] = {}
+    for key, entry in data.items():
+        # Portage writes [cpv, counter, [paths]]; the key is cat/pn:slot.
+        cpv = entry[0] if isinstance(entry, list) and entry else key
+        paths = entry[2] if isinstance(entry, list) and len(entry) > 2 else []
+        if not isinstance(paths, list):
+            paths = []
+        found[str(cpv)] = tuple(str(path) for path in paths)
+    return found
+
+
 def job_tag(state_directory: Path, job: int) -> str:
     """What marks the processes of one job of one daemon: the job id alone would also
     match another daemon's job of that number (a second instance with its own state
@@ -120,9 +153,17 @@ class Progress:
     failed_phase: str = ""
     log_file: str = ""
     pending: list[str] = dataclasses.field(default_factory=list)
+    selected: list[str] = dataclasses.field(default_factory=list)
+    """What emerge --depclean removes, or would remove with --pretend."""
     last_error: str = ""
     """The last '!!!' line: Portage's own words when it fails outside a package's build."""
     _expect_log: bool = False
+
+    @property
+    def merged_nothing(self) -> bool:
+        """Whether emerge merged nothing: it said so, or (with --update and a set, and
+        without --verbose, it says nothing of the kind) it started no package."""
+        return self.done == 0 and (self.nothing_to_merge or self.total == 0)
 
     @property
     def percent(self) -> int:
@@ -160,6 +201,10 @@ class Progress:
                 )
         elif first in "TN" and _NOTHING.match(line):
             self.nothing_to_merge = True
+        elif first == "A" and line.startswith(_SELECTED):
+            for word in line[len(_SELECTED) :].split():
+                if match := _CPV.fullmatch(word):
+                    self.selected.append(match.group(1))
         return False
 
     def _feed_marker(self, line: str) -> bool:

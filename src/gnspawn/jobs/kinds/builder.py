@@ -21,7 +21,7 @@ import asyncio
 from gnspawn import log as journal
 from gnspawn import machines, portage
 from gnspawn.inventory import mounted_root
-from gnspawn.jobs import snapshots
+from gnspawn.jobs import snapshots, steps
 from gnspawn.jobs.context import Context, JobFailed, Kind
 from gnspawn.jobs.emerge import emerge
 from gnspawn.jobs.kinds.build import build_steps, recorded_step, step_done
@@ -74,9 +74,15 @@ class Builder(Kind):
         # being published; the job fails all the same and the root goes back, but what
         # was built stays in PKGDIR for the machines.
         args = [*ctx.config.portage.update_args, "--keep-going=y"]
+        wanted = [*args, *sorted(atoms)]
+        try:
+            await steps.fetch(ctx, root, wanted, publish=True)
+        except JobFailed as err:
+            # As --keep-going does: what could be fetched is still built and published.
+            ctx.log(journal.WARNING, f"{err}; building what can be built")
         async with snapshots.protected(ctx, dataset, spent=True) as snapshot:
             try:
-                progress = await emerge(ctx, root, [*args, *sorted(atoms)], publish=True)
+                progress = await emerge(ctx, root, wanted, publish=True)
             except JobFailed as err:
                 if not atoms or ctx.job.packages_total:
                     raise
@@ -85,7 +91,7 @@ class Builder(Kind):
                 # still do, and are worth publishing.
                 ctx.log(journal.WARNING, f"the machines' packages do not resolve: {err}")
                 progress = await emerge(ctx, root, args, publish=True)
-        if progress.nothing_to_merge and progress.done == 0:
+        if progress.merged_nothing:
             await ctx.zfs.destroy(snapshot.full_name)
             ctx.change(snapshot="")
             return JobResult.SKIPPED

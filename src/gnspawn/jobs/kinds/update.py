@@ -1,11 +1,15 @@
-"""Update: emerge the machine's update in a snapshot, rolled back if it fails."""
+"""Update: fetch, then in a snapshot that a failure rolls back to: emerge the update,
+rebuild what uses preserved libraries, depclean as configured."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
 
 from gnspawn import log as journal
 from gnspawn import machines
 from gnspawn.inventory import gentoo_root
-from gnspawn.jobs import snapshots
+from gnspawn.jobs import snapshots, steps
 from gnspawn.jobs.context import Context, Host, Kind, Request
 from gnspawn.jobs.emerge import emerge
 from gnspawn.names import Flags, JobResult, JobType, MachineState, Phase, pending_line
@@ -34,18 +38,14 @@ class Update(Kind):
         root = gentoo_root(machine)
         args = ctx.config.portage.update_args
         if Flags.PRETEND in ctx.job.flags:
-            progress = await emerge(ctx, root, args, pretend=True)
-            if not progress.pending:
-                ctx.log(journal.INFO, "nothing pending")
-                return JobResult.SKIPPED
-            ctx.log(journal.NOTICE, pending_line(progress.pending))
-            ctx.change(pending_packages=tuple(progress.pending))
-            return JobResult.DONE
+            return await self._pretend(ctx, root, args)
+        publish = ctx.config.machine(ctx.job.machine).trusted
+        await steps.fetch(ctx, root, args, publish=publish)
         async with snapshots.protected(ctx, machine.dataset, spent=True) as snapshot:
-            progress = await emerge(
-                ctx, root, args, publish=ctx.config.machine(ctx.job.machine).trusted
-            )
-        if progress.nothing_to_merge and progress.done == 0:
+            progress = await emerge(ctx, root, args, publish=publish)
+            rebuilt = await steps.rebuild_preserved(ctx, root, publish=publish)
+            cleaned = await steps.depclean(ctx, root, ctx.config.updates.depclean)
+        if progress.merged_nothing and not (rebuilt or cleaned):
             # Nothing changed: a snapshot equal to the dataset would only push real
             # restore points out of retention.
             await ctx.zfs.destroy(snapshot.full_name)
@@ -60,6 +60,17 @@ class Update(Kind):
                 unavailable="not restarting {unit}: {err}",
                 failed="updated, but restarting {unit} failed: {err}",
             )
+        return JobResult.DONE
+
+    @staticmethod
+    async def _pretend(ctx: Context, root: Path, args: Sequence[str]) -> JobResult:
+        """What the update would merge, in PendingPackages; nothing fetched or changed."""
+        progress = await emerge(ctx, root, args, pretend=True)
+        if not progress.pending:
+            ctx.log(journal.INFO, "nothing pending")
+            return JobResult.SKIPPED
+        ctx.log(journal.NOTICE, pending_line(progress.pending))
+        ctx.change(pending_packages=tuple(progress.pending))
         return JobResult.DONE
 
     async def recover(self, ctx: Context) -> tuple[JobResult, str]:
