@@ -64,6 +64,16 @@ def test_off_a_terminal_each_package_is_one_plain_line() -> None:
     assert "\x1b" not in out.getvalue()
 
 
+def test_a_waiting_job_is_one_line_until_its_first_phase() -> None:
+    out = io.StringIO()
+    display = Display(out, verbose=False, quiet=False, multiple=True)
+    display.watch(7, {"Machine": "web", "State": "waiting", "Phase": "queued", "Follows": 6})
+    display.change(7, {"State": "running", "StartedUSec": 1})  # still in its queued phase
+    display.change(7, {"Phase": "fetch"})
+    lines = [line.split("  ")[0] for line in out.getvalue().splitlines()]
+    assert lines == ["[7] waiting for job 6", "[7] fetch"]
+
+
 def test_what_a_container_says_reaches_the_terminal_without_control_characters() -> None:
     out = io.StringIO()
     display = Display(out, verbose=True, quiet=False, multiple=False)

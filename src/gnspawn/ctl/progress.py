@@ -79,9 +79,11 @@ class JobView:
         parts.append(clock)
         return "  ".join(p for p in parts if p)
 
-    def milestone(self) -> tuple[str, str, str]:
-        """What makes a plain line worth printing: a new phase or package."""
-        return (self.state, self.phase, self.current)
+    def milestone(self) -> tuple[bool, str, str]:
+        """What makes a plain line worth printing: a new phase or package (a job that
+        started but has not left its queued phase still reads "waiting")."""
+        waiting = self.state == "waiting" or self.phase == "queued"
+        return (waiting, "" if waiting else self.phase, self.current)
 
 
 class Display:
@@ -96,7 +98,7 @@ class Display:
         self.jobs: dict[int, JobView] = {}
         self._early: dict[int, list[dict[str, Any]]] = {}
         """Changes of jobs watched but not shown yet (their properties are on the way)."""
-        self._printed: dict[int, tuple[str, str, str]] = {}
+        self._printed: dict[int, tuple[bool, str, str]] = {}
         self._drawn = 0
 
     def _prefix(self, job_id: int) -> str:
