@@ -32,7 +32,10 @@ def used(dataset: str) -> int:
     return int(zfs("get", "-H", "-p", "-o", "value", "used", dataset))
 
 
-def test_a_snapshot_that_cannot_be_taken_fails_the_job_before_emerge(daemon: Testbed) -> None:
+def test_a_full_pool_fails_the_job_before_anything_changes(daemon: Testbed) -> None:
+    """The pool is full before the update starts: the fetch, the first step, cannot even
+    take the root's package-database lock, and the job fails with no snapshot taken and
+    no merge run."""
     image = daemon.dir / "tiny.img"
     subprocess.run(["truncate", "-s", "100M", str(image)], check=True)
     zfs("zpool", "create", "-o", "cachefile=none", "-m", "none", TINY, str(image))
@@ -53,10 +56,12 @@ def test_a_snapshot_that_cannot_be_taken_fails_the_job_before_emerge(daemon: Tes
         job = queued(call("Update", "st", "full", "0").stdout)
 
         assert wait_job(job) == "failed"
-        assert "out of space" in job_string(job, "Error")
+        error = job_string(job, "Error")
+        assert error.startswith("fetch failed: ") and "No space left on device" in error, error
         assert job_string(job, "Snapshot") == ""
         lines = [e["MESSAGE"] for e in daemon.daemon_journal(f"GNSPAWN_JOB={job}")]
-        assert not any(line.startswith("running ") for line in lines)
+        ran = [line for line in lines if line.startswith("running ")]
+        assert ran and all("--fetchonly" in line for line in ran), ran
         assert tree_hash(root) == before
     finally:
         daemon.stop_daemon()
