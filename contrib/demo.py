@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from testbed import Testbed, zfs  # noqa: E402
+from testbed import Testbed  # noqa: E402
 
 STATE = "sandbox.json"
 PROMPT_HINT = "inside the gnspawn sandbox: gnctl, busctl, journalctl and zfs reach its own"
@@ -48,18 +48,13 @@ def show(root: Path) -> None:
     print(f"   {root.name}: app-misc/hello {version} installed", flush=True)
 
 
-def adopt(bed: Testbed, name: str) -> None:
-    """What the README says to do for a container gnspawn did not build."""
-    zfs("set", "org.gnspawn:profile=default", f"{bed.dataset}/{name}")
-
-
 def demo(bed: Testbed) -> None:
     """The story, on a test bed that runs."""
     print(f"   pool {bed.dataset} on {bed.pool.file}, bus {bed.bus.address}")
     step("seeding a container with emerge, as an admin would by hand, and adopting it:")
     print("   zfs set org.gnspawn:profile=default (its packages come from that builder)")
     web = bed.seed("web")
-    adopt(bed, "web")
+    bed.adopt("web")
     show(web)
     bed.write_config(portage={"builders": True})  # the default; the test bed turns it off
     bed.start_daemon()
@@ -74,7 +69,7 @@ def demo(bed: Testbed) -> None:
 
     step("a second container, and an update that fails: broken-2 fails, db is rolled back")
     db = bed.seed("db", ["=app-misc/hello-1", "=app-misc/broken-1"])
-    adopt(bed, "db")
+    bed.adopt("db")
     code = gnctl("update", "db")
     print(f"   exit status {code}")
     show(db)

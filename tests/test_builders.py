@@ -84,22 +84,15 @@ def restart_with(daemon: Testbed, **portage: object) -> None:
     daemon.start_daemon()
 
 
-def adopt(daemon: Testbed, name: str, profile: str = "default") -> None:
-    """What the README tells an admin who adopts a container: record its profile."""
-    zfs("set", f"org.gnspawn:profile={profile}", f"{daemon.dataset}/{name}")
-
-
 def seed_pair(daemon: Testbed) -> tuple[Path, Path]:
     """web and db with hello-1 and flavour-1, adopted with their profile; the binary
     packages the seeding made gone."""
     write_flavour(daemon.repo, 1)
     web = daemon.seed("web", ["=app-misc/hello-1", "=app-misc/flavour-1"])
     db = daemon.seed("db", ["=app-misc/hello-1", "=app-misc/flavour-1"])
-    adopt(daemon, "web")
-    adopt(daemon, "db")
-    pkgdir = daemon.work / "packages"
-    for path in sorted(pkgdir.rglob("*"), reverse=True):
-        path.rmdir() if path.is_dir() else path.unlink()
+    daemon.adopt("web")
+    daemon.adopt("db")
+    daemon.empty_pkgdir()
     write_flavour(daemon.repo, 2)
     return web, db
 
@@ -198,7 +191,7 @@ def test_without_builders_an_untrusted_machine_shares_nothing(daemon: Testbed) -
 
 def test_a_builder_killed_in_its_update_is_undone_and_its_machines_go_on(daemon: Testbed) -> None:
     root = daemon.seed("web", ["=app-misc/gate-1"])
-    adopt(daemon, "web")
+    daemon.adopt("web")
     builder_root = daemon.state / "builders" / "default"
     builder_ds = f"{daemon.dataset}/builder:default"
     gate = Gate(daemon.work / "distfiles" / "gate")
@@ -279,9 +272,8 @@ def test_without_builders_the_trusted_machine_of_a_profile_leads_update_all(
     daemon.start_daemon()
     for name in ("a", "b"):  # a sorts first, but b publishes
         daemon.seed(name)
-        adopt(daemon, name)
-    for path in sorted((daemon.work / "packages").rglob("*"), reverse=True):
-        path.rmdir() if path.is_dir() else path.unlink()
+        daemon.adopt(name)
+    daemon.empty_pkgdir()
 
     result = gnctl("update", "--all")
 
@@ -315,7 +307,7 @@ def test_machines_packages_that_do_not_resolve_together_leave_the_builder_its_ow
     db = daemon.seed("db", ["=app-misc/hello-1"])
     (db / "etc/portage/package.accept_keywords").write_text("app-misc/testing ~amd64\n")
     daemon.emerge(db, "app-misc/testing")  # in db's world; the builder cannot have it
-    adopt(daemon, "db")
+    daemon.adopt("db")
 
     result = gnctl("update", "db")
 

@@ -35,13 +35,12 @@ def test_update_all_compiles_once_installs_binaries_and_rolls_back_the_failure(
     roots = {name: daemon.seed(name) for name in ("a1", "a2", "a3")}
     db = daemon.seed("db", ["=app-misc/hello-1", "=app-misc/broken-1"])
     for name in [*roots, "db"]:  # adopted: their profile recorded, as the README says
-        zfs("set", "org.gnspawn:profile=default", f"{daemon.dataset}/{name}")
+        daemon.adopt(name)
     db_before = tree_hash(db)
     (daemon.machines / "plain").mkdir()
     zfs("create", "-o", f"mountpoint={daemon.machines}/other", f"{daemon.dataset}/other")
     # Binary packages the seeding made must not count: empty the shared PKGDIR.
-    shutil.rmtree(daemon.work / "packages")
-    (daemon.work / "packages").mkdir()
+    daemon.empty_pkgdir()
 
     result = gnctl("update", "--all")
 

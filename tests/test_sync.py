@@ -25,7 +25,7 @@ from helpers import (
     wait_job,
 )
 from test_recovery import Gate, gate_machine, gate_version
-from testbed import Testbed, emerge_environment, repos_conf, tree_hash, zfs
+from testbed import Testbed, emerge_environment, repos_conf, tree_hash
 
 GIT_IDENTITY = ("-c", "user.name=gnspawn tests", "-c", "user.email=tests@gnspawn.invalid")
 
@@ -149,7 +149,7 @@ def test_a_failed_sync_holds_the_scheduled_cycle_and_changes_nothing(
     daemon.start_daemon()
     roots = {name: daemon.seed(name) for name in ("web", "db")}
     for name in roots:  # adopted, their profile recorded: one builder, or web leads
-        zfs("set", "org.gnspawn:profile=default", f"{daemon.dataset}/{name}")
+        daemon.adopt(name)
     before = {name: tree_hash(root) for name, root in roots.items()}
     upstream.bare.rename(upstream.bare.with_name("upstream.git.gone"))
 

@@ -375,6 +375,17 @@ class Testbed:
         self.emerge(root, "@system", *packages)
         return root
 
+    def adopt(self, name: str, profile: str = "default") -> None:
+        """What the README tells an admin who adopts a container: record its profile,
+        so that its packages come from that profile's builder root."""
+        zfs("set", f"org.gnspawn:profile={profile}", f"{self.dataset}/{name}")
+
+    def empty_pkgdir(self) -> None:
+        """No binary packages: what a test installs does not hang on what ran before."""
+        pkgdir = self.work / "packages"
+        shutil.rmtree(pkgdir, ignore_errors=True)
+        pkgdir.mkdir(parents=True)
+
     def emerge(self, root: Path, *args: str) -> None:
         env = {**os.environ, **emerge_environment(self.repo), "NOCOLOR": "true"}
         result = subprocess.run(
@@ -392,10 +403,9 @@ class Testbed:
         assert self.daemon is None
         for dataset in zfs("list", "-H", "-o", "name", "-r", "-d", "1", self.dataset).split()[1:]:
             self.remove_machine(dataset.rsplit("/", 1)[1])
-        # The binary packages too: what a test installs does not hang on what ran before.
-        for directory in (self.machines, self.dir / "nspawn", self.state, self.work / "packages"):
+        for directory in (self.machines, self.dir / "nspawn", self.state):
             shutil.rmtree(directory, ignore_errors=True)
-        (self.work / "packages").mkdir(parents=True)
+        self.empty_pkgdir()
         self.write_config()
 
     def remove_machine(self, name: str) -> None:
