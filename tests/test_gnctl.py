@@ -81,6 +81,7 @@ def test_listings_as_json(daemon: Testbed) -> None:
             "state": "ready",
             "profile": "default",
             "last_result": "done",
+            "attention": [],
             "object": "/org/gnspawn1/machine/web",
         }
     ]

@@ -114,6 +114,8 @@ class MachineInfo(NamedTuple):
     directory: str
     last_job: int
     latest_snapshot: str
+    attention: tuple[tuple[str, str, str], ...] = ()
+    """What waits for the admin: (kind, path or package, text) each."""
 
     def row(self) -> tuple[str, str, str, str, str]:
         """The `(sssso)` row of ListMachines."""

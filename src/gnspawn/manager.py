@@ -26,6 +26,7 @@ from gnspawn.names import (
     JobState,
     JobType,
     MachineState,
+    NoticeKind,
     Phase,
     job_title,
     machine_path,
@@ -294,9 +295,23 @@ class Manager:
                     directory=str(machines.directory(self.config, name)),
                     last_job=last.id,
                     latest_snapshot=latest.get(dataset, ""),
+                    attention=tuple(self.recorder.attention_of(name)),
                 )
             )
         return result
+
+    def list_attention(self, name: str) -> list[tuple[str, NoticeKind, str, str]]:
+        """What waits for the admin on machine `name`, or on every machine ("")."""
+        if name:
+            machines.check_name(name)
+            names = [name]
+        else:
+            names = sorted(self.recorder.attention)
+        return [
+            (machine, kind, subject, text)
+            for machine in names
+            for kind, subject, text in self.recorder.attention_of(machine)
+        ]
 
     async def list_snapshots(self, name: str) -> list[SnapshotInfo]:
         machines.check_name(name)

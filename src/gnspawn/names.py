@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import collections
 import enum
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 BUS_NAME = "org.gnspawn1"
 MANAGER_PATH = "/org/gnspawn1"
@@ -127,6 +128,31 @@ class NoticeKind(enum.StrEnum):
     PRESERVED_LIBS = "preserved-libs"
     DEPCLEAN = "depclean"
     ELOG = "elog"
+    CONFIG_FILE = "config-file"
+    NEWS = "news"
+
+
+ATTENTION_LABELS = {
+    NoticeKind.CONFIG_FILE: "config",
+    NoticeKind.NEWS: "news",
+    NoticeKind.PRESERVED_LIBS: "preserved",
+}
+"""The kinds of notice that also wait on the machine until the admin acts (its
+Attention), in the order `gnctl list` counts them, and the word it counts them by."""
+
+
+def attention_summary(kinds: Iterable[str]) -> str:
+    """ "2 config, 1 news": what waits on a machine, counted by kind."""
+    counts = collections.Counter(kinds)
+    labels = {str(kind): label for kind, label in ATTENTION_LABELS.items()}
+    return ", ".join(
+        f"{counts[kind]} {labels.get(kind, kind)}" for kind in sorted(counts, key=_attention_order)
+    )
+
+
+def _attention_order(kind: str) -> int:
+    order = [str(kind) for kind in ATTENTION_LABELS]
+    return order.index(kind) if kind in order else len(order)
 
 
 def shown(text: str, limit: int = 80) -> str:

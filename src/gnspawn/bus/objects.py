@@ -121,6 +121,12 @@ class ManagerInterface(ServiceInterface):
         self.exporter.show_machines(machines)
         return [list(machine.row()) for machine in machines]
 
+    @outputs("attention")
+    @dbus_method()
+    @translated_now
+    def ListAttention(self, name: DBusStr) -> Annotated[list[Any], DBusSignature("a(ssss)")]:
+        return [list(row) for row in self.manager.list_attention(name)]
+
     @outputs("snapshots")
     @dbus_method()
     @translated
@@ -320,6 +326,7 @@ class MachineInterface(ServiceInterface):
                 ("Dataset", info.dataset, old.dataset),
                 ("LastJob", info.last_job, old.last_job),
                 ("LatestSnapshot", info.latest_snapshot, old.latest_snapshot),
+                ("Attention", [list(a) for a in info.attention], [list(a) for a in old.attention]),
             )
             if new != before
         }
@@ -355,3 +362,7 @@ class MachineInterface(ServiceInterface):
     @dbus_property(access=READ)
     def LatestSnapshot(self) -> DBusStr:
         return self.info.latest_snapshot
+
+    @dbus_property(access=READ)
+    def Attention(self) -> Annotated[list[list[str]], DBusSignature("a(sss)")]:
+        return [list(item) for item in self.info.attention]

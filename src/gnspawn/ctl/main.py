@@ -18,7 +18,7 @@ from gnspawn.ctl.client import Client, JobWatcher, Unreachable, ssh_argv
 from gnspawn.ctl.progress import Display, printable
 from gnspawn.errors import GnspawnError, NoSuchJob, NoSuchMachine
 from gnspawn.machines import valid_name
-from gnspawn.names import MACHINE_INTERFACE, Flags, job_title, pending_line
+from gnspawn.names import MACHINE_INTERFACE, Flags, attention_summary, job_title, pending_line
 
 EXIT_OK, EXIT_FAILED, EXIT_CANCELED, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
 EXIT_HELD, EXIT_USAGE = 5, 64
@@ -272,12 +272,33 @@ def size(n: int) -> str:
 
 async def cmd_list(client: Client, args: argparse.Namespace) -> int:
     (rows,) = await client.manager("ListMachines")
+    (waiting,) = await client.manager("ListAttention", "s", "")
+    attention: dict[str, list[dict[str, str]]] = {}
+    for machine, kind, subject, text in waiting:
+        attention.setdefault(machine, []).append({"kind": kind, "subject": subject, "text": text})
     records = [
-        {"name": n, "state": s, "profile": p, "last_result": r, "object": o}
+        {
+            "name": n,
+            "state": s,
+            "profile": p,
+            "last_result": r,
+            "attention": attention.get(n, []),
+            "object": o,
+        }
         for n, s, p, r, o in rows
     ]
-    rows = [[r["name"], r["state"], r["profile"] or "-", r["last_result"] or "-"] for r in records]
-    listing(args, records, ["NAME", "STATE", "PROFILE", "LAST RESULT"], rows, "machine")
+    rows = [
+        [
+            r["name"],
+            r["state"],
+            r["profile"] or "-",
+            r["last_result"] or "-",
+            attention_summary(item["kind"] for item in r["attention"]) or "-",
+        ]
+        for r in records
+    ]
+    columns = ["NAME", "STATE", "PROFILE", "LAST RESULT", "ATTENTION"]
+    listing(args, records, columns, rows, "machine")
     return EXIT_OK
 
 
@@ -518,7 +539,11 @@ async def cmd_status(client: Client, args: argparse.Namespace) -> int:
         return EXIT_OK
     for key in ("Name", "State", "Profile", "Dataset", "Directory", "LastJob", "LatestSnapshot"):
         value = props.get(key, "")
-        print(f"{key:>15}: {value if value not in ('', 0) else '-'}")
+        print(f"{key:>15}: {printable(str(value)) if value not in ('', 0) else '-'}")
+    items = props.get("Attention", [])
+    print(f"{'Attention':>15}: {attention_summary(kind for kind, _, _ in items) or '-'}")
+    for kind, subject, text in items:
+        print(printable(f"{'':>17}{kind}: {subject + ': ' if subject else ''}{text}"))
     return EXIT_OK
 
 

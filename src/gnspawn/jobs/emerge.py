@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 from gnspawn import log as journal
@@ -40,38 +40,67 @@ async def emerge(
     ctx.log(journal.INFO, "running " + " ".join(argv))
     tmpdir = sandbox.make_job_tmpdir(config, ctx.job.id)
     elog.prepare(tmpdir)
-    confined = sandbox.confine(
-        argv, config=config, root=root, machine=ctx.job.machine, tmpdir=tmpdir, publish=publish
-    )
-    proc = Process(confined, env=env, stop_timeout=config.jobs.stop_timeout, tag=ctx.tag)
     progress = Progress()
     priority = _Priorities()
+
+    async def line(text: str) -> None:
+        ctx.log(priority(text), text)
+        if journal.backlog():
+            await journal.drained()
+        if progress.feed(text):
+            ctx.change(
+                progress=progress.percent,
+                packages_done=progress.done,
+                packages_total=progress.total,
+                current_package=progress.current,
+            )
+
     try:
-        await proc.start()
-    except OSError as err:
-        sandbox.remove_job_tmpdir(config, ctx.job.id)
-        raise JobFailed(f"cannot run {confined[0]}: {err.strerror}") from err
-    try:
-        async for line in proc.lines():
-            ctx.log(priority(line), line)
-            if journal.backlog():
-                await journal.drained()
-            if progress.feed(line):
-                ctx.change(
-                    progress=progress.percent,
-                    packages_done=progress.done,
-                    packages_total=progress.total,
-                    current_package=progress.current,
-                )
-        await proc.wait()
+        await confined(ctx, root, argv, env=env, tmpdir=tmpdir, publish=publish, line=line)
     except CommandFailed as err:
         raise JobFailed(progress.failure(err.message)) from err
-    except BaseException:
-        await uncancellable(proc.stop())
-        raise
     finally:
         await uncancellable(_done(ctx, tmpdir, progress.failed_package))
     return progress
+
+
+async def confined(
+    ctx: Context,
+    root: Path,
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    tmpdir: Path,
+    line: Callable[[str], Awaitable[None]],
+    publish: bool = False,
+    network: bool = True,
+) -> None:
+    """Run `argv` in the sandbox of `root` with the job's `tmpdir` as its
+    PORTAGE_TMPDIR, each line of its output to `line`; CommandFailed if it fails,
+    JobFailed if it cannot start. It is stopped with the job."""
+    wrapped = sandbox.confine(
+        argv,
+        config=ctx.config,
+        root=root,
+        machine=ctx.job.machine,
+        tmpdir=tmpdir,
+        publish=publish,
+        network=network,
+    )
+    proc = Process(wrapped, env=env, stop_timeout=ctx.config.jobs.stop_timeout, tag=ctx.tag)
+    try:
+        await proc.start()
+    except OSError as err:
+        raise JobFailed(f"cannot run {wrapped[0]}: {err.strerror}") from err
+    try:
+        async for text in proc.lines():
+            await line(text)
+        await proc.wait()
+    except CommandFailed:
+        raise
+    except BaseException:
+        await uncancellable(proc.stop())
+        raise
 
 
 async def _done(ctx: Context, tmpdir: Path, failed: str) -> None:

@@ -21,6 +21,18 @@ class Notice(NamedTuple):
     text: str
 
 
+class Attention(NamedTuple):
+    """Something that waits on a machine until the admin acts: a pending config file,
+    unread news, libraries still preserved. The machine's `Attention a(ss)` shows it
+    with its kind until a later job finds it gone."""
+
+    subject: str
+    """The path or package it is about, or ""."""
+    text: str
+    job: int
+    """The job that found it."""
+
+
 def now_usec() -> int:
     return time.time_ns() // 1000
 

@@ -6,13 +6,16 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from gnspawn import log as journal
-from gnspawn.jobs.record import PROPERTY_NAMES, Job, LastJob, Notice, now_usec
+from gnspawn.jobs.record import PROPERTY_NAMES, Attention, Job, LastJob, Notice, now_usec
 from gnspawn.jobs.store import JobStore
 from gnspawn.names import JobResult, JobState, NoticeKind, job_title
 
 MOST_NOTICES = 200
 """Notices a job keeps: more would make its Notices property a flood."""
 MOST_NOTICE_TEXT = 4096
+
+MOST_ATTENTION = 100
+"""Items of one kind that wait on a machine: more are counted in the last one."""
 
 HISTORY_SHOWN = 100
 """Finished jobs ListJobs shows after the active ones."""
@@ -51,6 +54,8 @@ class Recorder:
         for job in store.recent(history):
             if job.machine not in self.last_change and changes_root(job):
                 self.last_change[job.machine] = _last(job)
+        self.attention = store.attention()
+        """What waits on each machine until the admin acts, by kind."""
 
     def new(self, job: Job) -> Job:
         """Save a new job: it has its id and its bus object before its first log line."""
@@ -99,6 +104,42 @@ class Recorder:
             self.log(job, priority, f"{kind}: {subject}: {text}", package)
             added.append(Notice(kind, subject, journal.PRIORITY_NAMES[priority], text))
         self.change(job, notices=(*job.notices, *added))
+
+    def attend(self, job: Job, kind: NoticeKind, found: Sequence[tuple[str, str]]) -> None:
+        """What of `kind` waits on the job's machine now, (subject, text) each, as the
+        job found it: it replaces what an earlier job found of that kind. At most
+        MOST_ATTENTION items, each cut to MOST_NOTICE_TEXT: they may come from a
+        container."""
+        items = [
+            Attention(subject[:MOST_NOTICE_TEXT], text[:MOST_NOTICE_TEXT], job.id)
+            for subject, text in found[:MOST_ATTENTION]
+        ]
+        if len(found) > MOST_ATTENTION:
+            more = len(found) - MOST_ATTENTION + 1
+            items[-1] = Attention("", f"{more} more not listed: see job {job.id}", job.id)
+        kinds = self.attention.setdefault(job.machine, {})
+        if tuple(items) == kinds.get(kind, ()):
+            return
+        self.store.set_attention(job.machine, kind, items)
+        if items:
+            kinds[kind] = tuple(items)
+        else:
+            kinds.pop(kind, None)
+
+    def forget_machine(self, machine: str) -> None:
+        """A machine that is gone has nothing waiting on it."""
+        self.store.set_attention(machine, None, ())
+        self.attention.pop(machine, None)
+
+    def attention_of(self, machine: str) -> list[tuple[NoticeKind, str, str]]:
+        """What waits on `machine`: (kind, subject, text), kinds in a fixed order."""
+        kinds = self.attention.get(machine, {})
+        return [
+            (kind, item.subject, item.text)
+            for kind in NoticeKind
+            if kind in kinds
+            for item in kinds[kind]
+        ]
 
     def finish(self, job: Job, result: JobResult, error: str = "") -> None:
         """End the job: a job that did what it was asked for is at 100%; one that failed or

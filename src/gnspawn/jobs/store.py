@@ -5,14 +5,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from gnspawn.jobs.record import Job, LastJob, Notice
+from gnspawn.jobs.record import Attention, Job, LastJob, Notice
 from gnspawn.names import Flags, JobResult, JobState, JobType, NoticeKind, Phase
 
-_SCHEMA_VERSION = 5
+_SCHEMA_VERSION = 6
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -42,6 +42,15 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
 CREATE INDEX IF NOT EXISTS jobs_machine ON jobs (machine, id);
+CREATE TABLE IF NOT EXISTS attention (
+    machine TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    subject TEXT NOT NULL,
+    text TEXT NOT NULL,
+    job INTEGER NOT NULL,
+    PRIMARY KEY (machine, kind, position)
+);
 """
 
 
@@ -102,6 +111,7 @@ class JobStore:
                 "ALTER TABLE jobs ADD COLUMN notices TEXT NOT NULL DEFAULT '[]'",
                 "ALTER TABLE jobs ADD COLUMN tree_revision TEXT NOT NULL DEFAULT ''",
             ],
+            5: [],  # the attention table, which _SCHEMA creates
         }
         self._db.execute("BEGIN IMMEDIATE")
         try:
@@ -197,6 +207,43 @@ class JobStore:
             "(SELECT id FROM jobs WHERE state = ? ORDER BY id DESC LIMIT ?)",
             (JobState.FINISHED.value, JobState.FINISHED.value, keep),
         )
+
+    def attention(self) -> dict[str, dict[NoticeKind, tuple[Attention, ...]]]:
+        """What waits on each machine, by kind, in the order it was found."""
+        found: dict[str, dict[NoticeKind, tuple[Attention, ...]]] = {}
+        rows = self._db.execute(
+            "SELECT machine, kind, subject, text, job FROM attention "
+            "ORDER BY machine, kind, position"
+        )
+        for machine, kind, subject, text, job in rows:
+            item = Attention(subject, text, job)
+            kinds = found.setdefault(machine, {})
+            kinds[NoticeKind(kind)] = (*kinds.get(NoticeKind(kind), ()), item)
+        return found
+
+    def set_attention(
+        self, machine: str, kind: NoticeKind | None, items: Sequence[Attention]
+    ) -> None:
+        """Replace what waits on `machine` of `kind` (of every kind: None) by `items`."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            if kind is None:
+                self._db.execute("DELETE FROM attention WHERE machine = ?", (machine,))
+            else:
+                self._db.execute(
+                    "DELETE FROM attention WHERE machine = ? AND kind = ?", (machine, kind.value)
+                )
+                self._db.executemany(
+                    "INSERT INTO attention VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        (machine, kind.value, n, a.subject, a.text, a.job)
+                        for n, a in enumerate(items)
+                    ],
+                )
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def __iter__(self) -> Iterator[Job]:
         return iter(self.active())

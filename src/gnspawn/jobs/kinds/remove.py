@@ -53,6 +53,7 @@ async def _remove(ctx: Context) -> None:
         ctx.log(journal.NOTICE, f"destroyed {dataset} with its snapshots")
     with contextlib.suppress(OSError):
         machines.directory(ctx.config, name).rmdir()
+    ctx.host.recorder.forget_machine(name)
 
 
 async def _check_not_running(host: Host, name: str) -> None:
