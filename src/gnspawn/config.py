@@ -94,6 +94,19 @@ class DepcleanPolicy(enum.StrEnum):
     """emerge --depclean in the update's snapshot."""
 
 
+class ConfigFilesPolicy(enum.StrEnum):
+    """What an update does with the new config files a merge leaves beside the admin's
+    (._cfg????_NAME under CONFIG_PROTECT)."""
+
+    KEEP = "keep"
+    """Left in place, each in the job's Notices and the machine's Attention."""
+    REPLACE = "replace"
+    """The new file goes in; the admin's is kept beside it as ._gnspawn-JOB_NAME."""
+    MERGE = "merge"
+    """A three-way merge with the previous package's default from PKGDIR, the admin's
+    file kept as with replace; kept (as with keep) when it cannot be merged cleanly."""
+
+
 @dataclasses.dataclass(frozen=True)
 class UpdatesConfig:
     policy: UpdatePolicy = UpdatePolicy.APPLY
@@ -103,6 +116,7 @@ class UpdatesConfig:
     sync: bool = False
     """A scheduled update-all syncs the repositories first; its updates wait for that."""
     depclean: DepcleanPolicy = DepcleanPolicy.OFF
+    config_files: ConfigFilesPolicy = ConfigFilesPolicy.KEEP
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,6 +273,7 @@ SETTINGS: dict[str, dict[str, Converter]] = {
         "restart": _boolean,
         "sync": _boolean,
         "depclean": _choice(DepcleanPolicy),
+        "config_files": _choice(ConfigFilesPolicy),
     },
     "sandbox": {"bwrap": _nonempty, "setpriv": _nonempty, "hide": _paths},
 }

@@ -61,6 +61,11 @@ class SnapshotProtected(GnspawnError):
     )
 
 
+class NoSuchConfigFile(GnspawnError):
+    dbus_name = ERROR_PREFIX + "NoSuchConfigFile"
+    hint = "'gnctl config NAME' lists the config files with a new default waiting."
+
+
 class Busy(GnspawnError):
     dbus_name = ERROR_PREFIX + "Busy"
     hint = "Wait for the machine's current job ('gnctl jobs'), or queue without --fail-if-busy."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import NamedTuple
@@ -10,8 +11,8 @@ from gnspawn import log as journal
 from gnspawn import machines, portage
 from gnspawn.config import Config, UpdatePolicy
 from gnspawn.errors import Busy, InvalidArgs, NoSuchJob, NotCancellable
-from gnspawn.inventory import Inventory
-from gnspawn.jobs import runner, snapshots
+from gnspawn.inventory import Inventory, gentoo_root
+from gnspawn.jobs import configfiles, runner, snapshots
 from gnspawn.jobs.context import Context, Host, Request
 from gnspawn.jobs.kinds import KINDS
 from gnspawn.jobs.queue import Queue
@@ -312,6 +313,22 @@ class Manager:
             for machine in names
             for kind, subject, text in self.recorder.attention_of(machine)
         ]
+
+    async def list_config_files(self, name: str) -> list[tuple[str, str, str]]:
+        """The config files of machine `name` with a new default waiting, as its last
+        job found them and still there: (path, newest default, unified diff to it)."""
+        machines.check_name(name)
+        root = gentoo_root(await self.inventory.machine(name))
+        kinds = self.recorder.attention.get(name, {})
+        paths = [item.subject for item in kinds.get(NoticeKind.CONFIG_FILE, ())]
+
+        def look() -> list[tuple[str, str, str]]:
+            return [
+                (item.path, item.newest, configfiles.diff(root, item))
+                for item in configfiles.waiting(root, paths)
+            ]
+
+        return await asyncio.to_thread(look)
 
     async def list_snapshots(self, name: str) -> list[SnapshotInfo]:
         machines.check_name(name)

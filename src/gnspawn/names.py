@@ -80,6 +80,8 @@ class JobType(enum.StrEnum):
     BUILDER = "builder"
     """Build or update a profile's builder root (gnspawnd queues these itself)."""
     SYNC = "sync"
+    CONFIG = "config"
+    """Settle one pending config file as the admin says (ResolveConfig)."""
     """Sync the repositories (of the host, machine ""): a barrier in the queue."""
 
 
@@ -117,6 +119,7 @@ class Phase(enum.StrEnum):
     EMERGE = "emerge"
     PRESERVED_REBUILD = "preserved-rebuild"
     DEPCLEAN = "depclean"
+    CONFIG = "config"
     CONFIGURE = "configure"
     ROLLBACK = "rollback"
     CLEANUP = "cleanup"

@@ -13,19 +13,24 @@ Questions:
                                 (not CONFIG_PROTECT_MASK), with the package owning each
   news ROOT ANSWER              the unread news items relevant to the root, by
                                 repository (Portage's news manager updates its lists)
-  extract ROOT ANSWER PKG PATH OUT   the file PATH of binary package PKG, copied to OUT
+  previous-default ROOT ANSWER OWNER PATH PKGDIR
+                                file PATH of the newest binary package in PKGDIR of
+                                OWNER's package with a version before OWNER's
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-import shutil
+import shlex
 import sys
 import tempfile
 from typing import Any
 
 MOST_PENDING = 1000
+MOST_BYTES = 1 << 20
+"""Of a config file merged."""
 
 
 def _settings(root: str) -> Any:
@@ -38,13 +43,13 @@ def _settings(root: str) -> Any:
 
 
 def config_files(root: str) -> dict[str, Any]:
+    trees = _settings(root)  # before any other import of Portage
     import portage.util
 
-    trees = _settings(root)
     vardb = trees["vartree"].dbapi
     settings = vardb.settings
-    protect = portage.util.shlex_split(settings.get("CONFIG_PROTECT", ""))
-    mask = portage.util.shlex_split(settings.get("CONFIG_PROTECT_MASK", ""))
+    protect = shlex.split(settings.get("CONFIG_PROTECT", ""))
+    mask = shlex.split(settings.get("CONFIG_PROTECT_MASK", ""))
     checker = portage.util.ConfigProtect(root, protect, mask)
     pending: dict[str, list[str]] = {}
     for directory, names in portage.util.find_updated_config_files(root, protect):
@@ -60,8 +65,8 @@ def config_files(root: str) -> dict[str, Any]:
     relative = {target[len(root.rstrip("/")) :]: cfgs for target, cfgs in pending.items()}
     owners: dict[str, str] = {}
     for link, paths in vardb._owners.get_owners(list(relative)).items():
-        for path in paths:
-            owners[path] = link.mycpv
+        for path in paths:  # relative to the root, as Portage gives them back
+            owners["/" + path.lstrip("/")] = link.mycpv
     return {
         "protect": protect,
         "mask": mask,
@@ -77,10 +82,10 @@ def config_files(root: str) -> dict[str, Any]:
 
 
 def news(root: str) -> dict[str, Any]:
+    trees = _settings(root)  # before any other import of Portage
     from portage.const import NEWS_LIB_PATH
     from portage.news import NewsManager
 
-    trees = _settings(root)
     portdb, vardb = trees["porttree"].dbapi, trees["vartree"].dbapi
     if not portdb.settings.profile_path:
         return {"error": "the root has no valid profile: news cannot be judged"}
@@ -103,20 +108,57 @@ def news(root: str) -> dict[str, Any]:
     return {"unread": unread}
 
 
-def extract(root: str, package: str, path: str, out: str) -> dict[str, Any]:
-    from portage.binpkg import get_binpkg_format
-    from portage.gpkg import gpkg
+def previous_default(root: str, owner: str, path: str, pkgdir: str) -> dict[str, Any]:
+    """The file `path` as the binary package in `pkgdir` of the version of `owner`'s
+    package before `owner` installs it: the default the admin's file was made from."""
+    import base64
 
-    trees = _settings(root)
-    if get_binpkg_format(package) != "gpkg":
-        return {"error": f"{package}: only gpkg binary packages are read"}
-    with tempfile.TemporaryDirectory(dir=os.path.dirname(out)) as scratch:
-        gpkg(trees["vartree"].settings, None, package).decompress(scratch)
-        source = os.path.join(scratch, "image", path.lstrip("/"))
+    trees = _settings(root)  # before any other import of Portage
+    from portage.gpkg import gpkg
+    from portage.versions import catpkgsplit, vercmp
+
+    split = catpkgsplit(owner)
+    if split is None:
+        return {"error": f"{owner!r} names no package version"}
+    category, name, version, revision = split
+    installed = version if revision == "r0" else f"{version}-{revision}"
+    candidates: list[tuple[str, float, str]] = []
+    for directory in (os.path.join(pkgdir, category, name), os.path.join(pkgdir, category)):
+        try:
+            files = os.listdir(directory)
+        except OSError:
+            continue
+        for file in files:
+            if not file.endswith(".gpkg.tar") or not file.startswith(f"{name}-"):
+                continue
+            stem = file.removesuffix(".gpkg.tar")
+            found = catpkgsplit(f"{category}/{stem}")
+            if found is None:  # NAME-VERSION-BUILDID: the build id goes
+                stem = stem.rpartition("-")[0]
+                found = catpkgsplit(f"{category}/{stem}")
+            if found is None or found[1] != name:
+                continue
+            other = found[2] if found[3] == "r0" else f"{found[2]}-{found[3]}"
+            if vercmp(other, installed) < 0:
+                full = os.path.join(directory, file)
+                candidates.append((other, os.path.getmtime(full), full))
+    if not candidates:
+        return {"error": f"no binary package of {category}/{name} before {owner}"}
+
+    def order(a: tuple[str, float, str], b: tuple[str, float, str]) -> int:
+        return int(vercmp(a[0], b[0])) or (a[1] > b[1]) - (a[1] < b[1])
+
+    newest = max(candidates, key=functools.cmp_to_key(order))[2]
+    with tempfile.TemporaryDirectory() as scratch:
+        gpkg(trees["vartree"].settings, None, newest).decompress(scratch)
+        source = os.path.join(scratch, path.lstrip("/"))
         if not os.path.isfile(source) or os.path.islink(source):
-            return {"error": f"{path} is no regular file in {os.path.basename(package)}"}
-        shutil.copyfile(source, out)
-    return {"extracted": out}
+            return {"error": f"{path} is no regular file of {os.path.basename(newest)}"}
+        with open(source, "rb") as binary:
+            content = binary.read(MOST_BYTES + 1)
+    if len(content) > MOST_BYTES:
+        return {"error": f"{path} in {os.path.basename(newest)} is too big to merge"}
+    return {"package": os.path.basename(newest), "content": base64.b64encode(content).decode()}
 
 
 def main(argv: list[str]) -> int:
@@ -127,8 +169,8 @@ def main(argv: list[str]) -> int:
         result = config_files(root)
     elif question == "news":
         result = news(root)
-    elif question == "extract":
-        result = extract(root, *rest)
+    elif question == "previous-default":
+        result = previous_default(root, *rest)
     else:
         print(f"unknown question {question!r}", file=sys.stderr)
         return 2

@@ -15,7 +15,7 @@ import ctypes
 import errno
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 _SYS_OPENAT2 = 437
@@ -78,11 +78,20 @@ def is_file(root: Path, path: str) -> bool:
 
 def read_text(root: Path, path: str, limit: int = 1 << 20) -> str:
     """The start of a text file in the root, at most `limit` bytes of it."""
+    return read_bytes(root, path, limit).decode(errors="replace")
+
+
+def read_bytes(root: Path, path: str, limit: int = 1 << 20) -> bytes:
+    """The start of a regular file in the root, at most `limit` bytes of it."""
     flags = os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK  # a planted FIFO must not block
     with _root(root) as fd, _opened(_openat2(fd, path, flags)) as file:
         if not stat.S_ISREG(os.fstat(file).st_mode):
             raise OSError(errno.EINVAL, "not a regular file", path)
-        return os.read(file, limit).decode(errors="replace")
+        chunks = []
+        while limit > 0 and (chunk := os.read(file, min(limit, 1 << 16))):
+            chunks.append(chunk)
+            limit -= len(chunk)
+        return b"".join(chunks)
 
 
 def listdir(root: Path, path: str, limit: int) -> list[str]:
@@ -127,6 +136,64 @@ def write_text(root: Path, path: str, text: str, mode: int = 0o644) -> None:
             while data:
                 data = data[os.write(file, data) :]
         os.replace(temporary, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+
+
+def replace_by(
+    root: Path,
+    path: str,
+    new: str,
+    *,
+    backup: str,
+    content: bytes | None = None,
+    drop: Sequence[str] = (),
+) -> None:
+    """Put file `new` in the place of `path` (both names in one directory of the root),
+    or, with `content`, a file of that content with the owner and mode of `new`, which
+    then goes. What was at `path` stays as `backup` (a hard link: nothing is copied and
+    the file is never opened); the names in `drop` go. `path` is always whole: the
+    replacement is a rename."""
+    parent, name = _split(path)
+    if any(_split(other)[0] != parent for other in (new, backup, *drop)):
+        raise OSError(errno.EXDEV, "not in the directory of", path)
+    new_name, backup_name = _split(new)[1], _split(backup)[1]
+    with _root(root) as fd, _opened(_openat2(fd, parent, os.O_PATH | os.O_DIRECTORY)) as dir_fd:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(backup_name, dir_fd=dir_fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.link(name, backup_name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+        if content is None:
+            os.replace(new_name, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        else:
+            like = os.stat(new_name, dir_fd=dir_fd, follow_symlinks=False)
+            if not stat.S_ISREG(like.st_mode):
+                raise OSError(errno.EINVAL, "not a regular file", new)
+            temporary = f".{name}.gnspawn-tmp"
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary, dir_fd=dir_fd)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            with _opened(os.open(temporary, flags, 0o600, dir_fd=dir_fd)) as file:
+                data = memoryview(content)
+                while data:
+                    data = data[os.write(file, data) :]
+                os.fchown(file, like.st_uid, like.st_gid)
+                os.fchmod(file, stat.S_IMODE(like.st_mode))
+            os.replace(temporary, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            os.unlink(new_name, dir_fd=dir_fd)
+        for other in drop:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(_split(other)[1], dir_fd=dir_fd)
+
+
+def remove(root: Path, paths: Sequence[str]) -> None:
+    """Remove files (never directories) from the root; what is gone already is fine."""
+    with _root(root) as fd:
+        for path in paths:
+            parent, name = _split(path)
+            with (
+                _opened(_openat2(fd, parent, os.O_PATH | os.O_DIRECTORY)) as dir_fd,
+                contextlib.suppress(FileNotFoundError),
+            ):
+                os.unlink(name, dir_fd=dir_fd)
 
 
 def symlink(root: Path, target: str, path: str) -> None:

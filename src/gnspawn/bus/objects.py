@@ -17,6 +17,7 @@ from gnspawn import __version__
 from gnspawn.bus.auth import Authority
 from gnspawn.bus.errors import translated, translated_now
 from gnspawn.bus.introspection import constant, outputs
+from gnspawn.jobs.kinds.config import argument as config_argument
 from gnspawn.jobs.record import Job
 from gnspawn.machines import MachineInfo
 from gnspawn.manager import Manager
@@ -112,6 +113,25 @@ class ManagerInterface(ServiceInterface):
         uid = await self.authority.require_manage()
         job = await self.manager.request(JobType.ROLLBACK, name, flags, uid=uid, argument=snapshot)
         return job.id, job_path(job.id)
+
+    @outputs("id", "job")
+    @dbus_method()
+    @translated
+    async def ResolveConfig(
+        self, name: DBusStr, path: DBusStr, action: DBusStr, flags: DBusUInt64
+    ) -> JobHandle:
+        uid = await self.authority.require_manage()
+        argument = config_argument(action, path)
+        job = await self.manager.request(JobType.CONFIG, name, flags, uid=uid, argument=argument)
+        return job.id, job_path(job.id)
+
+    @outputs("files")
+    @dbus_method()
+    @translated
+    async def ListConfigFiles(self, name: DBusStr) -> Annotated[list[Any], DBusSignature("a(sss)")]:
+        # The files' contents are the container's, which not every local user may read.
+        await self.authority.require_manage()
+        return [list(row) for row in await self.manager.list_config_files(name)]
 
     @outputs("machines")
     @dbus_method()

@@ -168,6 +168,24 @@ def build_parser() -> Parser:
         "remove", parents=[job_opts], help="destroy a machine's dataset, snapshots and .nspawn file"
     )
     remove.add_argument("name", metavar="NAME")
+    config = verbs.add_parser(
+        "config",
+        parents=[job_opts],
+        help="show or settle config files with a new default waiting",
+        description="Without PATH: each config file of NAME that a merge left a new default "
+        "beside (._cfg0000_FILE), with the diff from the admin's file to it. With PATH and "
+        "one action, a job settles that file in a snapshot: --keep keeps the admin's file and "
+        "removes the new defaults; --replace puts the newest default in; --merge merges the "
+        "changes between the previous version's default and the new one into the admin's "
+        "file. --replace and --merge keep the admin's file as ._gnspawn-JOB_FILE beside it.",
+    )
+    config.add_argument("name", metavar="NAME")
+    config.add_argument("path", metavar="PATH", nargs="?", default="")
+    actions = config.add_mutually_exclusive_group()
+    for action in ("keep", "replace", "merge"):
+        actions.add_argument(
+            f"--{action}", dest="action", action="store_const", const=action, default=""
+        )
     verbs.add_parser("profiles", parents=[common], help="list the profiles build accepts")
     prune = verbs.add_parser(
         "prune", parents=[queueing], help="destroy the snapshots retention does not keep"
@@ -570,6 +588,17 @@ async def cmd_remove(client: Client, args: argparse.Namespace) -> int:
     return await queue_one(client, args, "Remove", "st", args.name, job_flags(args))
 
 
+async def cmd_config(client: Client, args: argparse.Namespace) -> int:
+    if args.path:
+        body = (args.name, args.path, args.action, job_flags(args))
+        return await queue_one(client, args, "ResolveConfig", "ssst", *body)
+    (rows,) = await client.manager("ListConfigFiles", "s", args.name)
+    for path, newest, diff in rows:
+        print(printable(f"{path}: a new default waits in {newest}"))
+        print(printable(diff), end="" if diff.endswith("\n") else "\n")
+    return EXIT_OK
+
+
 async def cmd_prune(client: Client, args: argparse.Namespace) -> int:
     return await queue_one(client, args, "Prune", "st", args.name, 0)
 
@@ -734,6 +763,7 @@ COMMANDS = {
     "profiles": cmd_profiles,
     "status": cmd_status,
     "prune": cmd_prune,
+    "config": cmd_config,
     "logs": cmd_logs_from_bus,
 }
 
@@ -767,6 +797,8 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
             verb.error("--scheduled goes with --all only")
         if args.keep_failed and args.pretend:
             verb.error("--pretend changes nothing: there is no failed state to keep")
+    if args.verb == "config" and bool(args.path) != bool(args.action):
+        verb.error("with PATH give one of --keep, --replace or --merge; without PATH none")
     if args.verb == "logs" and not is_job_id(args.target) and not valid_name(args.target):
         verb.error(f"not a job id or a machine name: {args.target!r}")
     return args

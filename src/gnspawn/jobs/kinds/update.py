@@ -9,7 +9,7 @@ from pathlib import Path
 from gnspawn import log as journal
 from gnspawn import machines
 from gnspawn.inventory import gentoo_root
-from gnspawn.jobs import snapshots, steps
+from gnspawn.jobs import configfiles, snapshots, steps
 from gnspawn.jobs.context import Context, Host, Kind, Request
 from gnspawn.jobs.emerge import emerge
 from gnspawn.names import Flags, JobResult, JobType, MachineState, Phase, pending_line
@@ -45,7 +45,8 @@ class Update(Kind):
             progress = await emerge(ctx, root, args, publish=publish)
             rebuilt = await steps.rebuild_preserved(ctx, root, publish=publish)
             cleaned = await steps.depclean(ctx, root, ctx.config.updates.depclean)
-        if progress.merged_nothing and not (rebuilt or cleaned):
+            settled = await configfiles.settle(ctx, root, ctx.config.updates.config_files)
+        if progress.merged_nothing and not (rebuilt or cleaned or settled):
             # Nothing changed: a snapshot equal to the dataset would only push real
             # restore points out of retention.
             await ctx.zfs.destroy(snapshot.full_name)

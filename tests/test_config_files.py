@@ -1,0 +1,213 @@
+"""The new config files a merge leaves beside the admin's (._cfg????_ under
+CONFIG_PROTECT), through the real daemon, emerge and Portage's own config-protect code:
+each `[updates] config_files` policy, `gnctl config` and ResolveConfig."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from helpers import call, gdbus_error, gnctl, job_string, snapshots
+from testbed import Testbed, tree_hash
+
+CONF = """EAPI=8
+DESCRIPTION="A package with a config file under CONFIG_PROTECT"
+SLOT="0"
+KEYWORDS="amd64"
+S=${{WORKDIR}}
+src_install() {{
+	insinto /etc/conf
+	printf '{content}' > "${{T}}/foo.conf" || die
+	doins "${{T}}/foo.conf"
+}}
+"""
+DEFAULT_1 = "# foo\nalpha = 1\nbeta = 1\ngamma = 1\n"
+DEFAULT_2 = "# foo\nalpha = 1\nbeta = 1\ngamma = 2\n"
+ADMIN = "# foo\nalpha = admin\nbeta = 1\ngamma = 1\n"
+MERGED = "# foo\nalpha = admin\nbeta = 1\ngamma = 2\n"
+PATH = "/etc/conf/foo.conf"
+NEW = "/etc/conf/._cfg0000_foo.conf"
+
+
+def write_conf(repo: Path, version: int, content: str) -> None:
+    ebuilds = repo / "app-misc" / "conf"
+    ebuilds.mkdir(exist_ok=True)
+    text = CONF.format(content=content.replace("\n", "\\n"))
+    (ebuilds / f"conf-{version}.ebuild").write_text(text)
+
+
+def edited_machine(daemon: Testbed, policy: str, admin: str = ADMIN) -> Path:
+    """web with conf-1 and the admin's edit of its config file; conf-2 in the tree,
+    whose default changes another line; gnspawnd with `policy`."""
+    daemon.write_config(updates={"config_files": policy})
+    daemon.stop_daemon()
+    daemon.start_daemon()
+    write_conf(daemon.repo, 1, DEFAULT_1)
+    root = daemon.seed("web", ["=app-misc/hello-2", "=app-misc/conf-1"])
+    (root / PATH.lstrip("/")).write_text(admin)
+    write_conf(daemon.repo, 2, DEFAULT_2)
+    return root
+
+
+def etc_conf(root: Path) -> dict[str, str]:
+    """The files of /etc/conf, with their contents."""
+    directory = root / "etc/conf"
+    return {name: (directory / name).read_text() for name in sorted(os.listdir(directory))}
+
+
+def notices(job: int) -> list[list[str]]:
+    shown = gnctl("job", "--json", str(job))
+    assert shown.returncode == 0, shown.stderr
+    return [list(n) for n in json.loads(shown.stdout)["Notices"]]
+
+
+def attention() -> dict[str, list[dict[str, str]]]:
+    machines = json.loads(gnctl("list", "--json").stdout)
+    return {m["name"]: m["attention"] for m in machines}
+
+
+def test_keep_leaves_the_new_default_waiting_and_says_so(daemon: Testbed) -> None:
+    root = edited_machine(daemon, "keep")
+
+    result = gnctl("update", "web")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert etc_conf(root) == {"._cfg0000_foo.conf": DEFAULT_2, "foo.conf": ADMIN}
+    text = f"a new default waits in ._cfg0000_foo.conf: gnctl config web {PATH}"
+    assert notices(1) == [["config-file", PATH, "warning", text]]
+    assert attention() == {"web": [{"kind": "config-file", "subject": PATH, "text": text}]}
+    listed = gnctl("list").stdout.splitlines()
+    assert listed[0].split()[-1] == "ATTENTION" and listed[1].endswith("1 config"), listed
+    status = gnctl("status", "web").stdout
+    assert "      Attention: 1 config\n" in status
+    assert f"config-file: {PATH}: {text}" in status
+    # The diff, from the admin's file to the new default.
+    shown = gnctl("config", "web")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines()[:1] == [f"{PATH}: a new default waits in {NEW}"]
+    assert f"--- {PATH}\n+++ {NEW}\n" in shown.stdout
+    assert "-alpha = admin\n+alpha = 1\n beta = 1\n-gamma = 1\n+gamma = 2\n" in shown.stdout
+
+
+@pytest.mark.parametrize(
+    ("action", "expected"),
+    [
+        ("replace", {"._gnspawn-2_foo.conf": ADMIN, "foo.conf": DEFAULT_2}),
+        ("merge", {"._gnspawn-2_foo.conf": ADMIN, "foo.conf": MERGED}),
+        ("keep", {"foo.conf": ADMIN}),
+    ],
+)
+def test_the_admin_settles_a_waiting_config_file_in_a_snapshot(
+    daemon: Testbed, action: str, expected: dict[str, str]
+) -> None:
+    root = edited_machine(daemon, "keep")
+    assert gnctl("update", "-q", "web").returncode == 0
+    mode = (root / NEW.lstrip("/")).stat().st_mode
+
+    result = gnctl("config", "web", PATH, f"--{action}")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert etc_conf(root) == expected
+    if action != "keep":
+        assert (root / PATH.lstrip("/")).stat().st_mode == mode
+    assert job_string(2, "Type") == "config" and job_string(2, "Result") == "done"
+    assert f"{daemon.dataset}/web@gnspawn-2-pre" in snapshots(f"{daemon.dataset}/web")
+    assert attention() == {"web": []}
+    assert gnctl("config", "web").stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [
+        ("replace", {"._gnspawn-1_foo.conf": ADMIN, "foo.conf": DEFAULT_2}),
+        ("merge", {"._gnspawn-1_foo.conf": ADMIN, "foo.conf": MERGED}),
+    ],
+)
+def test_an_update_settles_config_files_by_policy(
+    daemon: Testbed, policy: str, expected: dict[str, str]
+) -> None:
+    root = edited_machine(daemon, policy)
+
+    result = gnctl("update", "web")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert etc_conf(root) == expected
+    (notice,) = notices(1)
+    assert notice[:3] == ["config-file", PATH, "notice"], notice
+    assert notice[3].endswith("the admin's file kept as /etc/conf/._gnspawn-1_foo.conf")
+    assert attention() == {"web": []}
+
+
+def test_a_merge_that_conflicts_keeps_the_new_default_waiting(daemon: Testbed) -> None:
+    both = "# foo\nalpha = 1\nbeta = 1\ngamma = admin\n"
+    root = edited_machine(daemon, "merge", admin=both)
+
+    result = gnctl("update", "web")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert etc_conf(root) == {"._cfg0000_foo.conf": DEFAULT_2, "foo.conf": both}
+    text = f"cannot merge {PATH}: the changes conflict; kept waiting"
+    assert notices(1) == [["config-file", PATH, "warning", text]]
+    assert [a["subject"] for a in attention()["web"]] == [PATH]
+    # Asked for by name, the merge fails and the job rolls back: nothing changed.
+    before = tree_hash(root)
+    failed = gnctl("config", "web", PATH, "--merge")
+    assert failed.returncode == 1
+    assert f"cannot merge {PATH}: the changes conflict" in failed.stderr
+    assert job_string(2, "Result") == "failed"
+    assert tree_hash(root) == before
+
+
+def test_bad_requests_get_named_errors_and_change_nothing(daemon: Testbed) -> None:
+    root = edited_machine(daemon, "keep")
+    assert gnctl("update", "-q", "web").returncode == 0
+    before = tree_hash(root)
+
+    def error(name: str, path: str, action: str) -> str:
+        return gdbus_error("ResolveConfig", name, path, action, "0").split(":")[0]
+
+    assert error("web", "/etc/conf/bar.conf", "replace") == "org.gnspawn1.Error.NoSuchConfigFile"
+    assert error("web", PATH, "overwrite") == "org.freedesktop.DBus.Error.InvalidArgs"
+    assert error("web", "etc/conf/foo.conf", "replace") == "org.freedesktop.DBus.Error.InvalidArgs"
+    assert error("web", "/etc/conf/../conf/foo.conf", "keep") == (
+        "org.freedesktop.DBus.Error.InvalidArgs"
+    )
+    assert error("nosuch", PATH, "keep") == "org.gnspawn1.Error.NoSuchMachine"
+    assert error("../web", PATH, "keep") == "org.gnspawn1.Error.InvalidName"
+    usage = gnctl("config", "web", PATH)
+    assert usage.returncode == 64 and "--keep, --replace or --merge" in usage.stderr
+    assert tree_hash(root) == before
+    assert json.loads(gnctl("jobs", "--json").stdout)[0]["id"] == 1
+
+
+def test_a_planted_link_shows_the_containers_file_never_the_hosts(daemon: Testbed) -> None:
+    root = edited_machine(daemon, "keep")
+    secret = daemon.dir / "host-secret.conf"
+    secret.write_text("HOSTSECRET\n")
+    assert gnctl("update", "-q", "web").returncode == 0
+    # The new default becomes a link to a host path: the container sees its own file.
+    new = root / NEW.lstrip("/")
+    new.unlink()
+    new.symlink_to(secret)
+
+    shown = gnctl("config", "web")
+
+    assert "HOSTSECRET" not in shown.stdout + shown.stderr
+    assert f"(cannot read {NEW}" in shown.stdout
+    # Replacing moves the link itself into place: nothing is written through it.
+    assert gnctl("config", "web", PATH, "--replace").returncode == 0
+    assert (root / PATH.lstrip("/")).readlink() == secret
+    assert secret.read_text() == "HOSTSECRET\n"
+
+
+def test_reading_config_files_needs_the_manage_right(daemon: Testbed) -> None:
+    edited_machine(daemon, "keep")
+    assert gnctl("update", "-q", "web").returncode == 0
+
+    denied = call("ListConfigFiles", "s", "web", check=False, user=65534)
+
+    assert denied.returncode != 0
+    assert "Access denied" in denied.stderr or "AccessDenied" in denied.stderr, denied.stderr
