@@ -73,7 +73,7 @@ def test_signals_tell_the_whole_story_of_a_job(daemon: Testbed) -> None:
         if m.member == "PropertiesChanged" and m.body[0] == "org.gnspawn1.Job"
     ]
     phases = [c["Phase"] for c in changes if "Phase" in c]
-    assert phases[:4] == ["fetch", "snapshot", "emerge", "cleanup"]
+    assert phases[:5] == ["fetch", "snapshot", "emerge", "config", "cleanup"]
     states = [c["State"] for c in changes if "State" in c]
     assert states == ["running", "finished"]
     assert {"Progress": 100, "PackagesDone": 1, "PackagesTotal": 1}.items() <= {

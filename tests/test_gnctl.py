@@ -274,7 +274,7 @@ def test_a_failed_update_is_told_once_and_leaves_the_machine_ready(daemon: Testb
     # Rolled back cleanly, the machine is intact: ready, and the last result says the
     # update failed.
     rows = [line.split() for line in gnctl("list").stdout.splitlines()]
-    assert ["b", "ready", "default", "failed"] in rows
+    assert ["b", "ready", "default", "failed", "-"] in rows
     assert call("ListMachines").stdout.split()[2:5] == ['"b"', '"ready"', '"default"']
     assert '"failed"' in call("ListMachines").stdout
     machine = ("org.gnspawn1", "/org/gnspawn1/machine/b", "org.gnspawn1.Machine")

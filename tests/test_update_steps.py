@@ -181,7 +181,7 @@ def test_the_fetch_comes_before_the_snapshot_and_pretend_fetches_nothing(
     assert phases(daemon, 1) == ["emerge"]
 
     assert gnctl("update", "web").returncode == 0
-    assert phases(daemon, 2) == ["fetch", "snapshot", "emerge", "cleanup"]
+    assert phases(daemon, 2) == ["fetch", "snapshot", "emerge", "config", "cleanup"]
     fetch = [
         e["MESSAGE"]
         for e in daemon.daemon_journal("GNSPAWN_JOB=2", "GNSPAWN_PHASE=fetch")
@@ -230,7 +230,14 @@ def test_a_soname_bump_rebuilds_its_consumers_in_the_same_snapshot(daemon: Testb
     assert not (root / "usr/lib/libfoo.so.1").exists()
     assert (root / "usr/lib/libfoo.so.2").is_file()
     assert json.loads(registry(root) or "{}") == {}
-    assert phases(daemon, 1) == ["fetch", "snapshot", "emerge", "preserved-rebuild", "cleanup"]
+    assert phases(daemon, 1) == [
+        "fetch",
+        "snapshot",
+        "emerge",
+        "preserved-rebuild",
+        "config",
+        "cleanup",
+    ]
     rebuilt = daemon.daemon_journal("GNSPAWN_JOB=1", "GNSPAWN_PHASE=preserved-rebuild")
     assert any(" --usepkg=n --oneshot @preserved-rebuild" in e["MESSAGE"] for e in rebuilt)
     assert any("app-misc/fooer-1" in e["MESSAGE"] for e in rebuilt)
@@ -307,7 +314,7 @@ def test_depclean_report_lists_the_orphans_and_removes_nothing(daemon: Testbed) 
     ]
     shown = gnctl("job", "1").stdout.splitlines()
     assert f"        Notices: notice: depclean app-misc/tool-helper-1: {text}" in shown
-    assert phases(daemon, 1) == ["fetch", "snapshot", "emerge", "depclean", "cleanup"]
+    assert phases(daemon, 1) == ["fetch", "snapshot", "emerge", "depclean", "config", "cleanup"]
     assert any(
         "--depclean" in e["MESSAGE"] and "--pretend" in e["MESSAGE"]
         for e in daemon.daemon_journal("GNSPAWN_JOB=1", "GNSPAWN_PHASE=depclean")
@@ -330,7 +337,7 @@ def test_depclean_apply_removes_the_orphans_in_the_snapshot(daemon: Testbed) -> 
     assert (root / "etc/gentoo-release").is_file()  # @system stays
     text = "removed by emerge --depclean: nothing needed it"
     assert notices(1) == [("depclean", "app-misc/gear-helper-1", "notice", text)]
-    assert phases(daemon, 1) == ["fetch", "snapshot", "emerge", "depclean", "cleanup"]
+    assert phases(daemon, 1) == ["fetch", "snapshot", "emerge", "depclean", "config", "cleanup"]
     # One snapshot before it all: rolling back brings the helper back.
     assert gnctl("rollback", "web", "gnspawn-1-pre").returncode == 0
     assert tree_hash(root) == before

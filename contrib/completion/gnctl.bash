@@ -5,7 +5,7 @@
 
 _gnctl() {
     local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}
-    local verbs="list snapshots jobs job update sync rollback build remove prune profiles status logs cancel wait"
+    local verbs="list snapshots jobs job update sync rollback build remove prune profiles status config logs cancel wait"
     local verb="" i resume=""
     local -a host=() args=()
     for ((i = 1; i < COMP_CWORD; i++)); do
@@ -53,6 +53,7 @@ _gnctl() {
             update) options+=" --all --scheduled --pretend --keep-failed $waiting" ;;
             build) options+=" --profile --resume --keep-failed $waiting" ;;
             rollback|remove) options+=" $waiting" ;;
+            config) options+=" --keep --replace --merge $waiting" ;;
             prune|sync) options+=" $following --no-block" ;;
             wait) options+=" $following" ;;
             logs) options+=" --follow --lines" ;;
@@ -77,6 +78,16 @@ _gnctl() {
             elif ((${#args[@]} == 1)); then
                 # The machine's own snapshots (not those of its failed copies, COPY@SNAPSHOT).
                 COMPREPLY=($(compgen -W "$(_gnctl_column '$1 !~ /@/' snapshots "${args[0]}")" -- "$cur"))
+            fi ;;
+        config)
+            if ((${#args[@]} == 0)); then
+                COMPREPLY=($(compgen -W "$(_gnctl_column "$ours" list)" -- "$cur"))
+            elif ((${#args[@]} == 1)); then
+                # The files with a new default waiting, as gnctl status lists them.
+                local paths
+                paths=$(gnctl "${host[@]}" status "${args[0]}" 2>/dev/null |
+                    awk '$1 == "config-file:" { sub(/:$/, "", $2); print $2 }')
+                COMPREPLY=($(compgen -W "$paths" -- "$cur"))
             fi ;;
         build)
             # A new name, which nothing can offer; with --resume, an incomplete machine.
