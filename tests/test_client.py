@@ -103,7 +103,10 @@ def test_listings_have_a_legend_and_no_legend_for_scripts(daemon: Testbed) -> No
     bare = gnctl("list", "--no-legend").stdout.splitlines()
 
     assert listed[0].split() == ["NAME", "STATE", "PROFILE", "LAST", "RESULT", "ATTENTION"]
-    assert listed[1:3] == ["db    ready  default  -            -", "web   ready  default  -            -"]
+    assert listed[1:3] == [
+        "db    ready  default  -            -",
+        "web   ready  default  -            -",
+    ]
     assert listed[3:] == ["", "2 machines listed."]
     assert bare == ["db  ready  default  -  -", "web  ready  default  -  -"]
     assert gnctl("jobs").stdout == "0 jobs listed.\n"
