@@ -7,26 +7,36 @@ named on the command line as running (their systemd-nspawn@ units active).
 Each call is appended to a JSON-lines file.
 
     python recording_services.py [--fail METHOD UNIT RESULT]... [--signal-first]
-        RECORD_FILE [RUNNING_MACHINE...]
+        [--container NAME ROOT]... RECORD_FILE [RUNNING_MACHINE...]
 
 Every unit job ends at once with JobRemoved; its result is "done" unless a --fail
 names the job's method and unit, as systemd's result of a unit that fails to start
 ("failed"), does not stop in time ("timeout") or lacks what it needs ("dependency").
 With --signal-first, JobRemoved goes out before the method's reply, as it can from
 systemd when a job ends at once.
+
+A --container machine is a real container: its unit's start runs
+`systemd-nspawn --register=no --keep-unit -D ROOT` with busybox's sh as its init (ROOT
+must hold /bin/busybox), its stop ends that process, a restart does both, and machined
+reports the container's init as the machine's Leader, as machined does.
 """
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import re
+import signal
+import subprocess
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, cast
 
 from dbus_fast import BusType, DBusError
 from dbus_fast.aio import MessageBus
-from dbus_fast.annotations import DBusBool, DBusObjectPath, DBusSignature, DBusStr
+from dbus_fast.annotations import DBusBool, DBusObjectPath, DBusSignature, DBusStr, DBusUInt32
 from dbus_fast.constants import PropertyAccess
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_property, dbus_signal
 
@@ -59,6 +69,79 @@ class Unit(ServiceInterface):
         return self.states[self.unit]
 
 
+INIT = 'trap "exit 0" TERM 37; while :; do /bin/busybox sleep 1; done'
+"""The container's init: ends on SIGTERM and on systemd-nspawn's SIGRTMIN+3."""
+
+
+class Container:
+    """A real systemd-nspawn container that the stand-in's unit jobs start and stop."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        argv = ["systemd-nspawn", "--quiet", "--register=no", "--keep-unit", "-D", self.root]
+        self.proc = subprocess.Popen(
+            [*argv, "/bin/busybox", "sh", "-c", INIT],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        # Started as systemd's start job of a notifying service ends: once the
+        # container's init runs.
+        deadline = time.monotonic() + 30
+        while not self.leader() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        leader = self.leader()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            if leader:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(leader, signal.SIGKILL)
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def leader(self) -> int:
+        """The host PID of the container's init (PID 1 in its namespace), or 0."""
+        if self.proc is None or self.proc.poll() is not None:
+            return 0
+        pending = [self.proc.pid]
+        while pending:
+            pid = pending.pop()
+            try:
+                children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            nspid = next(line for line in status.splitlines() if line.startswith("NSpid:"))
+            if pid != self.proc.pid and nspid.split()[-1] == "1":
+                return pid
+            pending += map(int, children)
+        return 0
+
+
+class Machine(ServiceInterface):
+    """org.freedesktop.machine1.Machine of a container: its Leader."""
+
+    def __init__(self, container: Container) -> None:
+        super().__init__("org.freedesktop.machine1.Machine")
+        self.container = container
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Leader(self) -> DBusUInt32:
+        return self.container.leader()
+
+
 class Systemd(ServiceInterface):
     """org.freedesktop.systemd1.Manager: records unit calls, ends each job at once."""
 
@@ -70,12 +153,14 @@ class Systemd(ServiceInterface):
         failing: dict[tuple[str, str], str],
         *,
         signal_first: bool,
+        containers: dict[str, Container],
     ) -> None:
         super().__init__("org.freedesktop.systemd1.Manager")
         self.bus = bus
         self.record = record
         self.failing = failing
         self.signal_first = signal_first
+        self.containers = {f"systemd-nspawn@{name}.service": c for name, c in containers.items()}
         # Units systemd has loaded, with their ActiveState; GetUnit knows only these.
         self.states: dict[str, str] = {}
         for unit in active:
@@ -94,6 +179,11 @@ class Systemd(ServiceInterface):
         self.jobs += 1
         path = f"/org/freedesktop/systemd1/job/{self.jobs}"
         result = self.failing.get((member, unit), "done")
+        if (container := self.containers.get(unit)) is not None and result == "done":
+            if member in ("StopUnit", "TryRestartUnit"):
+                container.stop()
+            if state == "active":
+                container.start()
         self._set_state(unit, state if result == "done" else "failed")
         if self.signal_first:
             self.JobRemoved(self.jobs, path, unit, result)
@@ -149,15 +239,20 @@ class Systemd(ServiceInterface):
 
 
 class Machined(ServiceInterface):
-    def __init__(self, record: Recorder, running: set[str]) -> None:
+    def __init__(
+        self, record: Recorder, running: set[str], containers: dict[str, Container]
+    ) -> None:
         super().__init__("org.freedesktop.machine1.Manager")
         self.record = record
         self.running = running
+        self.containers = containers
 
     @dbus_method()
     def GetMachine(self, name: DBusStr) -> DBusObjectPath:
         self.record("GetMachine", name)
-        if name not in self.running:
+        container = self.containers.get(name)
+        known = container.leader() != 0 if container is not None else name in self.running
+        if not known:
             raise DBusError("org.freedesktop.machine1.NoSuchMachine", f"No machine '{name}' known")
         return f"/org/freedesktop/machine1/machine/{name}"
 
@@ -177,6 +272,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--signal-first", action="store_true", help="send JobRemoved before the reply"
     )
+    parser.add_argument(
+        "--container",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "ROOT"),
+        help="machine NAME is a real container of ROOT, started now",
+    )
     return parser.parse_intermixed_args()
 
 
@@ -185,16 +288,33 @@ async def main() -> None:
     record = Recorder(args.record)
     running = set(args.running)
     failing = {(method, unit): result for method, unit, result in args.fail}
+    containers = {name: Container(root) for name, root in args.container}
+    running |= set(containers)
     bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
     units = {f"systemd-nspawn@{name}.service" for name in running}
-    systemd = Systemd(bus, record, units, failing, signal_first=args.signal_first)
+    systemd = Systemd(
+        bus, record, units, failing, signal_first=args.signal_first, containers=containers
+    )
     bus.export("/org/freedesktop/systemd1", systemd)
-    bus.export("/org/freedesktop/machine1", Machined(record, running))
+    bus.export("/org/freedesktop/machine1", Machined(record, running, containers))
+    for name, container in containers.items():
+        container.start()
+        bus.export(f"/org/freedesktop/machine1/machine/{name}", Machine(container))
     await bus.request_name("org.freedesktop.systemd1")
     await bus.request_name("org.freedesktop.machine1")
     print("ready", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
     # dbus-fast leaves this method without annotations.
-    await cast(Callable[[], Awaitable[None]], bus.wait_for_disconnect)()
+    disconnected = asyncio.ensure_future(
+        cast(Callable[[], Awaitable[None]], bus.wait_for_disconnect)()
+    )
+    await asyncio.wait(
+        [disconnected, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED
+    )
+    for container in containers.values():
+        container.stop()
 
 
 if __name__ == "__main__":

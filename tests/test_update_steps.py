@@ -284,6 +284,9 @@ def test_libraries_still_preserved_after_the_rebuild_are_a_notice(daemon: Testbe
     assert f"  warning: preserved-libs app-misc/baz-2: {text}" in result.stdout.splitlines()
     entries = daemon.daemon_journal("GNSPAWN_JOB=1", "GNSPAWN_PACKAGE=app-misc/baz-2")
     assert [e["MESSAGE"] for e in entries] == [f"preserved-libs: app-misc/baz-2: {text}"]
+    # It waits on the machine until an update finds the registry empty.
+    assert gnctl("list", "--no-legend").stdout.split()[-2:] == ["1", "preserved"]
+    assert f"preserved-libs: app-misc/baz-2: {text}" in gnctl("status", "web").stdout
 
 
 def write_orphaning(repo: Path, name: str) -> None:

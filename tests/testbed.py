@@ -489,6 +489,7 @@ class Testbed:
         *running: str,
         fail: dict[tuple[str, str], str] | None = None,
         signal_first: bool = False,
+        containers: Sequence[str] = (),
     ) -> Iterator[Path]:
         """Recording systemd and machined on the bus; yields the file of their calls."""
         record = self.dir / "host-services.jsonl"
@@ -502,6 +503,12 @@ class Testbed:
         ]
         if signal_first:
             options.append("--signal-first")
+        # Real containers of those machines' roots, their init the test bed's busybox.
+        for name in containers:
+            root = self.machines / name
+            (root / "bin").mkdir(exist_ok=True)
+            shutil.copy2("/bin/busybox", root / "bin" / "busybox")
+            options += ["--container", name, str(root)]
         proc = subprocess.Popen(
             [
                 sys.executable,

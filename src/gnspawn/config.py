@@ -117,6 +117,14 @@ class UpdatesConfig:
     """A scheduled update-all syncs the repositories first; its updates wait for that."""
     depclean: DepcleanPolicy = DepcleanPolicy.OFF
     config_files: ConfigFilesPolicy = ConfigFilesPolicy.KEEP
+    health: tuple[tuple[str, ...], ...] = ()
+    """Commands run inside a container after an update changed it; one that fails
+    rolls the update back."""
+    health_timeout: float = 120.0
+    """Seconds each health check (and a restarted container's settling) may take."""
+    canary: bool = True
+    """UpdateAll: the first machine of each profile updates alone first, and when it
+    fails the others of its profile are held."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,6 +142,8 @@ class MachineConfig:
     profile: str = ""
     trusted: bool = False
     """Its emerges write the shared PKGDIR: what it builds, the others may install."""
+    health: tuple[tuple[str, ...], ...] | None = None
+    """Its own health checks instead of [updates] health."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,6 +161,11 @@ class Config:
     def machine(self, name: str) -> MachineConfig:
         """The [machines.NAME] settings of a machine, defaults where it has none."""
         return self.machines.get(name) or MachineConfig()
+
+    def health(self, name: str) -> tuple[tuple[str, ...], ...]:
+        """The health checks of machine `name`: its own, or [updates] health."""
+        own = self.machine(name).health
+        return self.updates.health if own is None else own
 
 
 # One converter per setting: each takes the TOML value and returns the typed one,
@@ -224,6 +239,14 @@ def _strings(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _commands(value: Any) -> tuple[tuple[str, ...], ...]:
+    if not isinstance(value, list) or not all(
+        isinstance(c, list) and c and all(isinstance(a, str) for a in c) and c[0] for c in value
+    ):
+        raise ValueError('expected a list of commands, each a list of strings: [["cmd", "arg"]]')
+    return tuple(tuple(command) for command in value)
+
+
 def _paths(value: Any) -> tuple[Path, ...]:
     return tuple(_absolute(v) for v in _strings(value))
 
@@ -274,10 +297,17 @@ SETTINGS: dict[str, dict[str, Converter]] = {
         "sync": _boolean,
         "depclean": _choice(DepcleanPolicy),
         "config_files": _choice(ConfigFilesPolicy),
+        "health": _commands,
+        "health_timeout": _seconds,
+        "canary": _boolean,
     },
     "sandbox": {"bwrap": _nonempty, "setpriv": _nonempty, "hide": _paths},
 }
-MACHINE_SETTINGS: dict[str, Converter] = {"profile": _nonempty, "trusted": _boolean}
+MACHINE_SETTINGS: dict[str, Converter] = {
+    "profile": _nonempty,
+    "trusted": _boolean,
+    "health": _commands,
+}
 SECTIONS: dict[str, type[Any]] = {
     "daemon": DaemonConfig,
     "storage": StorageConfig,

@@ -202,10 +202,15 @@ class Manager:
         with no job. Each profile's builder root is updated first, and its machines
         install the binary packages it built. Without builders, the first trusted
         machine of a profile goes first instead, and the others install what it built.
+        With [updates] canary (and without NO_CANARY), the first machine of each profile
+        (a trusted one first) is its canary: the others wait for it, and are held when
+        it fails.
         A scheduled cycle with [updates] sync syncs the repositories before all that;
         when the sync fails, the cycle's jobs end held.
         """
-        checked = check_flags(flags, KINDS[JobType.UPDATE].flags | Flags.SCHEDULED)
+        checked = check_flags(
+            flags, KINDS[JobType.UPDATE].flags | Flags.SCHEDULED | Flags.NO_CANARY
+        )
         if Flags.SCHEDULED in checked:
             policy = self.config.updates.policy
             log.info("scheduled update of all machines, policy %s", policy)
@@ -216,7 +221,12 @@ class Manager:
         after = 0
         if Flags.SCHEDULED in checked and self.config.updates.sync:
             after = self.sync(0, uid=uid).id
-        checked &= ~Flags.SCHEDULED
+        canary = (
+            self.config.updates.canary
+            and Flags.NO_CANARY not in checked
+            and Flags.PRETEND not in checked
+        )
+        checked &= ~(Flags.SCHEDULED | Flags.NO_CANARY)
         found = await self.inventory.all()
         names = self.inventory.names(found)
         result: dict[str, Job | None] = {}
@@ -229,8 +239,13 @@ class Manager:
                 result[name] = None
                 continue
             follows, profile = 0, ""
-            if not self.config.portage.builders and Flags.PRETEND not in checked:
-                profile = machines.chosen_profile(self.config, machine)
+            if (canary or not self.config.portage.builders) and Flags.PRETEND not in checked:
+                # A wave is a profile: the admin's choice, else what the root names
+                # (a container that names another's profile may become its canary,
+                # which can only hold that wave: trusted machines come first).
+                profile = machines.chosen_profile(self.config, machine) or machines.profile_of(
+                    self.config, machine.root
+                )
                 follows = leaders[profile].id if profile in leaders else 0
             try:
                 job = await self.request(
@@ -246,7 +261,7 @@ class Manager:
                 log.info("update-all: skipping %s, busy", name)
                 result[name] = None
                 continue
-            if profile and self.config.machine(name).trusted:
+            if profile and (canary or self.config.machine(name).trusted):
                 leaders.setdefault(profile, job)
             result[name] = job
         return [(name, result[name]) for name in names]

@@ -35,6 +35,8 @@ class Flags(enum.IntFlag):
     """Build: continue an incomplete machine from the first step that did not finish."""
     SCHEDULED = 16
     """UpdateAll: do what [updates] policy says (none, check or apply)."""
+    NO_CANARY = 32
+    """UpdateAll: no canary machine per profile (as with [updates] canary = false)."""
 
 
 class MachineState(enum.StrEnum):
@@ -120,6 +122,7 @@ class Phase(enum.StrEnum):
     PRESERVED_REBUILD = "preserved-rebuild"
     DEPCLEAN = "depclean"
     CONFIG = "config"
+    HEALTH = "health"
     CONFIGURE = "configure"
     ROLLBACK = "rollback"
     CLEANUP = "cleanup"
@@ -133,12 +136,14 @@ class NoticeKind(enum.StrEnum):
     ELOG = "elog"
     CONFIG_FILE = "config-file"
     NEWS = "news"
+    HEALTH = "health"
 
 
 ATTENTION_LABELS = {
     NoticeKind.CONFIG_FILE: "config",
     NoticeKind.NEWS: "news",
     NoticeKind.PRESERVED_LIBS: "preserved",
+    NoticeKind.HEALTH: "health",
 }
 """The kinds of notice that also wait on the machine until the admin acts (its
 Attention), in the order `gnctl list` counts them, and the word it counts them by."""

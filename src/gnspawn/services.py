@@ -195,6 +195,28 @@ class HostServices:
             raise
         return True
 
+    async def machine_leader(self, name: str) -> int:
+        """The host PID of the running machine's init (machined's Leader); 0 when
+        machined knows no such machine."""
+        try:
+            (path,) = await self._call(MACHINED, "GetMachine", "s", name)
+            (leader,) = await self._call(
+                (MACHINED[0], str(path), "org.freedesktop.DBus.Properties"),
+                "Get",
+                "ss",
+                "org.freedesktop.machine1.Machine",
+                "Leader",
+            )
+        except ServiceError as err:
+            if err.name == "org.freedesktop.machine1.NoSuchMachine":
+                return 0
+            raise
+        return int(getattr(leader, "value", leader))
+
+    async def stop(self, unit: str) -> None:
+        """Stop the unit, waited for until the stop job ends."""
+        await self._unit_job("StopUnit", unit)
+
     async def start(self, unit: str) -> None:
         """Start the unit, waited for until the start job ends."""
         await self._unit_job("StartUnit", unit)

@@ -127,6 +127,11 @@ def build_parser() -> Parser:
         "--pretend", action="store_true", help="show what would be merged, change nothing"
     )
     update.add_argument(
+        "--no-canary",
+        action="store_true",
+        help="with --all: no canary per profile (all machines at once, none held)",
+    )
+    update.add_argument(
         "--keep-failed",
         action="store_true",
         help="keep a copy of a failed state before rolling back",
@@ -438,6 +443,8 @@ def job_flags(args: argparse.Namespace) -> int:
         flags |= Flags.RESUME
     if getattr(args, "scheduled", False):
         flags |= Flags.SCHEDULED
+    if getattr(args, "no_canary", False):
+        flags |= Flags.NO_CANARY
     return int(flags)
 
 
@@ -525,11 +532,24 @@ async def cmd_update(client: Client, args: argparse.Namespace) -> int:
         jobs = [(job_id, path, name) for name, job_id, path in rows if job_id]
         if not jobs:
             print("No Gentoo machines to update.")
+        await print_waves(client, jobs)
     else:
         for name in args.names:
             job_id, path = await client.manager("Update", "st", name, job_flags(args))
             jobs.append((job_id, path, name))
     return await follow(client, args, watcher, jobs)
+
+
+async def print_waves(client: Client, jobs: list[tuple[int, str, str]]) -> None:
+    """Which machine is the canary of which others: those that wait for its update."""
+    names = {job_id: name for job_id, _, name in jobs}
+    waves: dict[int, list[str]] = {}
+    for job_id, path, _ in jobs:
+        follows = (await client.job_properties(path)).get("Follows", 0)
+        if follows in names:
+            waves.setdefault(follows, []).append(names[job_id])
+    for canary, others in waves.items():
+        print(f"canary {names[canary]} (job {canary}) goes first, then {', '.join(others)}")
 
 
 async def cmd_sync(client: Client, args: argparse.Namespace) -> int:
@@ -795,6 +815,8 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
             verb.error("name the machines to update, or give --all")
         if args.scheduled and not args.all:
             verb.error("--scheduled goes with --all only")
+        if args.no_canary and not args.all:
+            verb.error("--no-canary goes with --all only")
         if args.keep_failed and args.pretend:
             verb.error("--pretend changes nothing: there is no failed state to keep")
     if args.verb == "config" and bool(args.path) != bool(args.action):

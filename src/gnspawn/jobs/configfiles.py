@@ -36,7 +36,7 @@ from gnspawn import rootfs
 from gnspawn.config import ConfigFilesPolicy
 from gnspawn.jobs import probe
 from gnspawn.jobs.context import Context, JobFailed
-from gnspawn.names import NoticeKind, Phase
+from gnspawn.names import NoticeKind, Phase, counted
 from gnspawn.run import CommandFailed, run
 
 UPDATE_NAME = re.compile(r"\._cfg([0-9]{4})_(.+)")
@@ -126,6 +126,8 @@ async def settle(ctx: Context, root: Path, policy: ConfigFilesPolicy) -> bool:
         # The update itself is whole; only what waits beside it is unknown.
         ctx.notice(NoticeKind.CONFIG_FILE, "", f"cannot look for new config file defaults: {err}")
         return False
+    waiting = counted(len(pending), "config file") if pending else "no config file"
+    ctx.log(journal.INFO, f"{waiting} with a new default waiting")
     changed, left = False, []
     for item in pending:
         if policy is ConfigFilesPolicy.KEEP:

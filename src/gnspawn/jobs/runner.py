@@ -23,9 +23,10 @@ async def run(ctx: Context, cancel_reasons: dict[int, str]) -> None:
     job = ctx.job
     ctx.change(state=JobState.RUNNING, started_usec=now_usec())
     try:
-        if unsynced := failed_sync(ctx):
-            # The tree it was to emerge from never came: nothing is changed.
-            result, error = JobResult.HELD, unsynced
+        if why := held(ctx):
+            # The tree it was to emerge from never came, or its canary failed: nothing
+            # is changed.
+            result, error = JobResult.HELD, why
         else:
             result = await KINDS[job.type].run(ctx)
             error = job.error  # a kind may explain a success (what a check found)
@@ -39,10 +40,11 @@ async def run(ctx: Context, cancel_reasons: dict[int, str]) -> None:
     ctx.host.recorder.finish(job, result, error)
 
 
-def failed_sync(ctx: Context) -> str:
-    """Why the job is held, or "": the sync it comes after (the job it follows, or the
-    one that job follows, and so on: a cycle's updates follow their builder or their
-    profile's first machine, and those the cycle's sync) did not succeed."""
+def held(ctx: Context) -> str:
+    """Why the job is held, or "": a job it comes after (the job it follows, or the one
+    that job follows, and so on: a cycle's updates follow their profile's canary, the
+    canary its builder, and those the cycle's sync) is a sync that did not succeed, or
+    the update of its profile's canary, which failed."""
     seen: set[int] = set()
     follows = ctx.job.follows
     while follows and follows not in seen:
@@ -56,6 +58,12 @@ def failed_sync(ctx: Context) -> str:
                 return ""
             why = f": {before.error}" if before.error else ""
             return f"the repositories were not synced (sync job {before.id} {before.result}{why})"
+        if before.type is JobType.UPDATE and before.result in (
+            JobResult.FAILED,
+            JobResult.CANCELED,
+        ):
+            why = f": {before.error}" if before.error else ""
+            return f"canary {before.machine} {before.result} (job {before.id}){why}"
         follows = before.follows
     return ""
 

@@ -29,15 +29,20 @@ async def rebuild_preserved(ctx: Context, root: Path, *, publish: bool) -> bool:
     that installed programs still link against); whether it ran. What stays preserved
     after it is reported."""
     if not await asyncio.to_thread(preserved_libraries, root):
+        ctx.host.recorder.attend(ctx.job, NoticeKind.PRESERVED_LIBS, [])
         return False
     ctx.log(journal.NOTICE, "preserved libraries left: rebuilding the packages that use them")
     # From source: a consumer's binary package may well be the one linked against the
     # old library. --oneshot: the set stays out of world.
     args = ["--usepkg=n", "--oneshot", "@preserved-rebuild"]
     await emerge(ctx, root, args, phase=Phase.PRESERVED_REBUILD, publish=publish)
+    left = []
     for package, paths in (await asyncio.to_thread(preserved_libraries, root)).items():
         text = f"still preserved after @preserved-rebuild: {', '.join(paths) or '-'}"
-        ctx.notice(NoticeKind.PRESERVED_LIBS, package or f"/{PRESERVED_LIBS_REGISTRY}", text)
+        subject = package or f"/{PRESERVED_LIBS_REGISTRY}"
+        ctx.notice(NoticeKind.PRESERVED_LIBS, subject, text)
+        left.append((subject, text))
+    ctx.host.recorder.attend(ctx.job, NoticeKind.PRESERVED_LIBS, left)
     return True
 
 

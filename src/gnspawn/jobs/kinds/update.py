@@ -9,8 +9,8 @@ from pathlib import Path
 from gnspawn import log as journal
 from gnspawn import machines
 from gnspawn.inventory import gentoo_root
-from gnspawn.jobs import configfiles, snapshots, steps
-from gnspawn.jobs.context import Context, Host, Kind, Request
+from gnspawn.jobs import configfiles, health, snapshots, steps
+from gnspawn.jobs.context import Context, Host, JobFailed, Kind, Request, uncancellable
 from gnspawn.jobs.emerge import emerge
 from gnspawn.names import Flags, JobResult, JobType, MachineState, Phase, pending_line
 
@@ -41,12 +41,22 @@ class Update(Kind):
             return await self._pretend(ctx, root, args)
         publish = ctx.config.machine(ctx.job.machine).trusted
         await steps.fetch(ctx, root, args, publish=publish)
-        async with snapshots.protected(ctx, machine.dataset, spent=True) as snapshot:
-            progress = await emerge(ctx, root, args, publish=publish)
-            rebuilt = await steps.rebuild_preserved(ctx, root, publish=publish)
-            cleaned = await steps.depclean(ctx, root, ctx.config.updates.depclean)
-            settled = await configfiles.settle(ctx, root, ctx.config.updates.config_files)
-        if progress.merged_nothing and not (rebuilt or cleaned or settled):
+        checks = ctx.config.health(ctx.job.machine)
+        try:
+            async with snapshots.protected(ctx, machine.dataset, spent=True) as snapshot:
+                progress = await emerge(ctx, root, args, publish=publish)
+                rebuilt = await steps.rebuild_preserved(ctx, root, publish=publish)
+                cleaned = await steps.depclean(ctx, root, ctx.config.updates.depclean)
+                settled = await configfiles.settle(ctx, root, ctx.config.updates.config_files)
+                changed = not progress.merged_nothing or rebuilt or cleaned or settled
+                if changed and checks:
+                    await health.check(ctx, root, checks)
+        finally:
+            try:
+                await uncancellable(_start_again(ctx))
+            except JobFailed as err:  # the failure that stopped it is the job's error
+                ctx.log(journal.ERR, str(err))
+        if not changed:
             # Nothing changed: a snapshot equal to the dataset would only push real
             # restore points out of retention.
             await ctx.zfs.destroy(snapshot.full_name)
@@ -54,7 +64,7 @@ class Update(Kind):
             return JobResult.SKIPPED
         ctx.change(phase=Phase.CLEANUP)
         await snapshots.prune(ctx, machine.dataset)
-        if ctx.config.updates.restart:
+        if ctx.config.updates.restart and not checks:  # the checks restarted it already
             await ctx.unit_job(
                 ctx.host.services.try_restart,
                 done="restarted {unit} if it was running",
@@ -77,4 +87,20 @@ class Update(Kind):
     async def recover(self, ctx: Context) -> tuple[JobResult, str]:
         if ctx.job.phase is Phase.CLEANUP:  # the emerge succeeded: keep it
             return JobResult.DONE, ""
-        return await snapshots.undo_interrupted(ctx, spent=True)
+        result = await snapshots.undo_interrupted(ctx, spent=True)
+        await _start_again(ctx)
+        return result
+
+
+async def _start_again(ctx: Context) -> None:
+    """Start the machine's unit again if a failed health check stopped it (on the
+    state the update rolled back to)."""
+    if not ctx.job.unit_stopped:
+        return
+    await ctx.unit_job(
+        ctx.host.services.start,
+        done="started {unit} again",
+        unavailable="not starting {unit} again: {err}",
+        failed="starting {unit} again failed: {err}",
+    )
+    ctx.change(unit_stopped=False)

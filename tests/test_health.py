@@ -1,0 +1,186 @@
+"""Health checks after an update and canary waves, through the real daemon, emerge,
+pool and systemd-nspawn.
+
+systemd cannot run as PID 1 here, so a "running container" is a real
+`systemd-nspawn --register=no --keep-unit` process of the machine's root with the test
+bed's busybox as its init, which the recording systemd stands in for (its unit jobs
+stop and start that process) and the recording machined reports with its Leader PID.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from helpers import busctl, gnctl, gnspawn_processes, hello_version, job_property, job_string
+from test_update_steps import phases, write_plain
+from testbed import Testbed, tree_hash
+
+STATE = ["/bin/busybox", "grep", "-qx", "1", "/usr/share/svc/version"]
+"""The check: the service's state file says 1 (svc-2 breaks it)."""
+
+
+def with_checks(daemon: Testbed, checks: list[list[str]], **updates: object) -> None:
+    daemon.write_config(updates={"health": checks, **updates})
+    daemon.stop_daemon()
+    daemon.start_daemon()
+
+
+def records(path: Path) -> list[list[str]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def unit_calls(path: Path) -> list[str]:
+    return [f"{r[0]} {r[1]}" for r in records(path) if r[0].endswith("Unit")]
+
+
+def leader(name: str) -> int:
+    out = busctl(
+        "get-property",
+        "org.freedesktop.machine1",
+        f"/org/freedesktop/machine1/machine/{name}",
+        "org.freedesktop.machine1.Machine",
+        "Leader",
+    ).stdout.split()
+    return int(out[1])
+
+
+def seen_inside(name: str, path: str) -> str:
+    """A file as the running container sees it, through its init's root."""
+    return Path(f"/proc/{leader(name)}/root{path}").read_text()
+
+
+def test_a_healthy_update_passes_its_checks_inside_the_running_container(
+    daemon: Testbed,
+) -> None:
+    root = daemon.seed("web")
+    (root / "etc/health-marker").write_text("web-own\n")
+    # Only the container has the file: on the host the check would fail.
+    check = ["/bin/busybox", "grep", "-q", "web-own", "/etc/health-marker"]
+    with_checks(daemon, [check])
+    with daemon.host_services(containers=["web"]) as record:
+        before = leader("web")
+
+        result = gnctl("update", "web")
+
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "TryRestartUnit systemd-nspawn@web.service" in unit_calls(record)
+        assert leader("web") not in (0, before)  # restarted: a new init
+        assert seen_inside("web", "/usr/share/hello/version") == "2\n"
+    assert hello_version(root) == "2"
+    assert phases(daemon, 1)[-3:] == ["config", "health", "cleanup"]
+    said = [e["MESSAGE"] for e in daemon.daemon_journal("GNSPAWN_JOB=1", "GNSPAWN_PHASE=health")]
+    assert said[1:] == [
+        "health check 1/1: /bin/busybox grep -q web-own /etc/health-marker",
+        "1 health checks passed",
+    ]
+    assert job_string(1, "Result") == "done"
+
+
+def test_an_update_that_breaks_its_check_is_rolled_back_and_the_old_state_runs(
+    daemon: Testbed,
+) -> None:
+    write_plain(daemon.repo, "svc", 1)
+    root = daemon.seed("web", ["=app-misc/hello-1", "=app-misc/svc-1"])
+    write_plain(daemon.repo, "svc", 2)
+    with_checks(daemon, [STATE])
+    with daemon.host_services(containers=["web"]) as record:
+        before = tree_hash(root)  # with what systemd-nspawn adds to a root it runs
+
+        result = gnctl("update", "web")
+
+        assert result.returncode == 1
+        error = job_string(1, "Error")
+        expected = f"health check {' '.join(STATE)} failed: exit status 1"
+        assert error.startswith(expected), error
+        assert job_property(1, "RolledBack") == "b true"
+        calls = unit_calls(record)
+        restart = calls.index("TryRestartUnit systemd-nspawn@web.service")
+        assert calls[restart + 1 :] == [
+            "StopUnit systemd-nspawn@web.service",
+            "StartUnit systemd-nspawn@web.service",
+        ]
+        # The container runs again, on the state before the update.
+        assert seen_inside("web", "/usr/share/svc/version") == "1\n"
+        assert tree_hash(root) == before
+    notices = json.loads(gnctl("job", "--json", "1").stdout)["Notices"]
+    assert notices[-1][:3] == ["health", " ".join(STATE), "err"]
+    # The failed check waits on the machine, with its output, until a good update.
+    listed = gnctl("list", "--no-legend").stdout.split()
+    assert listed[-2:] == ["1", "health"], listed
+    status = gnctl("status", "web").stdout
+    assert f"health: {' '.join(STATE)}: exit status 1" in status
+    assert expected in result.stderr
+
+
+def test_a_check_that_hangs_is_killed_at_the_timeout(daemon: Testbed) -> None:
+    root = daemon.seed("web")
+    with_checks(daemon, [["/bin/busybox", "sleep", "600"]], health_timeout=3)
+    with daemon.host_services(containers=["web"]):
+        before = tree_hash(root)
+
+        result = gnctl("update", "web")
+
+        assert result.returncode == 1
+        error = job_string(1, "Error")
+        assert error == "health check /bin/busybox sleep 600 failed: no answer within 3 s", error
+        assert gnspawn_processes(1) == []
+        assert tree_hash(root) == before
+
+
+def test_a_stopped_container_is_checked_in_a_read_only_throwaway_one(daemon: Testbed) -> None:
+    root = daemon.seed("web")
+    # What baselayout gives a real root: the mount points a read-only root cannot
+    # have made for it; and the test's busybox.
+    for directory in ("bin", "dev", "proc", "run", "sys", "tmp", "var/tmp"):
+        (root / directory).mkdir(parents=True, exist_ok=True)
+    (root / "bin/busybox").write_bytes(Path("/bin/busybox").read_bytes())
+    (root / "bin/busybox").chmod(0o755)
+    reads = ["/bin/busybox", "test", "-f", "/usr/share/hello/version"]
+    with_checks(daemon, [reads])
+    assert gnctl("update", "-q", "web").returncode == 0
+    assert hello_version(root) == "2"
+
+    # A check that writes finds the root read-only: the update fails and rolls back.
+    write_plain(daemon.repo, "svc", 1)
+    daemon.emerge(root, "=app-misc/svc-1")
+    write_plain(daemon.repo, "svc", 2)
+    with_checks(daemon, [reads, ["/bin/busybox", "touch", "/written"]])
+    before = tree_hash(root)
+
+    result = gnctl("update", "web")
+
+    assert result.returncode == 1
+    error = job_string(2, "Error")
+    assert error.startswith("health check /bin/busybox touch /written failed: exit status 1")
+    assert "Read-only file system" in error
+    assert tree_hash(root) == before
+    assert not (root / "written").exists()
+
+
+def test_a_failed_canary_holds_the_rest_of_its_profile_while_another_updates(
+    daemon: Testbed,
+) -> None:
+    a = daemon.seed("a", ["=app-misc/hello-1", "=app-misc/broken-1"])
+    b = daemon.seed("b", ["=app-misc/hello-1"])
+    c = daemon.seed("c", ["=app-misc/hello-1"])
+    daemon.adopt("c", "default/bootable")
+    before = tree_hash(b)
+
+    result = gnctl("update", "--all")
+
+    assert result.returncode == 1
+    assert "canary a (job 1) goes first, then b" in result.stdout
+    assert job_string(1, "Result") == "failed"
+    assert job_string(2, "Machine") == "b" and job_string(2, "Result") == "held"
+    held = job_string(2, "Error")
+    assert held.startswith("canary a failed (job 1): app-misc/broken-2 failed"), held
+    assert tree_hash(b) == before
+    assert hello_version(a) == "1" and hello_version(c) == "2"
+    assert job_string(3, "Machine") == "c" and job_string(3, "Result") == "done"
+
+    # Without the canary, every machine goes on its own.
+    again = gnctl("update", "--all", "--no-canary", "-q")
+    assert again.returncode == 1
+    assert "canary" not in again.stdout
+    assert hello_version(b) == "2"
