@@ -508,3 +508,30 @@ def test_depclean_takes_its_three_policies_and_names_them_when_wrong() -> None:
         "/etc/gnspawn/gnspawn.toml:2: updates.depclean: "
         "expected one of off, report, apply, got 'yes'"
     )
+
+
+def test_config_files_takes_its_three_policies() -> None:
+    for value in ("keep", "replace", "merge"):
+        assert parse({"updates": {"config_files": value}}).updates.config_files.value == value
+    with pytest.raises(ConfigError) as err:
+        parse({"updates": {"config_files": "overwrite"}})
+    assert "expected one of keep, replace, merge, got 'overwrite'" in str(err.value)
+
+
+def test_health_checks_are_commands_and_a_machine_may_have_its_own() -> None:
+    config = parse(
+        {
+            "updates": {"health": [["pg_isready"], ["curl", "-f", "http://localhost/"]]},
+            "machines": {"quiet": {"health": []}, "db": {"health": [["true"]]}},
+        }
+    )
+    assert config.health("web") == (("pg_isready",), ("curl", "-f", "http://localhost/"))
+    assert config.health("quiet") == ()
+    assert config.health("db") == (("true",),)
+    assert config.updates.health_timeout == 120.0 and config.updates.canary is True
+    for bad in (["pg_isready"], [[]], [[""]], [["ok", 1]], "pg_isready"):
+        with pytest.raises(ConfigError) as err:
+            parse({"updates": {"health": bad}})
+        assert 'expected a list of commands, each a list of strings: [["cmd", "arg"]]' in str(
+            err.value
+        )

@@ -371,7 +371,10 @@ def test_gnspawnd_error_names_are_documented() -> None:
 
 
 def toml_value(value: object) -> str:
-    """A default as it is written in TOML."""
+    """A default as it is written in TOML; "unset" for a key whose absence means
+    another's value."""
+    if value is None:
+        return "unset"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):

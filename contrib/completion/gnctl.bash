@@ -50,7 +50,7 @@ _gnctl() {
             "") options+=" --version --host" ;;
             list|snapshots|jobs|profiles) options+=" $listing" ;;
             job|status) options+=" --json" ;;
-            update) options+=" --all --scheduled --pretend --keep-failed $waiting" ;;
+            update) options+=" --all --scheduled --no-canary --pretend --keep-failed $waiting" ;;
             build) options+=" --profile --resume --keep-failed $waiting" ;;
             rollback|remove) options+=" $waiting" ;;
             config) options+=" --keep --replace --merge $waiting" ;;
