@@ -529,6 +529,7 @@ def test_health_checks_are_commands_and_a_machine_may_have_its_own() -> None:
     assert config.health("quiet") == ()
     assert config.health("db") == (("true",),)
     assert config.updates.health_timeout == 120.0 and config.updates.canary is True
+    bad: object
     for bad in (["pg_isready"], [[]], [[""]], [["ok", 1]], "pg_isready"):
         with pytest.raises(ConfigError) as err:
             parse({"updates": {"health": bad}})

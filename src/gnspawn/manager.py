@@ -147,8 +147,10 @@ class Manager:
         # No await from here on: what is checked holds when the jobs are queued.
         if Flags.FAIL_IF_BUSY in checked and self.queue.busy(name):
             raise Busy(f"machine {name} has a job waiting or running")
-        # Like systemd's jobs: a request equal to one that has not started yet is that one.
-        waiting = self.queue.waiting_job(name, kind) if job_kind.joins_waiting else None
+        # Like systemd's jobs: a request equal to one that has not started yet is that one;
+        # but not a cycle's after its sync: the one waiting may start before the sync.
+        joins = job_kind.joins_waiting and not after
+        waiting = self.queue.waiting_job(name, kind) if joins else None
         if waiting is not None and _same(waiting.flags, checked) and waiting.argument == argument:
             return waiting
         if profile:
