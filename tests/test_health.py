@@ -10,11 +10,23 @@ stop and start that process) and the recording machined reports with its Leader 
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
-from helpers import busctl, gnctl, gnspawn_processes, hello_version, job_property, job_string
+from helpers import (
+    busctl,
+    call,
+    gnctl,
+    gnspawn_processes,
+    hello_version,
+    job_property,
+    job_string,
+    queued,
+    wait_job,
+)
 from test_update_steps import phases, write_plain
-from testbed import Testbed, tree_hash
+from testbed import Testbed, tree_hash, wait_for
 
 STATE = ["/bin/busybox", "grep", "-qx", "1", "/usr/share/svc/version"]
 """The check: the service's state file says 1 (svc-2 breaks it)."""
@@ -111,6 +123,39 @@ def test_an_update_that_breaks_its_check_is_rolled_back_and_the_old_state_runs(
     status = gnctl("status", "web").stdout
     assert f"health: {' '.join(STATE)}: exit status 1" in status
     assert expected in result.stderr
+
+
+def test_a_daemon_killed_during_a_check_rolls_back_under_a_stopped_container(
+    daemon: Testbed,
+) -> None:
+    root = daemon.seed("web")
+    os.mkfifo(root / "gate")
+    # The check waits at a FIFO of the container: the daemon dies while it runs.
+    with_checks(daemon, [["/bin/busybox", "cat", "/gate"]])
+    with daemon.host_services(containers=["web"]) as record:
+        before = tree_hash(root)
+        job = queued(call("Update", "st", "web", "0").stdout)
+        wait_for(lambda: health_began(daemon, job), "the health check")
+        daemon.stop_daemon(signal.SIGKILL)
+        assert hello_version(root) == "2"
+
+        daemon.start_daemon()
+
+        assert wait_job(job) == "failed"
+        assert job_string(job, "Error") == "interrupted"
+        calls = unit_calls(record)
+        assert calls[-2:] == [
+            "StopUnit systemd-nspawn@web.service",
+            "StartUnit systemd-nspawn@web.service",
+        ]
+        assert tree_hash(root) == before
+        assert seen_inside("web", "/usr/share/hello/version") == "1\n"
+        assert gnspawn_processes() == []
+
+
+def health_began(daemon: Testbed, job: int) -> bool:
+    said = daemon.daemon_journal(f"GNSPAWN_JOB={job}", "GNSPAWN_PHASE=health")
+    return any(e["MESSAGE"].startswith("health check 1/1") for e in said)
 
 
 def test_a_check_that_hangs_is_killed_at_the_timeout(daemon: Testbed) -> None:
