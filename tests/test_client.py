@@ -213,7 +213,7 @@ def test_a_remote_host_over_ssh(daemon: Testbed, remote: Sshd) -> None:
     rollback = remote_gnctl(remote, "rollback", "--quiet", "web")
 
     assert listed.returncode == 0, listed.stderr
-    assert listed.stdout == "web  ready  default  -\n"
+    assert listed.stdout == "web  ready  default  -  -\n"
     assert update.returncode == 0 and "job 1: update of web done" in update.stdout
     assert logs.returncode == 0, logs.stderr
     emerging = r"gnspawnd\[\d+\]: >>> Emerging (binary )?\(1 of 1\) app-misc/hello-2"

@@ -83,7 +83,7 @@ def test_the_sandbox_is_reachable_as_printed_and_stops_completely(
     )
     assert listed.returncode == 0, listed.stderr
     # db's update failed and was rolled back: it is intact, ready, its last job failed.
-    assert re.search(r"^db +ready .* failed$", listed.stdout, re.MULTILINE), listed.stdout
+    assert re.search(r"^db +ready .* failed +-$", listed.stdout, re.MULTILINE), listed.stdout
     assert re.search(r"^web +ready", listed.stdout, re.MULTILINE), listed.stdout
     machines = subprocess.run(
         ["busctl", f"--address={address}", "call", *MANAGER, "ListMachines"],

@@ -106,9 +106,9 @@ PROFILE = "default"
 PROFILES = ("", PROFILE, f"{PROFILE}/bootable", f"{PROFILE}/flaky")
 """What Build takes for a profile: "" (the default) and the test repository's profiles."""
 
-FAIL_IF_BUSY, KEEP_FAILED, PRETEND, RESUME, SCHEDULED = 1, 2, 4, 8, 16
-ALL_FLAGS = 0x1F
-NO_METHOD_KNOWS = 1 << 5
+FAIL_IF_BUSY, KEEP_FAILED, PRETEND, RESUME, SCHEDULED, NO_CANARY = 1, 2, 4, 8, 16, 32
+ALL_FLAGS = 0x3F
+NO_METHOD_KNOWS = 1 << 6
 MAX_U32 = 2**32 - 1
 MAX_U64 = 2**64 - 1
 HUGE = "x" * 100_000
@@ -151,7 +151,7 @@ def update_errors(name: str, flags: int) -> Errors:
 
 
 def update_all_errors(flags: int) -> Errors:
-    return flag_errors(flags, FAIL_IF_BUSY | KEEP_FAILED | PRETEND | SCHEDULED)
+    return flag_errors(flags, FAIL_IF_BUSY | KEEP_FAILED | PRETEND | SCHEDULED | NO_CANARY)
 
 
 def sync_errors(flags: int) -> Errors:
@@ -580,7 +580,9 @@ snapshots = st.one_of(
     any_text,
 )
 flags = st.one_of(
-    st.sampled_from([0, FAIL_IF_BUSY, KEEP_FAILED, PRETEND, RESUME, SCHEDULED, ALL_FLAGS]),
+    st.sampled_from(
+        [0, FAIL_IF_BUSY, KEEP_FAILED, PRETEND, RESUME, SCHEDULED, NO_CANARY, ALL_FLAGS]
+    ),
     st.sampled_from([NO_METHOD_KNOWS, 1 << 63, MAX_U64]),
     st.integers(min_value=0, max_value=MAX_U64),
 )
