@@ -14,6 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from testbed import Testbed
+from upstream import Upstream, upstream_of
 
 
 @pytest.fixture(scope="session")
@@ -41,3 +42,10 @@ def daemon(bed: Testbed) -> Iterator[Testbed]:
     finally:
         code = bed.stop_daemon()
         assert code == 0, f"gnspawnd exited {code}:\n{bed.daemon_log.read_text()[-3000:]}"
+
+
+@pytest.fixture
+def upstream(daemon: Testbed) -> Iterator[Upstream]:
+    """The test bed's repository syncing from a git repository the test moves forward."""
+    with upstream_of(daemon) as moving:
+        yield moving
