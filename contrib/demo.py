@@ -3,7 +3,10 @@
 It starts a private system bus, journald, a zfs-fuse pool on a sparse file and
 gnspawnd, seeds two containers from the demo repository, updates one successfully
 and one that fails and is rolled back, reads the journal, rolls the good update back
-by hand, shows what gnctl shows, and stops everything.
+by hand; runs the weekly cycle on four machines (the tree synced from a git
+repository that moved on, a soname bump, an admin's edited config file); rolls back
+an update that breaks a running container's health check; shows what gnctl shows,
+and stops everything.
 
 `make sandbox` (--keep) leaves it all running to practise on, in a process that
 keeps it (the keeper); `--enter [COMMAND]` runs a command or a shell inside it;
@@ -28,7 +31,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from testbed import Testbed  # noqa: E402
+from ebuilds import write_conf, write_consumer, write_library, write_plain  # noqa: E402
+from testbed import Testbed, toml_value  # noqa: E402
+from upstream import sync_environment, upstream_of  # noqa: E402
 
 STATE = "sandbox.json"
 PROMPT_HINT = "inside the gnspawn sandbox: gnctl, busctl, journalctl and zfs reach its own"
@@ -43,12 +48,20 @@ def gnctl(*args: str) -> int:
     return subprocess.run([sys.executable, "-m", "gnspawn.ctl.main", *args], check=False).returncode
 
 
-def show(root: Path) -> None:
-    version = (root / "usr/share/hello/version").read_text().strip()
-    print(f"   {root.name}: app-misc/hello {version} installed", flush=True)
+def show(root: Path, package: str = "hello") -> None:
+    version = (root / f"usr/share/{package}/version").read_text().strip()
+    print(f"   {root.name}: app-misc/{package} {version} installed", flush=True)
 
 
-def demo(bed: Testbed) -> None:
+def restart(bed: Testbed, extra: str = "", **sections: dict[str, object]) -> None:
+    """gnspawnd again, on a new config; the demo's builder roots stay on."""
+    portage = {"builders": True, **sections.pop("portage", {})}
+    bed.write_config(extra, portage=portage, **sections)
+    bed.stop_daemon()
+    bed.start_daemon()
+
+
+def demo(bed: Testbed, stack: contextlib.ExitStack) -> None:
     """The story, on a test bed that runs."""
     print(f"   pool {bed.dataset} on {bed.pool.file}, bus {bed.bus.address}")
     step("seeding a container with emerge, as an admin would by hand, and adopting it:")
@@ -83,9 +96,75 @@ def demo(bed: Testbed) -> None:
     show(web)
     gnctl("snapshots", "web")
 
+    weekly_cycle(bed, stack)
+    health_check(bed)
+
     step("what gnspawn knows now")
     gnctl("jobs")
     gnctl("list")
+
+
+def weekly_cycle(bed: Testbed, stack: contextlib.ExitStack) -> None:
+    """The scheduled cycle: sync, then the whole update of every machine."""
+    step("the weekly cycle: the tree syncs from a git repository that has moved on")
+    upstream = stack.enter_context(upstream_of(bed))
+    print(f"   sync-type = git, sync-uri = file://{upstream.bare}")
+    write_library(upstream.work, "foo", 1)
+    write_consumer(upstream.work, "fooer", "foo")
+    write_conf(upstream.work, 1, "# conf\nlisten = 80\nworkers = 2\n")
+    upstream.publish("libfoo 1, its consumer, a package with a config file")
+    subprocess.run(["git", "-C", str(bed.repo), "pull", "-q"], check=True)
+    print("   two more machines: lib runs a program linked against libfoo.so.1; on conf,")
+    print("   the admin edited /etc/conf/foo.conf")
+    lib = bed.seed("lib", ["=app-misc/hello-1", "app-misc/fooer"])
+    conf = bed.seed("conf", ["=app-misc/hello-1", "=app-misc/conf-1"])
+    (conf / "etc/conf/foo.conf").write_text("# conf\nlisten = 8080\nworkers = 2\n")
+    for name in ("lib", "conf"):
+        bed.adopt(name)
+    print("   upstream: hello 3, broken 3 (it builds again), libfoo 2 (a new soname),")
+    print("   a new default for foo.conf")
+    broken = upstream.work / "app-misc/broken"
+    shutil.copy(broken / "broken-1.ebuild", broken / "broken-3.ebuild")
+    write_library(upstream.work, "foo", 2)
+    write_conf(upstream.work, 2, "# conf\nlisten = 80\nworkers = 4\n")
+    upstream.add_hello(3)
+    print("   [updates] sync = true: the timer's cycle syncs first")
+    restart(
+        bed,
+        portage={"environment": sync_environment(bed, upstream.bare)},
+        updates={"sync": True},
+    )
+    code = gnctl("update", "--all", "--scheduled")
+    print(f"   exit status {code}")
+    for root in (lib, conf):
+        show(root)
+    show(bed.machines / "db", "broken")
+    print("   lib: fooer rebuilt against libfoo.so.2 in the same snapshot (@preserved-rebuild)")
+
+    step("what waits for the admin: the new default beside conf's edited file")
+    gnctl("list")
+    gnctl("config", "conf")
+
+
+def health_check(bed: Testbed) -> None:
+    """A running container whose update breaks its health check, rolled back."""
+    step("a health check: app runs, and its update breaks it")
+    write_plain(bed.repo, "svc", 1)
+    app = bed.seed("app", ["=app-misc/hello-3", "=app-misc/svc-1"])
+    bed.adopt("app")
+    write_plain(bed.repo, "svc", 2)
+    check = ["/bin/busybox", "grep", "-qx", "1", "/usr/share/svc/version"]
+    settings = f"\n[machines.app]\nhealth = {toml_value([check])}\n"
+    print(f"   {settings.strip()}".replace("\n", "\n   "))
+    restart(bed, settings)
+    print("   app runs in systemd-nspawn, busybox as its init; a recording systemd and")
+    print("   machined stand in for the host's (they restart and stop it on request)")
+    with bed.host_services(containers=["app"]):
+        code = gnctl("update", "app")
+        print(f"   exit status {code}: the check failed inside the restarted container,")
+        print("   app was stopped, rolled back and started again on the old state")
+        show(app, "svc")
+        gnctl("status", "app")
 
 
 # --- processes, by PID --------------------------------------------------------
@@ -257,9 +336,10 @@ def run(directory: Path, *, ready: int | None = None) -> int:
     step("starting a private system bus, journald, a zfs-fuse pool and gnspawnd")
     bed = Testbed(directory)
     try:
-        demo(bed)
-        if ready is not None:
-            keep(bed, directory, ready)
+        with contextlib.ExitStack() as stack:
+            demo(bed, stack)
+            if ready is not None:
+                keep(bed, directory, ready)
         return 0
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)

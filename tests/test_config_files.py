@@ -10,33 +10,16 @@ from pathlib import Path
 
 import pytest
 
+from ebuilds import write_conf
 from helpers import call, gdbus_error, gnctl, job_string, snapshots
 from testbed import Testbed, tree_hash
 
-CONF = """EAPI=8
-DESCRIPTION="A package with a config file under CONFIG_PROTECT"
-SLOT="0"
-KEYWORDS="amd64"
-S=${{WORKDIR}}
-src_install() {{
-	insinto /etc/conf
-	printf '{content}' > "${{T}}/foo.conf" || die
-	doins "${{T}}/foo.conf"
-}}
-"""
 DEFAULT_1 = "# foo\nalpha = 1\nbeta = 1\ngamma = 1\n"
 DEFAULT_2 = "# foo\nalpha = 1\nbeta = 1\ngamma = 2\n"
 ADMIN = "# foo\nalpha = admin\nbeta = 1\ngamma = 1\n"
 MERGED = "# foo\nalpha = admin\nbeta = 1\ngamma = 2\n"
 PATH = "/etc/conf/foo.conf"
 NEW = "/etc/conf/._cfg0000_foo.conf"
-
-
-def write_conf(repo: Path, version: int, content: str) -> None:
-    ebuilds = repo / "app-misc" / "conf"
-    ebuilds.mkdir(exist_ok=True)
-    text = CONF.format(content=content.replace("\n", "\\n"))
-    (ebuilds / f"conf-{version}.ebuild").write_text(text)
 
 
 def edited_machine(daemon: Testbed, policy: str, admin: str = ADMIN) -> Path:

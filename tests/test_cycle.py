@@ -8,9 +8,10 @@ from __future__ import annotations
 import json
 import re
 
+from ebuilds import write_conf, write_consumer, write_library
 from helpers import gnctl, hello_version, job_string, snapshots
-from test_config_files import ADMIN, DEFAULT_1, DEFAULT_2, PATH, etc_conf, write_conf
-from test_update_steps import installed, needed, registry, write_consumer, write_library
+from test_config_files import ADMIN, DEFAULT_1, DEFAULT_2, PATH, etc_conf
+from test_update_steps import installed, needed, registry
 from testbed import Testbed
 from upstream import Upstream, git, sync_environment
 

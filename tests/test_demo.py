@@ -82,9 +82,17 @@ def test_the_sandbox_is_reachable_as_printed_and_stops_completely(
         env=outside,
     )
     assert listed.returncode == 0, listed.stderr
-    # db's update failed and was rolled back: it is intact, ready, its last job failed.
-    assert re.search(r"^db +ready .* failed +-$", listed.stdout, re.MULTILINE), listed.stdout
-    assert re.search(r"^web +ready", listed.stdout, re.MULTILINE), listed.stdout
+    # app's update broke its health check and was rolled back: it is ready, its last job
+    # failed, and the failed check waits for the admin; so does conf's new default.
+    rows = [
+        r"^app +ready +default +failed +1 health$",
+        r"^conf +ready +default +done +1 config$",
+        r"^db +ready +default +done +-$",
+        r"^lib +ready +default +done +-$",
+        r"^web +ready +default +done +-$",
+    ]
+    for row in rows:
+        assert re.search(row, listed.stdout, re.MULTILINE), listed.stdout
     machines = subprocess.run(
         ["busctl", f"--address={address}", "call", *MANAGER, "ListMachines"],
         capture_output=True,
@@ -92,7 +100,7 @@ def test_the_sandbox_is_reachable_as_printed_and_stops_completely(
         env=OUTSIDE,
     )
     assert machines.returncode == 0, machines.stderr
-    assert machines.stdout.startswith('a(sssso) 2 "db"'), machines.stdout
+    assert machines.stdout.startswith('a(sssso) 5 "app"'), machines.stdout
 
     enter = printed(out, r"^ +(\S+/enter)$")
     logs = subprocess.run(

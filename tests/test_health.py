@@ -14,6 +14,7 @@ import os
 import signal
 from pathlib import Path
 
+from ebuilds import write_plain
 from helpers import (
     busctl,
     call,
@@ -25,7 +26,7 @@ from helpers import (
     queued,
     wait_job,
 )
-from test_update_steps import phases, write_plain
+from test_update_steps import phases
 from testbed import Testbed, tree_hash, wait_for
 
 STATE = ["/bin/busybox", "grep", "-qx", "1", "/usr/share/svc/version"]
@@ -115,6 +116,8 @@ def test_an_update_that_breaks_its_check_is_rolled_back_and_the_old_state_runs(
         # The container runs again, on the state before the update.
         assert seen_inside("web", "/usr/share/svc/version") == "1\n"
         assert tree_hash(root) == before
+    assert phases(daemon, 1)[-3:] == ["config", "health", "rollback"]
+    assert job_string(1, "Phase") == "rollback"
     notices = json.loads(gnctl("job", "--json", "1").stdout)["Notices"]
     assert notices[-1][:3] == ["health", " ".join(STATE), "err"]
     # The failed check waits on the machine, with its output, until a good update.

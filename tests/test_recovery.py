@@ -251,7 +251,8 @@ def restart(daemon: Testbed, env: Mapping[str, str] | None = None) -> str:
 
 
 def recovery_line(job: int, kind: str, name: str) -> str:
-    return f"job {job} ({kind} of {name}) was interrupted, recovering"
+    title = f"{kind} of {name}" if name else kind
+    return f"job {job} ({title}) was interrupted, recovering"
 
 
 def journal_has(daemon: Testbed, line: str) -> None:

@@ -5,6 +5,8 @@ the sync as a barrier in the queue."""
 from __future__ import annotations
 
 import json
+import signal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,14 +14,16 @@ import pytest
 from helpers import (
     call,
     gnctl,
+    gnspawn_processes,
     hello_version,
     job_property,
     job_string,
     queued,
     snapshots,
     wait_job,
+    wait_until,
 )
-from test_recovery import Gate, gate_machine, gate_version
+from test_recovery import Gate, gate_machine, gate_version, journal_has, recovery_line, restart
 from testbed import Testbed, tree_hash
 from upstream import Upstream, git, sync_environment
 
@@ -155,3 +159,55 @@ def test_a_sync_waits_for_running_jobs_and_holds_the_ones_queued_after_it(
     assert job_string(running, "TreeRevision") == before
     assert job_string(sync, "TreeRevision") == moved
     assert job_string(after, "TreeRevision") == moved
+
+
+UPLOAD_PACK = """#!/bin/sh
+# git-upload-pack as the sync's fetch runs it: says it got there, then waits for a line
+# on the FIFO.
+echo "$$ fetch" >>{reached}
+read -r line <{fifo}
+exec git-upload-pack "$@"
+"""
+
+
+def test_a_sync_killed_with_the_daemon_fails_and_holds_its_cycle(
+    daemon: Testbed, upstream: Upstream
+) -> None:
+    web = daemon.seed("web")
+    before = tree_hash(web)
+    gate = Gate(daemon.dir / "sync-gate")
+    script = daemon.dir / "upload-pack"
+    script.write_text(UPLOAD_PACK.format(reached=gate.reached_file, fifo=gate.fifo))
+    script.chmod(0o755)
+    env = sync_environment(daemon, upstream.bare)
+    env["PORTAGE_REPOSITORIES"] += f"sync-git-pull-extra-opts = --upload-pack={script}\n"
+    try:
+        daemon.write_config(portage={"environment": env}, updates={"sync": True})
+        daemon.stop_daemon()
+        daemon.start_daemon()
+        old = upstream.head()
+        upstream.add_hello(3)
+        cycle = gnctl("update", "--all", "--scheduled", "--no-block")
+        assert cycle.returncode == 0, cycle.stderr
+        assert job_string(1, "Type") == "sync"
+        (line,) = gate.wait(1)
+        blocked = int(line.split()[0])
+
+        daemon.stop_daemon(signal.SIGKILL)
+        restart(daemon)
+
+        assert wait_job(1) == "failed"
+        reason = "interrupted; the repositories may be partly synced"
+        assert error(1) == reason
+        assert wait_job(2) == "held"
+        assert error(2) == f"the repositories were not synced (sync job 1 failed: {reason})"
+        journal_has(daemon, recovery_line(1, "sync", ""))
+        # Its processes went with it: the fetch that waited on the gate is gone.
+        # (killed by the recovery; reaped by init a moment later)
+        wait_until(lambda: not Path(f"/proc/{blocked}").exists(), "the fetch to be gone", 10)
+        assert gnspawn_processes(1) == []
+        assert git(daemon.repo, "rev-parse", "HEAD") == old
+        assert tree_hash(web) == before
+        assert snapshots(f"{daemon.dataset}/web") == []
+    finally:
+        gate.remove()

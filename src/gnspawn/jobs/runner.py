@@ -11,7 +11,7 @@ from gnspawn.errors import GnspawnError
 from gnspawn.jobs.context import Context, JobFailed
 from gnspawn.jobs.kinds import KINDS
 from gnspawn.jobs.record import Job, now_usec
-from gnspawn.names import JobResult, JobState, JobType, Phase
+from gnspawn.names import JobResult, JobState, JobType, Phase, job_title
 from gnspawn.run import kill_tagged
 
 log = logging.getLogger(__name__)
@@ -76,9 +76,8 @@ async def recover(ctx: Context) -> None:
     """
     job = ctx.job
     fields = journal.fields(job.id, job.machine, Phase.ROLLBACK)
-    log.warning(
-        "job %d (%s of %s) was interrupted, recovering", job.id, job.type, job.machine, extra=fields
-    )
+    title = job_title(job.type, job.machine)
+    log.warning("job %d (%s) was interrupted, recovering", job.id, title, extra=fields)
     try:
         # The emerge died with the daemon (PR_SET_PDEATHSIG); its children may not
         # have: every process started for the job carries the job's tag.
