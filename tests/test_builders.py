@@ -12,6 +12,7 @@ import os
 import signal
 from pathlib import Path
 
+from ebuilds import write_plain
 from helpers import (
     call,
     gnctl,
@@ -23,7 +24,7 @@ from helpers import (
     wait_job,
 )
 from test_recovery import Gate, gate_version, journal_has, processes_on, recovery_line, restart
-from testbed import Testbed, emerge_environment, zfs
+from testbed import Testbed, emerge_environment, tree_hash, zfs
 
 FLAVOUR = """EAPI=8
 DESCRIPTION="A package whose USE a machine may change"
@@ -317,3 +318,34 @@ def test_machines_packages_that_do_not_resolve_together_leave_the_builder_its_ow
     lines = [e["MESSAGE"] for e in daemon.daemon_journal("GNSPAWN_JOB=1")]
     assert any(line.startswith("the machines' packages do not resolve") for line in lines)
     assert hello_version(db) == "2"
+
+
+def test_a_builder_whose_download_fails_still_builds_and_publishes_the_rest(
+    daemon: Testbed,
+) -> None:
+    write_plain(daemon.repo, "remote", 1)
+    web = daemon.seed("web", ["=app-misc/hello-1", "=app-misc/remote-1"])
+    daemon.adopt("web")
+    daemon.empty_pkgdir()
+    # Port 9 (discard) on the loopback: nothing listens, the download fails at once.
+    write_plain(daemon.repo, "remote", 2, src_uri="http://127.0.0.1:9/remote-2.tar.gz")
+    restart_with(daemon, builders=True)
+    before = tree_hash(web)
+
+    result = gnctl("update", "web")
+
+    assert result.returncode == 1
+    builder = 1
+    assert job_string(builder, "Type") == "builder"
+    assert job_string(builder, "Result") == "failed"
+    said = [e["MESSAGE"] for e in daemon.daemon_journal(f"GNSPAWN_JOB={builder}")]
+    warning = "fetch failed: app-misc/remote-2 failed; building what can be built"
+    assert warning in said, said
+    # What could be fetched was built and published; what could not, was not.
+    published = packages(daemon.work / "packages")
+    assert any(p.startswith("app-misc/hello/hello-2") for p in published), published
+    assert not any(p.startswith("app-misc/remote/") for p in published), published
+    # web's own fetch fails the same way, before its snapshot: nothing changed.
+    assert job_string(2, "Error") == "fetch failed: app-misc/remote-2 failed"
+    assert snapshots(f"{daemon.dataset}/web") == []
+    assert tree_hash(web) == before
