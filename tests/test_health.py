@@ -127,6 +127,11 @@ def test_an_update_that_breaks_its_check_is_rolled_back_and_the_old_state_runs(
     assert f"health: {' '.join(STATE)}: exit status 1" in status
     assert expected in result.stderr
 
+    # An update whose checks pass clears it (here in a throwaway container: web stopped).
+    with_checks(daemon, [["/bin/busybox", "grep", "-qx", "2", "/usr/share/svc/version"]])
+    assert gnctl("update", "-q", "web").returncode == 0
+    assert gnctl("list", "--no-legend").stdout.split()[-2:] == ["done", "-"]
+
 
 def test_a_daemon_killed_during_a_check_rolls_back_under_a_stopped_container(
     daemon: Testbed,
