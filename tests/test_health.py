@@ -39,6 +39,14 @@ def with_checks(daemon: Testbed, checks: list[list[str]], **updates: object) -> 
     daemon.start_daemon()
 
 
+def bootable(root: Path) -> None:
+    """What systemd-nspawn needs of a root it runs read-only, and the test's busybox."""
+    for directory in ("bin", "dev", "proc", "run", "sys", "tmp", "var/tmp"):
+        (root / directory).mkdir(parents=True, exist_ok=True)
+    (root / "bin/busybox").write_bytes(Path("/bin/busybox").read_bytes())
+    (root / "bin/busybox").chmod(0o755)
+
+
 def records(path: Path) -> list[list[str]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -185,10 +193,7 @@ def test_a_stopped_container_is_checked_in_a_read_only_throwaway_one(daemon: Tes
     root = daemon.seed("web")
     # What baselayout gives a real root: the mount points a read-only root cannot
     # have made for it; and the test's busybox.
-    for directory in ("bin", "dev", "proc", "run", "sys", "tmp", "var/tmp"):
-        (root / directory).mkdir(parents=True, exist_ok=True)
-    (root / "bin/busybox").write_bytes(Path("/bin/busybox").read_bytes())
-    (root / "bin/busybox").chmod(0o755)
+    bootable(root)
     reads = ["/bin/busybox", "test", "-f", "/usr/share/hello/version"]
     with_checks(daemon, [reads])
     assert gnctl("update", "-q", "web").returncode == 0
@@ -237,3 +242,57 @@ def test_a_failed_canary_holds_the_rest_of_its_profile_while_another_updates(
     assert again.returncode == 1
     assert "canary" not in again.stdout
     assert hello_version(b) == "2"
+
+
+CONFINED = [
+    "/bin/busybox",
+    "sh",
+    "-c",
+    "grep -E '^(CapEff|CapBnd|CapAmb|NoNewPrivs):' /proc/self/status;"
+    " for ns in pid mnt net uts ipc cgroup; do /bin/busybox readlink /proc/self/ns/$ns; done;"
+    " /bin/busybox mknod /dev/gnspawn-disk b 8 0 2>/dev/null && echo mknod worked;"
+    " echo links=$(/bin/busybox ls /sys/class/net | /bin/busybox tr '\\n' ' ')",
+]
+"""A check that says what it may do: its capabilities, its namespaces, whether it can
+make a device node, which network interfaces it has."""
+NAMESPACES = ("pid", "mnt", "net", "uts", "ipc", "cgroup")
+
+
+def said_by_check(daemon: Testbed, job: int) -> list[str]:
+    entries = daemon.daemon_journal(f"GNSPAWN_JOB={job}", "GNSPAWN_PHASE=health")
+    return [e["MESSAGE"] for e in entries]
+
+
+def test_a_check_in_a_running_container_has_no_capability_and_sees_the_container(
+    daemon: Testbed,
+) -> None:
+    daemon.seed("web")
+    with_checks(daemon, [CONFINED])
+    with daemon.host_services(containers=["web"]):
+        assert gnctl("update", "-q", "web").returncode == 0
+        init = leader("web")
+        namespaces = [os.readlink(f"/proc/{init}/ns/{ns}") for ns in NAMESPACES]
+    said = said_by_check(daemon, 1)
+    for line in ("CapEff:\t0000000000000000", "CapBnd:\t0000000000000000", "NoNewPrivs:\t1"):
+        assert line in said, said
+    assert "CapAmb:\t0000000000000000" in said, said
+    for namespace in namespaces:  # the container's, not the host's
+        assert namespace in said, (namespace, said)
+    assert "mknod worked" not in said, said
+
+
+def test_a_check_in_a_throwaway_container_has_no_capability_and_no_network(
+    daemon: Testbed,
+) -> None:
+    bootable(daemon.seed("web"))
+    with_checks(daemon, [CONFINED])
+
+    result = gnctl("update", "-q", "web")
+    assert result.returncode == 0, result.stderr
+
+    said = said_by_check(daemon, 1)
+    for line in ("CapEff:\t0000000000000000", "CapBnd:\t0000000000000000", "NoNewPrivs:\t1"):
+        assert line in said, said
+    assert "mknod worked" not in said, said
+    links = [line.split("=", 1)[1].split() for line in said if line.startswith("links=")]
+    assert links == [["lo"]], said  # a network of its own: loopback only

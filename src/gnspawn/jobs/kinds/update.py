@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gnspawn import log as journal
-from gnspawn import machines, nspawn
+from gnspawn import machines
 from gnspawn.inventory import gentoo_root
 from gnspawn.jobs import configfiles, health, snapshots, steps
 from gnspawn.jobs.context import Context, Host, JobFailed, Kind, Request, uncancellable
@@ -87,12 +87,18 @@ class Update(Kind):
     async def recover(self, ctx: Context) -> tuple[JobResult, str]:
         if ctx.job.phase is Phase.CLEANUP:  # the emerge succeeded: keep it
             return JobResult.DONE, ""
-        unit = nspawn.unit(ctx.job.machine)
-        if ctx.job.phase is Phase.HEALTH and await ctx.host.services.unit_active(unit):
-            # Restarted for its checks, it runs on the root about to be rolled back.
-            ctx.change(unit_stopped=True)
-            await ctx.host.services.stop(unit)
-            ctx.log(journal.NOTICE, f"stopped {unit} to roll it back")
+        if ctx.job.unit_stopped:
+            # Restarted for its checks, it may run on the root about to be rolled back
+            # (whatever systemd says of it while it goes down: stopping is idempotent).
+            try:
+                await ctx.unit_job(
+                    ctx.host.services.stop,
+                    done="stopped {unit} to roll it back",
+                    unavailable="not stopping {unit}: {err}",
+                    failed="stopping {unit} failed, rolling back all the same: {err}",
+                )
+            except JobFailed as err:
+                ctx.log(journal.ERR, str(err))
         result = await snapshots.undo_interrupted(ctx, spent=True)
         await _start_again(ctx)
         return result
