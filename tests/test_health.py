@@ -296,3 +296,30 @@ def test_a_check_in_a_throwaway_container_has_no_capability_and_no_network(
     assert "mknod worked" not in said, said
     links = [line.split("=", 1)[1].split() for line in said if line.startswith("links=")]
     assert links == [["lo"]], said  # a network of its own: loopback only
+
+
+def test_a_container_that_does_not_come_back_is_rolled_back_and_started_again(
+    daemon: Testbed,
+) -> None:
+    root = daemon.seed("web")
+    unit = "systemd-nspawn@web.service"
+    with_checks(daemon, [["/bin/busybox", "true"]])
+    failing = {("TryRestartUnit", unit): "failed"}
+    with daemon.host_services(containers=["web"], fail=failing) as record:
+        before = tree_hash(root)
+
+        result = gnctl("update", "web")
+
+        assert result.returncode == 1
+        error = json.loads(gnctl("job", "--json", "1").stdout)["Error"]
+        why = f"systemd's TryRestartUnit job for {unit} ended with result failed"
+        assert error.startswith(f"restart of {unit} failed: {why}"), error
+        assert job_property(1, "RolledBack") == "b true"
+        assert unit_calls(record)[-3:] == [
+            f"TryRestartUnit {unit}",
+            f"StopUnit {unit}",
+            f"StartUnit {unit}",
+        ]
+        assert tree_hash(root) == before
+        assert seen_inside("web", "/usr/share/hello/version") == "1\n"
+    assert gnctl("list", "--no-legend").stdout.split()[-2:] == ["1", "health"]
