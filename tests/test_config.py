@@ -536,3 +536,14 @@ def test_health_checks_are_commands_and_a_machine_may_have_its_own() -> None:
         assert 'expected a list of commands, each a list of strings: [["cmd", "arg"]]' in str(
             err.value
         )
+
+
+def test_a_health_timeout_is_more_than_nothing() -> None:
+    assert parse({"updates": {"health_timeout": 0.5}}).updates.health_timeout == 0.5
+    for bad in (0, -1, 86400, True):
+        with pytest.raises(ConfigError) as err:
+            parse({"updates": {"health_timeout": bad}})
+        assert "expected a number of seconds" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        parse({"updates": {"health_timeout": 0}})
+    assert "more than 0 and under a day, got 0" in str(err.value)

@@ -218,6 +218,14 @@ def _seconds(value: Any) -> float:
     return float(value)
 
 
+def _timeout(value: Any) -> float:
+    """Seconds that something may take: 0 would fail it at once."""
+    seconds = _seconds(value)
+    if seconds == 0:
+        raise ValueError("expected a number of seconds, more than 0 and under a day")
+    return seconds
+
+
 def _boolean(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError("expected true or false")
@@ -298,7 +306,7 @@ SETTINGS: dict[str, dict[str, Converter]] = {
         "depclean": _choice(DepcleanPolicy),
         "config_files": _choice(ConfigFilesPolicy),
         "health": _commands,
-        "health_timeout": _seconds,
+        "health_timeout": _timeout,
         "canary": _boolean,
     },
     "sandbox": {"bwrap": _nonempty, "setpriv": _nonempty, "hide": _paths},

@@ -130,16 +130,18 @@ class Manager:
         follows: int = 0,
         after: int = 0,
         machine: Machine | None = None,
+        marks: int = 0,
     ) -> Job:
         """Check a request of any kind and queue its job.
 
-        `machine` is the machine from a listing the caller made already (UpdateAll).
+        `machine` is the machine from a listing the caller made already (UpdateAll);
+        `marks` are flags the caller may not give but UpdateAll sets (NO_CANARY).
         `after` is a sync the job comes after (the scheduled cycle's): the job, or the
         builder job it follows, follows that sync, and is held if it fails.
         """
         machines.check_name(name)
         job_kind = KINDS[kind]
-        checked = check_flags(flags, job_kind.flags)
+        checked = check_flags(flags, job_kind.flags) | marks
         request = Request(name, checked, argument, machine)
         argument = await job_kind.check(self.host, request)
         builders = self.config.portage.builders and not follows
@@ -229,6 +231,10 @@ class Manager:
             and Flags.PRETEND not in checked
         )
         checked &= ~(Flags.SCHEDULED | Flags.NO_CANARY)
+        # Without a canary, a wave is only the order in which binary packages are
+        # built and installed: its jobs carry NO_CANARY, and are not held when the
+        # first of it fails.
+        marks = Flags(0) if canary else Flags.NO_CANARY
         found = await self.inventory.all()
         names = self.inventory.names(found)
         result: dict[str, Job | None] = {}
@@ -242,12 +248,12 @@ class Manager:
                 continue
             follows, profile = 0, ""
             if (canary or not self.config.portage.builders) and Flags.PRETEND not in checked:
-                # A wave is a profile: the admin's choice, else what the root names
-                # (a container that names another's profile may become its canary,
-                # which can only hold that wave: trusted machines come first).
-                profile = machines.chosen_profile(self.config, machine) or machines.profile_of(
-                    self.config, machine.root
-                )
+                # A wave is a profile: the admin's choice, else what the root names.
+                # Only a machine whose profile the admin chose, or a trusted one, leads
+                # a wave: a container that names another's profile can follow its
+                # canary, never become it and hold the others.
+                chosen = machines.chosen_profile(self.config, machine)
+                profile = chosen or machines.profile_of(self.config, machine.root)
                 follows = leaders[profile].id if profile in leaders else 0
             try:
                 job = await self.request(
@@ -258,12 +264,13 @@ class Manager:
                     follows=follows,
                     after=after,
                     machine=machine,
+                    marks=marks,
                 )
             except Busy:
                 log.info("update-all: skipping %s, busy", name)
                 result[name] = None
                 continue
-            if profile and (canary or self.config.machine(name).trusted):
+            if profile and ((canary and chosen) or self.config.machine(name).trusted):
                 leaders.setdefault(profile, job)
             result[name] = job
         return [(name, result[name]) for name in names]

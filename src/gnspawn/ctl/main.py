@@ -532,7 +532,8 @@ async def cmd_update(client: Client, args: argparse.Namespace) -> int:
         jobs = [(job_id, path, name) for name, job_id, path in rows if job_id]
         if not jobs:
             print("No Gentoo machines to update.")
-        await print_waves(client, jobs)
+        if not args.no_canary:
+            await print_waves(client, jobs)
     else:
         for name in args.names:
             job_id, path = await client.manager("Update", "st", name, job_flags(args))

@@ -11,7 +11,7 @@ from gnspawn.errors import GnspawnError
 from gnspawn.jobs.context import Context, JobFailed
 from gnspawn.jobs.kinds import KINDS
 from gnspawn.jobs.record import Job, now_usec
-from gnspawn.names import JobResult, JobState, JobType, Phase, job_title
+from gnspawn.names import Flags, JobResult, JobState, JobType, Phase, job_title
 from gnspawn.run import kill_tagged
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,8 @@ def held(ctx: Context) -> str:
     """Why the job is held, or "": a job it comes after (the job it follows, or the one
     that job follows, and so on: a cycle's updates follow their profile's canary, the
     canary its builder, and those the cycle's sync) is a sync that did not succeed, or
-    the update of its profile's canary, which failed."""
+    the update of its profile's canary, which failed (unless the job goes without a
+    canary: NO_CANARY)."""
     seen: set[int] = set()
     follows = ctx.job.follows
     while follows and follows not in seen:
@@ -58,9 +59,10 @@ def held(ctx: Context) -> str:
                 return ""
             why = f": {before.error}" if before.error else ""
             return f"the repositories were not synced (sync job {before.id} {before.result}{why})"
-        if before.type is JobType.UPDATE and before.result in (
-            JobResult.FAILED,
-            JobResult.CANCELED,
+        if (
+            before.type is JobType.UPDATE
+            and before.result in (JobResult.FAILED, JobResult.CANCELED)
+            and Flags.NO_CANARY not in ctx.job.flags
         ):
             why = f": {before.error}" if before.error else ""
             return f"canary {before.machine} {before.result} (job {before.id}){why}"
