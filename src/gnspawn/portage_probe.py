@@ -13,9 +13,11 @@ Questions:
                                 (not CONFIG_PROTECT_MASK), with the package owning each
   news ROOT ANSWER              the unread news items relevant to the root, by
                                 repository (Portage's news manager updates its lists)
-  previous-default ROOT ANSWER OWNER PATH PKGDIR
-                                file PATH of the newest binary package in PKGDIR of
-                                OWNER's package with a version before OWNER's
+  merge ROOT ANSWER OWNER PATH PKGDIR FILES
+                                FILES/mine and FILES/theirs merged into FILES/merged
+                                (diff3 --merge) from the previous default: file PATH
+                                of the newest binary package in PKGDIR of OWNER's
+                                package with a version before OWNER's
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ def config_files(root: str) -> dict[str, Any]:
     checker = portage.util.ConfigProtect(root, protect, mask)
     pending: dict[str, list[str]] = {}
     for directory, names in portage.util.find_updated_config_files(root, protect):
+        if len(pending) >= MOST_PENDING:
+            break
         found = [directory] if names is None else [os.path.join(directory, n) for n in names]
         for path in found:
             parent, name = os.path.split(path)
@@ -108,11 +112,31 @@ def news(root: str) -> dict[str, Any]:
     return {"unread": unread}
 
 
+def merge(root: str, owner: str, path: str, pkgdir: str, files: str) -> dict[str, Any]:
+    """The three-way merge of `files`/mine (the admin's file) and `files`/theirs (the
+    new default) from the previous default (see previous_default), into `files`/merged.
+    diff3 runs here, in the sandbox: both files are the container's."""
+    import subprocess
+
+    found = previous_default(root, owner, path, pkgdir)
+    if "error" in found:
+        return found
+    with open(os.path.join(files, "base"), "wb") as base:
+        base.write(found.pop("content"))
+    argv = ["diff3", "--merge", *(os.path.join(files, n) for n in ("mine", "base", "theirs"))]
+    done = subprocess.run(argv, capture_output=True, check=False)  # noqa: S603 -- fixed argv
+    if done.returncode == 1:
+        return {**found, "conflict": True}
+    if done.returncode != 0:
+        return {"error": f"diff3 failed: {done.stderr.decode(errors='replace').strip()}"}
+    with open(os.path.join(files, "merged"), "wb") as merged:
+        merged.write(done.stdout)
+    return {**found, "conflict": False}
+
+
 def previous_default(root: str, owner: str, path: str, pkgdir: str) -> dict[str, Any]:
     """The file `path` as the binary package in `pkgdir` of the version of `owner`'s
     package before `owner` installs it: the default the admin's file was made from."""
-    import base64
-
     trees = _settings(root)  # before any other import of Portage
     from portage.gpkg import gpkg
     from portage.versions import catpkgsplit, vercmp
@@ -158,7 +182,7 @@ def previous_default(root: str, owner: str, path: str, pkgdir: str) -> dict[str,
             content = binary.read(MOST_BYTES + 1)
     if len(content) > MOST_BYTES:
         return {"error": f"{path} in {os.path.basename(newest)} is too big to merge"}
-    return {"package": os.path.basename(newest), "content": base64.b64encode(content).decode()}
+    return {"package": os.path.basename(newest), "content": content}
 
 
 def main(argv: list[str]) -> int:
@@ -169,8 +193,8 @@ def main(argv: list[str]) -> int:
         result = config_files(root)
     elif question == "news":
         result = news(root)
-    elif question == "previous-default":
-        result = previous_default(root, *rest)
+    elif question == "merge":
+        result = merge(root, *rest)
     else:
         print(f"unknown question {question!r}", file=sys.stderr)
         return 2

@@ -20,13 +20,10 @@ Every file operation goes through rootfs: paths are resolved inside the root.
 from __future__ import annotations
 
 import asyncio
-import base64
 import dataclasses
 import difflib
-import os
 import posixpath
 import re
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,12 +34,15 @@ from gnspawn.config import ConfigFilesPolicy
 from gnspawn.jobs import probe
 from gnspawn.jobs.context import Context, JobFailed
 from gnspawn.names import NoticeKind, Phase, counted
-from gnspawn.run import CommandFailed, run
 
 UPDATE_NAME = re.compile(r"\._cfg([0-9]{4})_(.+)")
 MOST_BYTES = 1 << 20
 """Of a config file merged or shown: a bigger one is kept for the admin."""
 MOST_DIFF_LINES = 2000
+MOST_PENDING = 1000
+"""Config files with new defaults taken from Portage's answer (its own limit too)."""
+MOST_DIFFED_LINES = 5_000
+"""Of each side of a diff shown: difflib's time grows faster than the lines."""
 
 
 class ConfigAction:
@@ -96,8 +96,8 @@ async def find(ctx: Context, root: Path) -> list[Pending]:
 def _pending(found: Any) -> list[Pending]:
     """What Portage's answer names, those of it that are what they claim to be: an
     answer comes from a process the container's files steer."""
-    result = []
-    for item in found if isinstance(found, list) else []:
+    result: list[Pending] = []
+    for item in found[:MOST_PENDING] if isinstance(found, list) else []:
         if not isinstance(item, dict):
             continue
         path, updates, owner = item.get("target"), item.get("cfg"), item.get("owner", "")
@@ -182,31 +182,30 @@ def backup_name(job: int, path: str) -> str:
 
 
 async def _merge(ctx: Context, root: Path, item: Pending) -> bytes:
-    """The admin's file with the changes from the previous default to the new one."""
+    """The admin's file with the changes from the previous default to the new one,
+    merged by diff3 in the sandbox of the root (both files are the container's)."""
     if not item.owner:
         raise JobFailed(f"cannot merge {item.path}: no installed package owns it")
-    answer = await probe.ask(
-        ctx, root, "previous-default", item.owner, item.path, str(ctx.config.portage.pkgdir)
-    )
-    try:
-        base = base64.b64decode(str(answer.get("content", "")), validate=True)
-    except ValueError as err:
-        raise JobFailed(f"cannot merge {item.path}: no previous default") from err
     mine = await asyncio.to_thread(rootfs.read_bytes, root, item.path, MOST_BYTES + 1)
     theirs = await asyncio.to_thread(rootfs.read_bytes, root, item.newest, MOST_BYTES + 1)
     if max(len(mine), len(theirs)) > MOST_BYTES:
         raise JobFailed(f"cannot merge {item.path}: too big")
-    with tempfile.TemporaryDirectory(prefix="gnspawn-merge-") as scratch:
-        files = [os.path.join(scratch, name) for name in ("mine", "base", "theirs")]
-        for file, content in zip(files, (mine, base, theirs), strict=True):
-            await asyncio.to_thread(Path(file).write_bytes, content)
-        try:
-            merged = await run(["diff3", "--merge", *files])
-        except CommandFailed as err:
-            why = "the changes conflict" if err.returncode == 1 else err.message
-            raise JobFailed(f"cannot merge {item.path}: {why}") from err
+    pkgdir = str(ctx.config.portage.pkgdir)
+    answer = await probe.ask(
+        ctx,
+        root,
+        "merge",
+        item.owner,
+        item.path,
+        pkgdir,
+        given={"mine": mine, "theirs": theirs},
+        back=["merged"],
+    )
+    merged = answer["files"].get("merged")
+    if answer.get("conflict") is not False or merged is None:
+        raise JobFailed(f"cannot merge {item.path}: the changes conflict")
     ctx.log(journal.INFO, f"merged {item.path} against {answer.get('package', '?')}")
-    return merged.encode()
+    return bytes(merged)
 
 
 def diff(root: Path, item: Pending) -> str:
@@ -220,6 +219,8 @@ def diff(root: Path, item: Pending) -> str:
         if len(data) > MOST_BYTES or b"\0" in data:
             return f"({path} is too big or not text)"
         texts.append(data.decode(errors="replace").splitlines(keepends=True))
+    if max(len(text) for text in texts) > MOST_DIFFED_LINES:
+        return f"(more than {MOST_DIFFED_LINES} lines: too long to show a diff)"
     lines = list(difflib.unified_diff(texts[0], texts[1], item.path, item.newest))
     if len(lines) > MOST_DIFF_LINES:
         lines = [*lines[:MOST_DIFF_LINES], f"... {len(lines) - MOST_DIFF_LINES} more lines\n"]
