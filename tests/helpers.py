@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -76,6 +77,19 @@ def gnctl(*args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         stdin=subprocess.DEVNULL,
     )
+
+
+def notices(job: int) -> list[list[str]]:
+    """The job's Notices, as gnctl job --json shows them."""
+    shown = gnctl("job", "--json", str(job))
+    assert shown.returncode == 0, shown.stderr
+    return [list(n) for n in json.loads(shown.stdout)["Notices"]]
+
+
+def attention() -> dict[str, list[dict[str, str]]]:
+    """Each machine's Attention, as gnctl list --json shows it."""
+    machines = json.loads(gnctl("list", "--json").stdout)
+    return {m["name"]: m["attention"] for m in machines}
 
 
 def job_property(job_id: int, name: str) -> str:

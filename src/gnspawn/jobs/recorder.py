@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, Protocol
 
 from gnspawn import log as journal
@@ -123,6 +123,20 @@ class Recorder:
         self.store.set_attention(job.machine, kind, items)
         if items:
             kinds[kind] = tuple(items)
+        else:
+            kinds.pop(kind, None)
+
+    def settled(self, machine: str, kind: NoticeKind, subjects: Collection[str]) -> None:
+        """What the admin has dealt with outside a job (news items marked read) no longer
+        waits on `machine`: the items of `kind` about `subjects` go."""
+        kinds = self.attention.get(machine, {})
+        items = kinds.get(kind, ())
+        left = tuple(item for item in items if item.subject not in subjects)
+        if left == items:
+            return
+        self.store.set_attention(machine, kind, left)
+        if left:
+            kinds[kind] = left
         else:
             kinds.pop(kind, None)
 
