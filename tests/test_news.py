@@ -14,6 +14,7 @@ import pytest
 from helpers import (
     attention,
     call,
+    complete,
     gdbus_error,
     gnctl,
     hello_version,
@@ -103,6 +104,10 @@ def test_report_lists_the_item_for_the_machine_it_concerns_and_updates(
     assert unread(web) == [ITEM]
     assert unread(db) == []
     assert gnctl("news", "db").stdout == "No unread news items.\n"
+    # Completion offers the machine's unread items.
+    assert complete("news", "web", "") == [ITEM]
+    assert complete("news", "db", "") == []
+    assert complete("news", "web", "--r") == ["--read"]
 
 
 def test_hold_holds_the_machine_it_concerns_until_the_item_is_read(
