@@ -195,7 +195,7 @@ def test_bad_requests_get_named_errors_and_change_nothing(daemon: Testbed, news:
     assert call("ListNews", "s", "web", user=65534).stdout.startswith("a(ssss) 1 ")
     unknown = gnctl("news", "web", "2026-12-02-other", "--read")
     assert unknown.returncode == 3 and "NoSuchNewsItem" not in unknown.stdout
-    assert "no unread news item 2026-12-02-other" in unknown.stderr
+    assert "no unread news item '2026-12-02-other'" in unknown.stderr
     assert (tree_hash(web), tree_hash(db)) == before
     assert listed() == {"db": "-", "web": "1 news"}
 

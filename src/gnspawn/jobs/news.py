@@ -26,7 +26,7 @@ from gnspawn.config import NewsPolicy, PortageConfig
 from gnspawn.errors import InvalidArgs, NoSuchNewsItem
 from gnspawn.jobs import probe
 from gnspawn.jobs.context import Context, JobFailed
-from gnspawn.names import NoticeKind, Phase, counted
+from gnspawn.names import NoticeKind, Phase, counted, shown
 from gnspawn.portage import repository_name
 
 NEWS_DIRECTORY = "/var/lib/gentoo/news"
@@ -66,7 +66,7 @@ def check_names(names: Iterable[str]) -> list[str]:
     checked = list(names)
     for name in checked:
         if not valid_name(name):
-            raise InvalidArgs(f"not a news item name: {name!r}")
+            raise InvalidArgs(f"not a news item name: {shown(name)}")
     return checked
 
 
@@ -147,7 +147,7 @@ def mark_read(root: Path, config: PortageConfig, names: Sequence[str]) -> list[N
     waiting = unread(root, config)
     wanted = set(check_names(names)) or {item.name for item in waiting}
     if missing := wanted - {item.name for item in waiting}:
-        raise NoSuchNewsItem(f"no unread news item {', '.join(sorted(missing))}")
+        raise NoSuchNewsItem(f"no unread news item {shown(', '.join(sorted(missing)))}")
     marked = [item for item in waiting if item.name in wanted]
     # Written by gnspawnd itself rather than by eselect or Portage in the sandbox: it is
     # a filter of two lists of names, and a bus call that waits for no job. rootfs
