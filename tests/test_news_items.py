@@ -142,3 +142,10 @@ def test_a_link_the_container_planted_is_replaced_never_written_through(
 
     assert secret.read_text() == "SECRET\n"
     assert lists(root) == {"news-demo.read": f"{ITEM}\n", "news-demo.unread": ""}
+
+
+def test_news_is_looked_for_only_when_a_repository_has_an_item(repo: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    (empty / "metadata" / "news").mkdir(parents=True)
+    assert news._any_news(PortageConfig(repos=(empty, repo)))
+    assert not news._any_news(PortageConfig(repos=(empty, tmp_path / "nosuch")))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import posixpath
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -169,6 +170,11 @@ async def look(ctx: Context, root: Path, policy: NewsPolicy, *, hold: bool = Tru
     and the machine's Attention. Why the update is held, or "" when it goes on: under
     `hold` (unless `hold` is False, as for a pretend update), unread items hold it, and
     so does not knowing."""
+    machine = ctx.job.machine
+    if not await asyncio.to_thread(_any_news, ctx.config.portage):
+        # Nothing to judge: Portage would only make the root's empty news directory.
+        ctx.host.recorder.attend(ctx.job, NoticeKind.NEWS, [])
+        return ""
     ctx.change(phase=Phase.NEWS)
     holds = hold and policy is NewsPolicy.HOLD
     try:
@@ -179,7 +185,6 @@ async def look(ctx: Context, root: Path, policy: NewsPolicy, *, hold: bool = Tru
         ctx.notice(NoticeKind.NEWS, "", f"cannot look for unread news items: {err}")
         return ""
     found = await asyncio.to_thread(items, ctx.config.portage, _found(answer.get("unread")))
-    machine = ctx.job.machine
     for item in found:
         ctx.notice(NoticeKind.NEWS, item.name, item.attention(machine)[1])
     ctx.host.recorder.attend(ctx.job, NoticeKind.NEWS, [item.attention(machine) for item in found])
@@ -191,6 +196,18 @@ async def look(ctx: Context, root: Path, policy: NewsPolicy, *, hold: bool = Tru
         return f"{waiting}: read them with gnctl news {machine} --read"
     ctx.log(journal.NOTICE, f"{waiting}: gnctl news {machine}")
     return ""
+
+
+def _any_news(config: PortageConfig) -> bool:
+    """Whether any of the host's repositories has a news item."""
+    for location in repositories(config).values():
+        try:
+            with os.scandir(location / "metadata" / "news") as entries:
+                if any(valid_name(entry.name) for entry in entries):
+                    return True
+        except OSError:
+            continue
+    return False
 
 
 def _found(unread: Any) -> dict[str, list[str]]:
