@@ -20,7 +20,10 @@ from helpers import (
     hello_version,
     job_string,
     notices,
+    queued,
     snapshots,
+    wait_job,
+    wait_until,
 )
 from testbed import Testbed, tree_hash
 
@@ -219,3 +222,22 @@ def test_the_containers_lists_never_reach_the_hosts_files(daemon: Testbed, news:
     assert secret.read_text() == "HOSTSECRET\n"
     assert not read_list.is_symlink() and read_list.read_text() == f"{ITEM}\n"
     assert planted.read_text() == f"../../../../{secret}\n2020-01-01-nosuch\n"
+
+
+def test_no_item_is_marked_read_while_a_job_may_roll_the_root_back(
+    daemon: Testbed, news: Path
+) -> None:
+    slow = daemon.seed("slow", ["=app-misc/hello-1", "=app-misc/sleeper-1", "=app-misc/chatty-2"])
+    running = queued(call("Update", "st", "slow", "0").stdout)
+    wait_until(lambda: job_string(running, "CurrentPackage") == "app-misc/sleeper-2", "a build")
+    assert unread(slow) == [ITEM]  # judged before the snapshot
+
+    busy = gdbus_error("MarkNewsRead", "slow", "@as []", "0")
+
+    assert busy.split(":")[0] == "org.gnspawn1.Error.Busy", busy
+    assert unread(slow) == [ITEM]
+    call("CancelJob", "u", str(running))
+    assert wait_job(running) == "canceled"
+    assert unread(slow) == [ITEM]  # the rollback went back to after the judging
+    assert gnctl("news", "slow", "--read").returncode == 0
+    assert unread(slow) == []

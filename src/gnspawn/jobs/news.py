@@ -164,19 +164,19 @@ def mark_read(root: Path, config: PortageConfig, names: Sequence[str]) -> list[N
     return marked
 
 
-async def look(ctx: Context, root: Path, policy: NewsPolicy, *, hold: bool = True) -> str:
+async def look(ctx: Context, root: Path, policy: NewsPolicy, *, may_hold: bool = True) -> str:
     """The step before an update changes anything: which news items relevant to the
     root are unread (Portage judges the new ones first). They go into the job's Notices
     and the machine's Attention. Why the update is held, or "" when it goes on: under
-    `hold` (unless `hold` is False, as for a pretend update), unread items hold it, and
-    so does not knowing."""
+    `hold` (when it `may_hold`: a pretend update may not), unread items hold it, and so
+    does not knowing."""
     machine = ctx.job.machine
     if not await asyncio.to_thread(_any_news, ctx.config.portage):
         # Nothing to judge: Portage would only make the root's empty news directory.
         ctx.host.recorder.attend(ctx.job, NoticeKind.NEWS, [])
         return ""
     ctx.change(phase=Phase.NEWS)
-    holds = hold and policy is NewsPolicy.HOLD
+    holds = may_hold and policy is NewsPolicy.HOLD
     try:
         answer = await probe.ask(ctx, root, "news")
     except JobFailed as err:
@@ -211,8 +211,8 @@ def _any_news(config: PortageConfig) -> bool:
 
 
 def _found(unread: Any) -> dict[str, list[str]]:
-    """Portage's answer, {repository: [item names]}, of what it is what it claims to be:
-    the answer comes from a process the container's files steer."""
+    """Portage's answer, {repository: [item names]}, as far as it is what it claims to
+    be: the answer comes from a process the container's files steer."""
     if not isinstance(unread, dict):
         return {}
     return {

@@ -39,7 +39,7 @@ class Update(Kind):
         root = gentoo_root(machine)
         args = ctx.config.portage.update_args
         pretend = Flags.PRETEND in ctx.job.flags
-        if held := await news.look(ctx, root, ctx.config.updates.news, hold=not pretend):
+        if held := await news.look(ctx, root, ctx.config.updates.news, may_hold=not pretend):
             ctx.change(error=held)  # before the fetch: nothing is changed
             return JobResult.HELD
         if pretend:
