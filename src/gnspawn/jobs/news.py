@@ -24,7 +24,7 @@ from typing import Any
 from gnspawn import log as journal
 from gnspawn import rootfs
 from gnspawn.config import NewsPolicy, PortageConfig
-from gnspawn.errors import InvalidArgs, NoSuchNewsItem
+from gnspawn.errors import GnspawnError, InvalidArgs, NoSuchNewsItem
 from gnspawn.jobs import probe
 from gnspawn.jobs.context import Context, JobFailed
 from gnspawn.names import NoticeKind, Phase, counted, shown
@@ -159,8 +159,13 @@ def mark_read(root: Path, config: PortageConfig, names: Sequence[str]) -> list[N
         left = [name for name in _read_list(root, repository, "unread") if name not in done]
         read = _read_list(root, repository, "read")
         read += sorted(done - set(read))
-        rootfs.write_text(root, _list_path(repository, "read"), "".join(f"{n}\n" for n in read))
-        rootfs.write_text(root, _list_path(repository, "unread"), "".join(f"{n}\n" for n in left))
+        try:
+            for which, listed in (("read", read), ("unread", left)):
+                text = "".join(f"{name}\n" for name in listed)
+                rootfs.write_text(root, _list_path(repository, which), text)
+        except OSError as err:
+            why = err.strerror or str(err)
+            raise GnspawnError(f"cannot mark news items of {repository} read: {why}") from err
     return marked
 
 
