@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -11,7 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-from testbed import Testbed, tree_hash, wait_for
+from testbed import REPO_ROOT, Testbed, tree_hash, wait_for
 
 # The tests' name for it, as `wait_for` is Tmux's method that reads the screen; an
 # assignment, so that modules importing it from here see it as exported.
@@ -76,6 +77,32 @@ def gnctl(*args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         stdin=subprocess.DEVNULL,
     )
+
+
+def notices(job: int) -> list[list[str]]:
+    """The job's Notices, as gnctl job --json shows them."""
+    shown = gnctl("job", "--json", str(job))
+    assert shown.returncode == 0, shown.stderr
+    return [list(n) for n in json.loads(shown.stdout)["Notices"]]
+
+
+def attention() -> dict[str, list[dict[str, str]]]:
+    """Each machine's Attention, as gnctl list --json shows it."""
+    machines = json.loads(gnctl("list", "--json").stdout)
+    return {m["name"]: m["attention"] for m in machines}
+
+
+def complete(*words: str) -> list[str]:
+    """What bash completion offers after `gnctl WORDS...` (the last word is the one typed)."""
+    script = (
+        f"source {REPO_ROOT}/contrib/completion/gnctl.bash; "
+        'COMP_WORDS=(gnctl "$@"); COMP_CWORD=$#; _gnctl; printf "%s\\n" "${COMPREPLY[@]}"'
+    )
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    result = subprocess.run(
+        ["bash", "-c", script, "bash", *words], capture_output=True, text=True, env=env, check=True
+    )
+    return [line for line in result.stdout.splitlines() if line]
 
 
 def job_property(job_id: int, name: str) -> str:

@@ -518,6 +518,17 @@ def test_config_files_takes_its_three_policies() -> None:
     assert "expected one of keep, replace, merge, got 'overwrite'" in str(err.value)
 
 
+def test_news_takes_report_or_hold_and_reports_by_default() -> None:
+    assert parse({}).updates.news.value == "report"
+    for value in ("report", "hold"):
+        assert parse({"updates": {"news": value}}).updates.news.value == value
+    with pytest.raises(ConfigError) as err:
+        parse({"updates": {"news": "ignore"}}, text='[updates]\nnews = "ignore"\n')
+    assert str(err.value) == (
+        "/etc/gnspawn/gnspawn.toml:2: updates.news: expected one of report, hold, got 'ignore'"
+    )
+
+
 def test_health_checks_are_commands_and_a_machine_may_have_its_own() -> None:
     config = parse(
         {

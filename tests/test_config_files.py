@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ebuilds import write_conf
-from helpers import call, gdbus_error, gnctl, job_string, snapshots
+from helpers import attention, call, gdbus_error, gnctl, job_string, notices, snapshots
 from testbed import Testbed, tree_hash
 
 DEFAULT_1 = "# foo\nalpha = 1\nbeta = 1\ngamma = 1\n"
@@ -39,17 +39,6 @@ def etc_conf(root: Path) -> dict[str, str]:
     """The files of /etc/conf, with their contents."""
     directory = root / "etc/conf"
     return {name: (directory / name).read_text() for name in sorted(os.listdir(directory))}
-
-
-def notices(job: int) -> list[list[str]]:
-    shown = gnctl("job", "--json", str(job))
-    assert shown.returncode == 0, shown.stderr
-    return [list(n) for n in json.loads(shown.stdout)["Notices"]]
-
-
-def attention() -> dict[str, list[dict[str, str]]]:
-    machines = json.loads(gnctl("list", "--json").stdout)
-    return {m["name"]: m["attention"] for m in machines}
 
 
 def test_keep_leaves_the_new_default_waiting_and_says_so(daemon: Testbed) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from helpers import (
     busctl,
     call,
+    complete,
     gdbus_error,
     gnctl,
     hello_version,
@@ -21,7 +22,7 @@ from helpers import (
     wait_job,
     wait_until,
 )
-from testbed import REPO_ROOT, Testbed, zfs
+from testbed import Testbed, zfs
 
 
 def error_name(method: str, *args: str) -> str:
@@ -179,19 +180,6 @@ def test_logs_of_a_job_and_of_a_machine_come_from_the_journal(daemon: Testbed) -
     )
     assert machine.stdout.strip().endswith("update of web done")
     assert len(machine.stdout.strip().splitlines()) == 1
-
-
-def complete(*words: str) -> list[str]:
-    """What bash completion offers after `gnctl WORDS...` (the last word is the one typed)."""
-    script = (
-        f"source {REPO_ROOT}/contrib/completion/gnctl.bash; "
-        'COMP_WORDS=(gnctl "$@"); COMP_CWORD=$#; _gnctl; printf "%s\\n" "${COMPREPLY[@]}"'
-    )
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    result = subprocess.run(
-        ["bash", "-c", script, "bash", *words], capture_output=True, text=True, env=env, check=True
-    )
-    return [line for line in result.stdout.splitlines() if line]
 
 
 def test_bash_completion_asks_the_daemon(daemon: Testbed) -> None:

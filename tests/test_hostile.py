@@ -35,12 +35,13 @@ NO_SUCH_PROFILE = ERROR + "NoSuchProfile"
 NO_SUCH_SNAPSHOT = ERROR + "NoSuchSnapshot"
 SNAPSHOT_PROTECTED = ERROR + "SnapshotProtected"
 BUSY = ERROR + "Busy"
+NO_SUCH_NEWS_ITEM = ERROR + "NoSuchNewsItem"
 NOT_CANCELLABLE = ERROR + "NotCancellable"
 STANDARD = "org.freedesktop.DBus.Error."
 INVALID_ARGS = STANDARD + "InvalidArgs"
 
 Errors = frozenset[str]
-Value = str | int
+Value = str | int | tuple[str, ...]
 
 SIGNATURES = {
     "Update": "st",
@@ -54,6 +55,8 @@ SIGNATURES = {
     "Rollback": "sst",
     "ListMachines": "",
     "ListSnapshots": "s",
+    "ListNews": "s",
+    "MarkNewsRead": "sast",
     "ListJobs": "",
     "GetJob": "u",
     "CancelJob": "u",
@@ -77,6 +80,10 @@ ERRORS_OF: dict[str, Errors] = {
     ),
     "ListMachines": frozenset({INVALID_ARGS}),
     "ListSnapshots": frozenset({INVALID_NAME, NO_SUCH_MACHINE, INVALID_ARGS}),
+    "ListNews": frozenset({INVALID_NAME, NO_SUCH_MACHINE, NOT_GENTOO, INVALID_ARGS}),
+    "MarkNewsRead": frozenset(
+        {INVALID_NAME, NO_SUCH_MACHINE, NOT_GENTOO, NO_SUCH_NEWS_ITEM, INVALID_ARGS}
+    ),
     "ListJobs": frozenset({INVALID_ARGS}),
     "GetJob": frozenset({NO_SUCH_JOB, INVALID_ARGS}),
     "CancelJob": frozenset({NO_SUCH_JOB, NOT_CANCELLABLE, INVALID_ARGS}),
@@ -193,6 +200,20 @@ def rollback_errors(name: str, snapshot: str, flags: int) -> Errors:
     return frozenset(errors)
 
 
+def list_news_errors(name: str) -> Errors:
+    return name_errors(name) | ({NOT_GENTOO} if name == PLAIN else set())
+
+
+def mark_news_read_errors(name: str, items: tuple[str, ...], flags: int) -> Errors:
+    """WEB has no news item unread: any item it is asked to mark is no such item."""
+    errors = set(list_news_errors(name) | flag_errors(flags, 0))
+    if not all(re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}-[A-Za-z0-9][\w+-]*", i) for i in items):
+        errors.add(INVALID_ARGS)
+    elif items and name == WEB:
+        errors.add(NO_SUCH_NEWS_ITEM)
+    return frozenset(errors)
+
+
 def get_job_errors(job: int) -> Errors:
     return frozenset(() if job == 1 else {NO_SUCH_JOB})
 
@@ -211,6 +232,8 @@ RULES: dict[str, Callable[..., Errors]] = {
     "ListRetention": name_errors,
     "Rollback": rollback_errors,
     "ListSnapshots": name_errors,
+    "ListNews": list_news_errors,
+    "MarkNewsRead": mark_news_read_errors,
     "GetJob": get_job_errors,
     "CancelJob": cancel_job_errors,
     "Job.Cancel": lambda: frozenset({NOT_CANCELLABLE}),
@@ -223,10 +246,21 @@ RULES: dict[str, Callable[..., Errors]] = {
 DBUS_SEND_TYPES = {"s": "string", "t": "uint64", "u": "uint32", "o": "objpath", "i": "int32"}
 
 
+def codes(signature: str) -> list[str]:
+    """The complete types of a signature of basic types and arrays of them."""
+    return re.findall(r"a?.", signature)
+
+
 def typed(signature: str, values: tuple[Value, ...]) -> tuple[str, ...]:
-    """The arguments as dbus-send takes them: TYPE:VALUE."""
-    assert len(signature) == len(values), (signature, values)
-    return tuple(f"{DBUS_SEND_TYPES[code]}:{v}" for code, v in zip(signature, values, strict=True))
+    """The arguments as dbus-send takes them: TYPE:VALUE, array:TYPE:VALUE,VALUE."""
+    parts = codes(signature)
+    assert len(parts) == len(values), (signature, values)
+    return tuple(
+        f"array:{DBUS_SEND_TYPES[code[1]]}:{','.join(map(str, v))}"
+        if isinstance(v, tuple)
+        else f"{DBUS_SEND_TYPES[code]}:{v}"
+        for code, v in zip(parts, values, strict=True)
+    )
 
 
 class Answer(NamedTuple):
@@ -287,7 +321,7 @@ def harmless(member: str, *values: Value) -> bool:
     expected = RULES[member](*values)
     if expected != {INVALID_ARGS}:
         return bool(expected)
-    return "t" not in SIGNATURES[member] or bool(int(values[-1]) & ~ALL_FLAGS)
+    return "t" not in SIGNATURES[member] or bool(int(str(values[-1])) & ~ALL_FLAGS)
 
 
 # --- the machines and the daemon ------------------------------------------------
@@ -435,6 +469,22 @@ EXPECTED: list[tuple[str, tuple[Value, ...], str]] = [
     ("ListSnapshots", ("../web",), INVALID_NAME),
     ("ListSnapshots", (f"{WEB}@{NEWEST}",), INVALID_NAME),
     ("ListSnapshots", (GHOST,), NO_SUCH_MACHINE),
+    ("ListNews", ("a/b",), INVALID_NAME),
+    ("ListNews", ("nosuch",), NO_SUCH_MACHINE),
+    ("ListNews", (GHOST,), NO_SUCH_MACHINE),
+    ("ListNews", (PLAIN,), NOT_GENTOO),
+    ("MarkNewsRead", ("../web", (), 0), INVALID_NAME),
+    ("MarkNewsRead", ("nosuch", (), 0), NO_SUCH_MACHINE),
+    ("MarkNewsRead", (FOREIGN, (), 0), NO_SUCH_MACHINE),
+    ("MarkNewsRead", (PLAIN, (), 0), NOT_GENTOO),
+    ("MarkNewsRead", (WEB, ("2026-12-01-item",), 0), NO_SUCH_NEWS_ITEM),
+    ("MarkNewsRead", (WEB, ("2026-12-01-item", "2026-12-02-other"), 0), NO_SUCH_NEWS_ITEM),
+    ("MarkNewsRead", (WEB, ("../x",), 0), INVALID_ARGS),
+    ("MarkNewsRead", (WEB, ("2026-12-01-item/../../../etc/shadow",), 0), INVALID_ARGS),
+    ("MarkNewsRead", (WEB, ("2026-12-01-item", "/etc/shadow"), 0), INVALID_ARGS),
+    ("MarkNewsRead", (WEB, ("2026-12-01-.hidden",), 0), INVALID_ARGS),
+    ("MarkNewsRead", (WEB, (), FAIL_IF_BUSY), INVALID_ARGS),
+    ("MarkNewsRead", (WEB, (), NO_METHOD_KNOWS), INVALID_ARGS),
     ("GetJob", (0,), NO_SUCH_JOB),
     ("GetJob", (2,), NO_SUCH_JOB),
     ("GetJob", (MAX_U32,), NO_SUCH_JOB),
@@ -471,6 +521,8 @@ HUGE_INPUTS: list[tuple[str, tuple[Value, ...], str]] = [
     ("Rollback", (WEB, f"{HUGE}@{NEWEST}", 0), NO_SUCH_SNAPSHOT),
     ("ListRetention", (HUGE,), INVALID_NAME),
     ("ListSnapshots", (HUGE,), INVALID_NAME),
+    ("ListNews", (HUGE,), INVALID_NAME),
+    ("MarkNewsRead", (WEB, (HUGE,), 0), INVALID_ARGS),
 ]
 
 
@@ -643,6 +695,7 @@ def test_listings(world: World, name: str) -> None:
     assume(harmless("ListSnapshots", name))
     ask("ListSnapshots", name)
     ask("ListRetention", name)
+    ask("ListNews", name)
 
 
 @CASES
@@ -667,6 +720,8 @@ SIGNATURE_BASE: dict[str, tuple[Value, ...]] = {
     "Rollback": (WEB, PROTECTED, 0),
     "ListMachines": (),
     "ListSnapshots": (WEB,),
+    "ListNews": (GHOST,),
+    "MarkNewsRead": (WEB, ("../x",), 0),
     "ListJobs": (),
     "GetJob": (1,),
     "CancelJob": (1,),
@@ -678,26 +733,35 @@ SIGNATURE_BASE: dict[str, tuple[Value, ...]] = {
 def wrong_signatures(member: str) -> dict[str, tuple[str, ...]]:
     """The method's arguments with one too few, one too many, and each of another type."""
     signature, values = SIGNATURES[member], SIGNATURE_BASE[member]
+    parts = codes(signature)
     args = typed(signature, values)
     wrong: dict[str, tuple[str, ...]] = {signature + "s": (*args, "string:x")}
     if not signature:
         wrong["u"] = ("uint32:1",)
         return wrong
     wrong[""] = ()
-    wrong[signature[:-1]] = args[:-1]
+    wrong["".join(parts[:-1])] = args[:-1]
     wrong[signature + signature] = args + args
-    for i, code in enumerate(signature):
-        others = {"s": ("o", "v", "as"), "t": ("u", "i", "s"), "u": ("t", "s")}[code]
+    for i, code in enumerate(parts):
+        others = {
+            "s": ("o", "v", "as"),
+            "t": ("u", "i", "s"),
+            "u": ("t", "s"),
+            "as": ("s", "ai"),
+        }[code]
         for other in others:
             if other == "v":
                 arg = f"variant:{args[i]}"
             elif other == "as":
                 arg = f"array:string:{values[i]}"
+            elif other == "ai":
+                arg = "array:int32:1"
             elif other == "o":
                 arg = "objpath:/x"
             else:
-                arg = typed(other, ("1" if other == "s" else int(values[i]),))[0]
-            wrong[signature[:i] + other + signature[i + 1 :]] = (*args[:i], arg, *args[i + 1 :])
+                arg = typed(other, ("1" if other == "s" else int(str(values[i])),))[0]
+            changed = "".join([*parts[:i], other, *parts[i + 1 :]])
+            wrong[changed] = (*args[:i], arg, *args[i + 1 :])
     return wrong
 
 

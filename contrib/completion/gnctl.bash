@@ -5,7 +5,7 @@
 
 _gnctl() {
     local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}
-    local verbs="list snapshots jobs job update sync rollback build remove prune profiles status config logs cancel wait"
+    local verbs="list snapshots jobs job update sync rollback build remove prune profiles status config news logs cancel wait"
     local verb="" i resume=""
     local -a host=() args=()
     for ((i = 1; i < COMP_CWORD; i++)); do
@@ -54,6 +54,7 @@ _gnctl() {
             build) options+=" --profile --resume --keep-failed $waiting" ;;
             rollback|remove) options+=" $waiting" ;;
             config) options+=" --keep --replace --merge $waiting" ;;
+            news) options+=" --read --json" ;;
             prune|sync) options+=" $following --no-block" ;;
             wait) options+=" $following" ;;
             logs) options+=" --follow --lines" ;;
@@ -88,6 +89,16 @@ _gnctl() {
                 paths=$(gnctl "${host[@]}" status "${args[0]}" 2>/dev/null |
                     awk '$1 == "config-file:" { sub(/:$/, "", $2); print $2 }')
                 COMPREPLY=($(compgen -W "$paths" -- "$cur"))
+            fi ;;
+        news)
+            if ((${#args[@]} == 0)); then
+                COMPREPLY=($(compgen -W "$(_gnctl_column "$ours" list)" -- "$cur"))
+            else
+                # The unread news items, as gnctl status lists them.
+                local items
+                items=$(gnctl "${host[@]}" status "${args[0]}" 2>/dev/null |
+                    awk '$1 == "news:" { sub(/:$/, "", $2); print $2 }')
+                COMPREPLY=($(compgen -W "$items" -- "$cur"))
             fi ;;
         build)
             # A new name, which nothing can offer; with --resume, an incomplete machine.

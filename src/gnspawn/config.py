@@ -107,6 +107,17 @@ class ConfigFilesPolicy(enum.StrEnum):
     file kept as with replace; kept (as with keep) when it cannot be merged cleanly."""
 
 
+class NewsPolicy(enum.StrEnum):
+    """What an update does when the machine has unread news items relevant to it."""
+
+    REPORT = "report"
+    """Each item goes into the job's Notices and the machine's Attention; the update
+    goes on."""
+    HOLD = "hold"
+    """The update ends held, changing nothing, until the items are read
+    (MarkNewsRead, `gnctl news NAME --read`)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class UpdatesConfig:
     policy: UpdatePolicy = UpdatePolicy.APPLY
@@ -117,6 +128,7 @@ class UpdatesConfig:
     """A scheduled update-all syncs the repositories first; its updates wait for that."""
     depclean: DepcleanPolicy = DepcleanPolicy.OFF
     config_files: ConfigFilesPolicy = ConfigFilesPolicy.KEEP
+    news: NewsPolicy = NewsPolicy.REPORT
     health: tuple[tuple[str, ...], ...] = ()
     """Commands run inside a container after an update changed it; one that fails
     rolls the update back."""
@@ -305,6 +317,7 @@ SETTINGS: dict[str, dict[str, Converter]] = {
         "sync": _boolean,
         "depclean": _choice(DepcleanPolicy),
         "config_files": _choice(ConfigFilesPolicy),
+        "news": _choice(NewsPolicy),
         "health": _commands,
         "health_timeout": _timeout,
         "canary": _boolean,

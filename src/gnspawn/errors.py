@@ -66,6 +66,11 @@ class NoSuchConfigFile(GnspawnError):
     hint = "'gnctl config NAME' lists the config files with a new default waiting."
 
 
+class NoSuchNewsItem(GnspawnError):
+    dbus_name = ERROR_PREFIX + "NoSuchNewsItem"
+    hint = "'gnctl news NAME' lists the news items NAME has not read."
+
+
 class Busy(GnspawnError):
     dbus_name = ERROR_PREFIX + "Busy"
     hint = "Wait for the machine's current job ('gnctl jobs'), or queue without --fail-if-busy."

@@ -12,7 +12,7 @@ from gnspawn import machines, portage
 from gnspawn.config import Config, UpdatePolicy
 from gnspawn.errors import Busy, InvalidArgs, NoSuchJob, NotCancellable
 from gnspawn.inventory import Inventory, gentoo_root
-from gnspawn.jobs import configfiles, runner, snapshots
+from gnspawn.jobs import configfiles, news, runner, snapshots
 from gnspawn.jobs.context import Context, Host, Request
 from gnspawn.jobs.kinds import KINDS
 from gnspawn.jobs.queue import Queue
@@ -353,6 +353,29 @@ class Manager:
             ]
 
         return await asyncio.to_thread(look)
+
+    async def list_news(self, name: str) -> list[news.NewsItem]:
+        """The news items machine `name` has not read, as its root's lists have them
+        (an update adds the relevant new ones), with what each says."""
+        machines.check_name(name)
+        root = gentoo_root(await self.inventory.machine(name))
+        return await asyncio.to_thread(news.unread, root, self.config.portage)
+
+    async def mark_news_read(self, name: str, items: list[str], flags: int) -> None:
+        """Mark news items of machine `name` read (all when `items` is empty), as
+        `eselect news read` does in its root."""
+        machines.check_name(name)
+        news.check_names(items)
+        check_flags(flags, Flags(0))
+        root = gentoo_root(await self.inventory.machine(name))
+        # No await from here on: no job of the machine starts while its lists change.
+        if any(job.machine == name and job.state is JobState.RUNNING for job in self.queue.jobs):
+            # Its rollback would bring the items back unread.
+            raise Busy(f"machine {name} has a job running")
+        marked = news.mark_read(root, self.config.portage, items)
+        self.recorder.settled(name, NoticeKind.NEWS, {item.name for item in marked})
+        for item in marked:
+            log.info("%s: news item %s marked read", name, item.name)
 
     async def list_snapshots(self, name: str) -> list[SnapshotInfo]:
         machines.check_name(name)

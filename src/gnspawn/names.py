@@ -115,6 +115,7 @@ class Phase(enum.StrEnum):
 
     QUEUED = "queued"
     SYNC = "sync"
+    NEWS = "news"
     FETCH = "fetch"
     SNAPSHOT = "snapshot"
     EMERGE_NODEPS = "emerge-nodeps"

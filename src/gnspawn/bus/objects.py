@@ -133,6 +133,25 @@ class ManagerInterface(ServiceInterface):
         await self.authority.require_manage()
         return [list(row) for row in await self.manager.list_config_files(name)]
 
+    @outputs("items")
+    @dbus_method()
+    @translated
+    async def ListNews(self, name: DBusStr) -> Annotated[list[Any], DBusSignature("a(ssss)")]:
+        # Open to every local user, as ListAttention is: the items are the host's
+        # repositories', and which are unread the Attention shows already.
+        return [
+            [item.name, item.repository, item.title, item.body]
+            for item in await self.manager.list_news(name)
+        ]
+
+    @dbus_method()
+    @translated
+    async def MarkNewsRead(
+        self, name: DBusStr, items: Annotated[list[str], DBusSignature("as")], flags: DBusUInt64
+    ) -> None:
+        await self.authority.require_manage()
+        await self.manager.mark_news_read(name, items, flags)
+
     @outputs("machines")
     @dbus_method()
     @translated

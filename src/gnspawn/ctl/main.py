@@ -191,6 +191,19 @@ def build_parser() -> Parser:
         actions.add_argument(
             f"--{action}", dest="action", action="store_const", const=action, default=""
         )
+    news = verbs.add_parser(
+        "news",
+        parents=[as_json],
+        help="show or read the news items a machine has not read",
+        description="The news items of NAME's repositories that are relevant to it (its "
+        "packages, profile and keywords, as Portage judges them at each update) and not read "
+        "yet, or only those named: each with its title and text. With --read, they are shown "
+        "and marked read in NAME's root, as eselect news read does; an update that "
+        '[updates] news = "hold" held goes on once none is left unread.',
+    )
+    news.add_argument("name", metavar="NAME")
+    news.add_argument("items", metavar="ITEM", nargs="*")
+    news.add_argument("--read", action="store_true", help="mark the items shown read")
     verbs.add_parser("profiles", parents=[common], help="list the profiles build accepts")
     prune = verbs.add_parser(
         "prune", parents=[queueing], help="destroy the snapshots retention does not keep"
@@ -620,6 +633,34 @@ async def cmd_config(client: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def cmd_news(client: Client, args: argparse.Namespace) -> int:
+    (rows,) = await client.manager("ListNews", "s", args.name)
+    records = [
+        {"item": item, "repository": repository, "title": title, "body": body}
+        for item, repository, title, body in rows
+        if not args.items or item in args.items
+    ]
+    # What is shown is what is marked, never an item that came since (args.items named
+    # but not unread are the daemon's NoSuchNewsItem, before anything is shown).
+    if args.read and (names := args.items or [record["item"] for record in records]):
+        await client.manager("MarkNewsRead", "sast", args.name, names, 0)
+    if args.json:
+        print(json.dumps(records, indent=2))
+        return EXIT_OK
+    for n, record in enumerate(records):
+        if n:
+            print()
+        print(printable(f"{record['item']} ({record['repository']}): {record['title']}"))
+        if body := record["body"]:
+            print()
+            print(printable(body), end="" if body.endswith("\n") else "\n")
+    if args.read:
+        print(f"{len(records)} news item{'' if len(records) == 1 else 's'} marked read.")
+    elif not records:
+        print("No unread news items.")
+    return EXIT_OK
+
+
 async def cmd_prune(client: Client, args: argparse.Namespace) -> int:
     return await queue_one(client, args, "Prune", "st", args.name, 0)
 
@@ -785,6 +826,7 @@ COMMANDS = {
     "status": cmd_status,
     "prune": cmd_prune,
     "config": cmd_config,
+    "news": cmd_news,
     "logs": cmd_logs_from_bus,
 }
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, Protocol
 
 from gnspawn import log as journal
@@ -117,12 +117,22 @@ class Recorder:
         if len(found) > MOST_ATTENTION:
             more = len(found) - MOST_ATTENTION + 1
             items[-1] = Attention("", f"{more} more not listed: see job {job.id}", job.id)
-        kinds = self.attention.setdefault(job.machine, {})
-        if tuple(items) == kinds.get(kind, ()):
+        self._replace(job.machine, kind, tuple(items))
+
+    def settled(self, machine: str, kind: NoticeKind, subjects: Collection[str]) -> None:
+        """What the admin has dealt with outside a job (news items marked read) no longer
+        waits on `machine`: the items of `kind` about `subjects` go."""
+        items = self.attention.get(machine, {}).get(kind, ())
+        self._replace(machine, kind, tuple(item for item in items if item.subject not in subjects))
+
+    def _replace(self, machine: str, kind: NoticeKind, items: tuple[Attention, ...]) -> None:
+        """What of `kind` waits on `machine` is now `items`: saved, when it changed."""
+        kinds = self.attention.setdefault(machine, {})
+        if items == kinds.get(kind, ()):
             return
-        self.store.set_attention(job.machine, kind, items)
+        self.store.set_attention(machine, kind, items)
         if items:
-            kinds[kind] = tuple(items)
+            kinds[kind] = items
         else:
             kinds.pop(kind, None)
 

@@ -1,5 +1,6 @@
-"""Update: fetch, then in a snapshot that a failure rolls back to: emerge the update,
-rebuild what uses preserved libraries, depclean as configured."""
+"""Update: look for unread news (which may hold it), fetch, then in a snapshot that a
+failure rolls back to: emerge the update, rebuild what uses preserved libraries, depclean
+as configured."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 from gnspawn import log as journal
 from gnspawn import machines
 from gnspawn.inventory import gentoo_root
-from gnspawn.jobs import configfiles, health, snapshots, steps
+from gnspawn.jobs import configfiles, health, news, snapshots, steps
 from gnspawn.jobs.context import Context, Host, JobFailed, Kind, Request, uncancellable
 from gnspawn.jobs.emerge import emerge
 from gnspawn.names import Flags, JobResult, JobType, MachineState, Phase, pending_line
@@ -37,7 +38,11 @@ class Update(Kind):
         machine = await ctx.host.inventory.machine(ctx.job.machine, fresh=True)
         root = gentoo_root(machine)
         args = ctx.config.portage.update_args
-        if Flags.PRETEND in ctx.job.flags:
+        pretend = Flags.PRETEND in ctx.job.flags
+        if held := await news.look(ctx, root, ctx.config.updates.news, may_hold=not pretend):
+            ctx.change(error=held)  # before the fetch: nothing is changed
+            return JobResult.HELD
+        if pretend:
             return await self._pretend(ctx, root, args)
         publish = ctx.config.machine(ctx.job.machine).trusted
         await steps.fetch(ctx, root, args, publish=publish)
