@@ -4,7 +4,8 @@ It starts a private system bus, journald, a zfs-fuse pool on a sparse file and
 gnspawnd, seeds two containers from the demo repository, updates one successfully
 and one that fails and is rolled back, reads the journal, rolls the good update back
 by hand; runs the weekly cycle on four machines (the tree synced from a git
-repository that moved on, a soname bump, an admin's edited config file); rolls back
+repository that moved on, a soname bump, an admin's edited config file, a news item
+that holds a machine until it is read); rolls back
 an update that breaks a running container's health check; shows what gnctl shows,
 and stops everything.
 
@@ -104,6 +105,18 @@ def demo(bed: Testbed, stack: contextlib.ExitStack) -> None:
     gnctl("list")
 
 
+NEWS_ITEM = "2026-12-01-broken-3"
+NEWS = """Title: broken builds again
+Author: A Developer <dev@example.org>
+Posted: 2026-12-01
+Revision: 1
+News-Item-Format: 2.0
+Display-If-Installed: app-misc/broken
+
+broken 3 builds again. Its data moved to /var/lib/broken: move yours before you update.
+"""
+
+
 def weekly_cycle(bed: Testbed, stack: contextlib.ExitStack) -> None:
     """The scheduled cycle: sync, then the whole update of every machine."""
     step("the weekly cycle: the tree syncs from a git repository that has moved on")
@@ -121,29 +134,35 @@ def weekly_cycle(bed: Testbed, stack: contextlib.ExitStack) -> None:
     (conf / "etc/conf/foo.conf").write_text("# conf\nlisten = 8080\nworkers = 2\n")
     for name in ("lib", "conf"):
         bed.adopt(name)
-    print("   upstream: hello 3, broken 3 (it builds again), libfoo 2 (a new soname),")
-    print("   a new default for foo.conf")
+    print("   upstream: hello 3, broken 3 (it builds again) with a news item about it,")
+    print("   libfoo 2 (a new soname), a new default for foo.conf")
     broken = upstream.work / "app-misc/broken"
     shutil.copy(broken / "broken-1.ebuild", broken / "broken-3.ebuild")
+    news = upstream.work / "metadata/news" / NEWS_ITEM
+    news.mkdir(parents=True)
+    (news / f"{NEWS_ITEM}.en.txt").write_text(NEWS)
     write_library(upstream.work, "foo", 2)
     write_conf(upstream.work, 2, "# conf\nlisten = 80\nworkers = 4\n")
     upstream.add_hello(3)
-    print("   [updates] sync = true: the timer's cycle syncs first")
+    print('   [updates] sync = true: the timer\'s cycle syncs first; news = "hold": a machine')
+    print("   with unread news waits until the admin has read it")
     restart(
         bed,
         portage={"environment": sync_environment(bed, upstream.bare)},
-        updates={"sync": True},
+        updates={"sync": True, "news": "hold"},
     )
     code = gnctl("update", "--all", "--scheduled")
-    print(f"   exit status {code}")
+    print(f"   exit status {code}: db was held")
     for root in (lib, conf):
         show(root)
-    show(bed.machines / "db", "broken")
     print("   lib: fooer rebuilt against libfoo.so.2 in the same snapshot (@preserved-rebuild)")
 
-    step("what waits for the admin: the new default beside conf's edited file")
+    step("what waits for the admin: conf's new default, db's news")
     gnctl("list")
     gnctl("config", "conf")
+    gnctl("news", "db", "--read")
+    gnctl("update", "-q", "db")
+    show(bed.machines / "db", "broken")
 
 
 def health_check(bed: Testbed) -> None:
