@@ -12,6 +12,7 @@ import pytest
 
 from ebuilds import write_conf
 from helpers import attention, call, gdbus_error, gnctl, job_string, notices, snapshots
+from test_health import bootable
 from testbed import Testbed, tree_hash
 
 DEFAULT_1 = "# foo\nalpha = 1\nbeta = 1\ngamma = 1\n"
@@ -183,3 +184,29 @@ def test_reading_config_files_needs_the_manage_right(daemon: Testbed) -> None:
 
     assert denied.returncode != 0
     assert "Access denied" in denied.stderr or "AccessDenied" in denied.stderr, denied.stderr
+
+
+def test_an_update_rolled_back_leaves_what_waits_as_the_root_has_it(daemon: Testbed) -> None:
+    root = edited_machine(daemon, "keep")
+    assert gnctl("update", "-q", "web").returncode == 0
+    waiting = attention()["web"]
+    # The next update would put the new default in, but its health check fails: the
+    # root goes back, and with it the new default waiting beside the admin's file.
+    bootable(root)
+    hello = daemon.repo / "app-misc/hello"
+    (hello / "hello-3.ebuild").write_text((hello / "hello-2.ebuild").read_text())
+    try:
+        daemon.write_config(
+            updates={"config_files": "replace", "health": [["/bin/busybox", "false"]]}
+        )
+        daemon.stop_daemon()
+        daemon.start_daemon()
+
+        assert gnctl("update", "-q", "web").returncode == 1
+    finally:
+        (hello / "hello-3.ebuild").unlink()
+    assert job_string(2, "Error").startswith("health check /bin/busybox false failed")
+    assert etc_conf(root) == {"._cfg0000_foo.conf": DEFAULT_2, "foo.conf": ADMIN}
+    kinds = [item["kind"] for item in attention()["web"]]
+    assert kinds == ["config-file", "health"]
+    assert attention()["web"][0] == waiting[0]

@@ -142,9 +142,7 @@ async def settle(ctx: Context, root: Path, policy: ConfigFilesPolicy) -> bool:
             continue
         changed = True
         ctx.notice(NoticeKind.CONFIG_FILE, item.path, how, journal.NOTICE)
-    ctx.host.recorder.attend(
-        ctx.job, NoticeKind.CONFIG_FILE, [item.attention(ctx.job.machine) for item in left]
-    )
+    ctx.stage(NoticeKind.CONFIG_FILE, [item.attention(ctx.job.machine) for item in left])
     return changed
 
 

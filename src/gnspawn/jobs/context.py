@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
 from gnspawn import log as journal
@@ -73,6 +73,8 @@ class Context:
 
     host: Host
     job: Job
+    staged: dict[NoticeKind, list[tuple[str, str]]] = dataclasses.field(default_factory=dict)
+    """What waits on the machine, found inside the job's snapshot (see stage)."""
 
     @property
     def config(self) -> Config:
@@ -98,6 +100,18 @@ class Context:
     ) -> None:
         """Tell the admin: a line in the job's Notices (kind, package or path, text)."""
         self.host.recorder.notices(self.job, [(kind, subject, text, priority)])
+
+    def stage(self, kind: NoticeKind, found: Sequence[tuple[str, str]]) -> None:
+        """What of `kind` waits on the machine once the job's change is kept: the
+        machine's Attention says so only then (keep_staged), so that a rollback never
+        leaves it describing a root that is gone."""
+        self.staged[kind] = list(found)
+
+    def keep_staged(self) -> None:
+        """The job's change is kept: what it staged is the machine's Attention now."""
+        for kind, found in self.staged.items():
+            self.host.recorder.attend(self.job, kind, found)
+        self.staged.clear()
 
     async def unit_job(
         self,

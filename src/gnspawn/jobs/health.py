@@ -86,7 +86,7 @@ async def check(ctx: Context, root: Path, checks: Sequence[Sequence[str]]) -> No
             "--",
         ]
         await _run_all(ctx, prefix, todo)
-    ctx.host.recorder.attend(ctx.job, NoticeKind.HEALTH, [])
+    ctx.stage(NoticeKind.HEALTH, [])
     ctx.log(journal.NOTICE, f"{len(todo)} health checks passed")
 
 
@@ -122,6 +122,7 @@ def _failed(ctx: Context, what: str, failure: str) -> HealthFailed:
     checks pass."""
     subject = what.removeprefix("health check ")
     ctx.notice(NoticeKind.HEALTH, subject, failure, journal.ERR)
+    # Now, not staged: it stays whatever the root rolls back to.
     ctx.host.recorder.attend(ctx.job, NoticeKind.HEALTH, [(subject, failure)])
     return HealthFailed(f"{what} failed: {failure}")
 

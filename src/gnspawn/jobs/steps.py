@@ -29,7 +29,7 @@ async def rebuild_preserved(ctx: Context, root: Path, *, publish: bool) -> bool:
     that installed programs still link against); whether it ran. What stays preserved
     after it is reported."""
     if not await asyncio.to_thread(preserved_libraries, root):
-        ctx.host.recorder.attend(ctx.job, NoticeKind.PRESERVED_LIBS, [])
+        ctx.stage(NoticeKind.PRESERVED_LIBS, [])
         return False
     ctx.log(journal.NOTICE, "preserved libraries left: rebuilding the packages that use them")
     # From source: a consumer's binary package may well be the one linked against the
@@ -42,7 +42,7 @@ async def rebuild_preserved(ctx: Context, root: Path, *, publish: bool) -> bool:
         subject = package or f"/{PRESERVED_LIBS_REGISTRY}"
         ctx.notice(NoticeKind.PRESERVED_LIBS, subject, text)
         left.append((subject, text))
-    ctx.host.recorder.attend(ctx.job, NoticeKind.PRESERVED_LIBS, left)
+    ctx.stage(NoticeKind.PRESERVED_LIBS, left)
     return True
 
 

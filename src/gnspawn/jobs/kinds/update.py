@@ -61,6 +61,7 @@ class Update(Kind):
                 await uncancellable(_start_again(ctx))
             except JobFailed as err:  # the failure that stopped it is the job's error
                 ctx.log(journal.ERR, str(err))
+        ctx.keep_staged()
         if not changed:
             # Nothing changed: a snapshot equal to the dataset would only push real
             # restore points out of retention.
