@@ -82,9 +82,9 @@ class JobType(enum.StrEnum):
     BUILDER = "builder"
     """Build or update a profile's builder root (gnspawnd queues these itself)."""
     SYNC = "sync"
+    """Sync the repositories (of the host, machine ""): a barrier in the queue."""
     CONFIG = "config"
     """Settle one pending config file as the admin says (ResolveConfig)."""
-    """Sync the repositories (of the host, machine ""): a barrier in the queue."""
 
 
 class JobState(enum.StrEnum):

@@ -12,7 +12,8 @@ is `[updates] config_files`, or the admin's word for one file (ResolveConfig):
 - merge: a three-way merge (diff3) of the admin's file, the previous version's default
   (from that version's binary package in PKGDIR) and the new default; a clean merge goes
   in as replace does, anything else is kept;
-- (ResolveConfig only) discard: the admin's file stays, the new defaults go.
+- keep, when the admin says it for one file (ResolveConfig): the admin's file stays,
+  the new defaults go.
 
 Every file operation goes through rootfs: paths are resolved inside the root.
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import difflib
+import enum
 import posixpath
 import re
 from collections.abc import Sequence
@@ -45,14 +47,15 @@ MOST_DIFFED_LINES = 5_000
 """Of each side of a diff shown: difflib's time grows faster than the lines."""
 
 
-class ConfigAction:
+class ConfigAction(enum.StrEnum):
     """What ResolveConfig does with one pending config file."""
 
     KEEP = "keep"
     """Keep the admin's file; the new defaults go."""
     REPLACE = "replace"
+    """The newest default goes in; the admin's file is kept beside it."""
     MERGE = "merge"
-    ALL = (KEEP, REPLACE, MERGE)
+    """A three-way merge, as the merge policy does; a conflict changes nothing."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,8 +30,9 @@ class ResolveConfig(Kind):
 
     async def check(self, host: Host, request: Request) -> str:
         action, path = _parsed(request.argument)
-        if action not in ConfigAction.ALL:
-            raise InvalidArgs(f"action {shown(action)}: not one of {', '.join(ConfigAction.ALL)}")
+        actions = [a.value for a in ConfigAction]
+        if action not in actions:
+            raise InvalidArgs(f"action {shown(action)}: not one of {', '.join(actions)}")
         if not configfiles.valid_path(path):
             raise InvalidArgs(f"{shown(path)} is no absolute, normalized path")
         gentoo_root(request.machine or await host.inventory.machine(request.name))
