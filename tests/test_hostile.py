@@ -11,6 +11,7 @@ never among them.
 from __future__ import annotations
 
 import contextlib
+import posixpath
 import re
 import sqlite3
 import subprocess
@@ -36,6 +37,7 @@ NO_SUCH_SNAPSHOT = ERROR + "NoSuchSnapshot"
 SNAPSHOT_PROTECTED = ERROR + "SnapshotProtected"
 BUSY = ERROR + "Busy"
 NO_SUCH_NEWS_ITEM = ERROR + "NoSuchNewsItem"
+NO_SUCH_CONFIG_FILE = ERROR + "NoSuchConfigFile"
 NOT_CANCELLABLE = ERROR + "NotCancellable"
 STANDARD = "org.freedesktop.DBus.Error."
 INVALID_ARGS = STANDARD + "InvalidArgs"
@@ -57,6 +59,9 @@ SIGNATURES = {
     "ListSnapshots": "s",
     "ListNews": "s",
     "MarkNewsRead": "sast",
+    "ListAttention": "s",
+    "ListConfigFiles": "s",
+    "ResolveConfig": "ssst",
     "ListJobs": "",
     "GetJob": "u",
     "CancelJob": "u",
@@ -83,6 +88,11 @@ ERRORS_OF: dict[str, Errors] = {
     "ListNews": frozenset({INVALID_NAME, NO_SUCH_MACHINE, NOT_GENTOO, INVALID_ARGS}),
     "MarkNewsRead": frozenset(
         {INVALID_NAME, NO_SUCH_MACHINE, NOT_GENTOO, NO_SUCH_NEWS_ITEM, INVALID_ARGS}
+    ),
+    "ListAttention": frozenset({INVALID_NAME, INVALID_ARGS}),
+    "ListConfigFiles": frozenset({INVALID_NAME, NO_SUCH_MACHINE, NOT_GENTOO, INVALID_ARGS}),
+    "ResolveConfig": frozenset(
+        {INVALID_NAME, NO_SUCH_MACHINE, NOT_GENTOO, NO_SUCH_CONFIG_FILE, BUSY, INVALID_ARGS}
     ),
     "ListJobs": frozenset({INVALID_ARGS}),
     "GetJob": frozenset({NO_SUCH_JOB, INVALID_ARGS}),
@@ -214,6 +224,32 @@ def mark_news_read_errors(name: str, items: tuple[str, ...], flags: int) -> Erro
     return frozenset(errors)
 
 
+def list_attention_errors(name: str) -> Errors:
+    """Every valid name has a list, empty for a machine nothing waits on ("" is all)."""
+    return frozenset({INVALID_NAME} if name and not valid_name(name) else ())
+
+
+def valid_path(path: str) -> bool:
+    """The README's rule for a config file's path: absolute, normalized, printable."""
+    return (
+        path.startswith("/")
+        and posixpath.normpath(path) == path
+        and path != "/"
+        and len(path) <= 4096
+        and path.isprintable()
+    )
+
+
+def resolve_config_errors(name: str, path: str, action: str, flags: int) -> Errors:
+    """No config file waits on WEB: a request that is right in all else names none."""
+    errors = set(list_news_errors(name) | flag_errors(flags, FAIL_IF_BUSY))
+    if action not in ("keep", "replace", "merge") or not valid_path(path):
+        errors.add(INVALID_ARGS)
+    elif name == WEB and not errors:
+        errors.add(NO_SUCH_CONFIG_FILE)
+    return frozenset(errors)
+
+
 def get_job_errors(job: int) -> Errors:
     return frozenset(() if job == 1 else {NO_SUCH_JOB})
 
@@ -234,6 +270,9 @@ RULES: dict[str, Callable[..., Errors]] = {
     "ListSnapshots": name_errors,
     "ListNews": list_news_errors,
     "MarkNewsRead": mark_news_read_errors,
+    "ListAttention": list_attention_errors,
+    "ListConfigFiles": list_news_errors,
+    "ResolveConfig": resolve_config_errors,
     "GetJob": get_job_errors,
     "CancelJob": cancel_job_errors,
     "Job.Cancel": lambda: frozenset({NOT_CANCELLABLE}),
@@ -485,6 +524,23 @@ EXPECTED: list[tuple[str, tuple[Value, ...], str]] = [
     ("MarkNewsRead", (WEB, ("2026-12-01-.hidden",), 0), INVALID_ARGS),
     ("MarkNewsRead", (WEB, (), FAIL_IF_BUSY), INVALID_ARGS),
     ("MarkNewsRead", (WEB, (), NO_METHOD_KNOWS), INVALID_ARGS),
+    ("ListAttention", ("../web",), INVALID_NAME),
+    ("ListConfigFiles", ("../web",), INVALID_NAME),
+    ("ListConfigFiles", (GHOST,), NO_SUCH_MACHINE),
+    ("ListConfigFiles", (PLAIN,), NOT_GENTOO),
+    ("ResolveConfig", ("a/b", "/etc/x", "keep", 0), INVALID_NAME),
+    ("ResolveConfig", ("nosuch", "/etc/x", "keep", 0), NO_SUCH_MACHINE),
+    ("ResolveConfig", (PLAIN, "/etc/x", "keep", 0), NOT_GENTOO),
+    ("ResolveConfig", (WEB, "/etc/x", "keep", 0), NO_SUCH_CONFIG_FILE),
+    ("ResolveConfig", (WEB, "/etc/x", "replace", FAIL_IF_BUSY), NO_SUCH_CONFIG_FILE),
+    ("ResolveConfig", (WEB, "/etc/x", "discard", 0), INVALID_ARGS),
+    ("ResolveConfig", (WEB, "/etc/x", "", 0), INVALID_ARGS),
+    ("ResolveConfig", (WEB, "etc/x", "keep", 0), INVALID_ARGS),
+    ("ResolveConfig", (WEB, "/etc/../etc/shadow", "keep", 0), INVALID_ARGS),
+    ("ResolveConfig", (WEB, "/etc/x\n", "keep", 0), INVALID_ARGS),
+    ("ResolveConfig", (WEB, "/", "keep", 0), INVALID_ARGS),
+    ("ResolveConfig", (WEB, "/etc/x", "keep", PRETEND), INVALID_ARGS),
+    ("ResolveConfig", (WEB, "/etc/x", "keep", NO_METHOD_KNOWS), INVALID_ARGS),
     ("GetJob", (0,), NO_SUCH_JOB),
     ("GetJob", (2,), NO_SUCH_JOB),
     ("GetJob", (MAX_U32,), NO_SUCH_JOB),
@@ -523,6 +579,10 @@ HUGE_INPUTS: list[tuple[str, tuple[Value, ...], str]] = [
     ("ListSnapshots", (HUGE,), INVALID_NAME),
     ("ListNews", (HUGE,), INVALID_NAME),
     ("MarkNewsRead", (WEB, (HUGE,), 0), INVALID_ARGS),
+    ("ListAttention", (HUGE,), INVALID_NAME),
+    ("ListConfigFiles", (HUGE,), INVALID_NAME),
+    ("ResolveConfig", (WEB, "/" + HUGE, "keep", 0), INVALID_ARGS),
+    ("ResolveConfig", (WEB, "/etc/x", HUGE, 0), INVALID_ARGS),
 ]
 
 
@@ -696,6 +756,26 @@ def test_listings(world: World, name: str) -> None:
     ask("ListSnapshots", name)
     ask("ListRetention", name)
     ask("ListNews", name)
+    ask("ListConfigFiles", name)
+
+
+@CASES
+@given(name=names)
+def test_list_attention(world: World, name: str) -> None:
+    assume(harmless("ListAttention", name))
+    ask("ListAttention", name)
+
+
+@CASES
+@given(
+    name=names,
+    path=st.one_of(st.sampled_from(["/etc/x", "/etc/../x", "etc/x", "/", ""]), any_text),
+    action=st.one_of(st.sampled_from(["keep", "replace", "merge", "discard"]), any_text),
+    flag_bits=flags,
+)
+def test_resolve_config(world: World, name: str, path: str, action: str, flag_bits: int) -> None:
+    assume(harmless("ResolveConfig", name, path, action, flag_bits))
+    ask("ResolveConfig", name, path, action, flag_bits)
 
 
 @CASES
@@ -722,6 +802,9 @@ SIGNATURE_BASE: dict[str, tuple[Value, ...]] = {
     "ListSnapshots": (WEB,),
     "ListNews": (GHOST,),
     "MarkNewsRead": (WEB, ("../x",), 0),
+    "ListAttention": ("../x",),
+    "ListConfigFiles": (GHOST,),
+    "ResolveConfig": (WEB, "/etc/x", "discard", 0),
     "ListJobs": (),
     "GetJob": (1,),
     "CancelJob": (1,),
