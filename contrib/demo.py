@@ -2,8 +2,9 @@
 
 It starts a private system bus, journald, a zfs-fuse pool on a sparse file and
 gnspawnd, seeds two containers from the demo repository, updates one successfully
-and one that fails and is rolled back, reads the journal, rolls the good update back
-by hand, shows what gnctl shows, and stops everything.
+and shows what it changed, updates one that fails and is rolled back, reads the
+journal, keeps the good update's snapshot under a tag and rolls back to it by hand,
+shows what gnctl shows, ends with a diff, and stops everything.
 
 `make sandbox` (--keep) leaves it all running to practise on, in a process that
 keeps it (the keeper); `--enter [COMMAND]` runs a command or a shell inside it;
@@ -67,6 +68,9 @@ def demo(bed: Testbed) -> None:
     show(web)
     gnctl("snapshots", "web")
 
+    step("what the update changed: its pre snapshot's recorded packages against now")
+    gnctl("diff", "web")
+
     step("a second container, and an update that fails: broken-2 fails, db is rolled back")
     db = bed.seed("db", ["=app-misc/hello-1", "=app-misc/broken-1"])
     bed.adopt("db")
@@ -78,14 +82,18 @@ def demo(bed: Testbed) -> None:
     step("the journal has every line of every job, with the job's fields")
     gnctl("logs", "4", "-n", "4")
 
-    step("a rollback by hand: web goes back to the snapshot its update took")
-    gnctl("rollback", "web")
+    step("web's pre-update snapshot kept under a tag, and a rollback by hand to it")
+    gnctl("keep", "web", "2", "--tag", "before-update")
+    gnctl("rollback", "web", "before-update")
     show(web)
     gnctl("snapshots", "web")
 
     step("what gnspawn knows now")
     gnctl("jobs")
     gnctl("list")
+
+    step("web against its kept snapshot: nothing changed, the rollback undid the update")
+    gnctl("diff", "web", "before-update")
 
 
 # --- processes, by PID --------------------------------------------------------

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from gnspawn import packages
+from gnspawn.ctl.main import since_usec
 from gnspawn.jobs.record import Job, now_usec
 from gnspawn.jobs.store import JobStore
-from gnspawn.names import ChangeAction, Flags, JobType, change_summary
+from gnspawn.names import ChangeAction, Flags, JobState, JobType, change_summary
 from gnspawn.packages import Change, Installed
 
 A = ChangeAction
@@ -155,6 +156,58 @@ def test_change_summary_counts_in_a_fixed_order() -> None:
     assert change_summary([]) == ""
 
 
+def test_a_series_of_changes_nets_out() -> None:
+    series = [
+        Change(A.UPGRADED, "a/up:0", "1", "2"),
+        Change(A.ADDED, "a/new:0", "", "1"),
+        Change(A.ADDED, "a/brief:0", "", "1"),
+        Change(A.UPGRADED, "a/back:0", "1", "2"),
+        Change(A.REBUILT, "a/use:0", "1", "1"),
+        Change(A.UPGRADED, "a/up:0", "2", "3"),
+        Change(A.REMOVED, "a/brief:0", "1", ""),
+        Change(A.DOWNGRADED, "a/back:0", "2", "1"),
+        Change(A.UPGRADED, "a/new:0", "1", "2"),
+        Change(A.REMOVED, "a/gone:0", "4", ""),
+        Change(A.DOWNGRADED, "a/down:0", "3", "2"),
+        Change(A.DOWNGRADED, "a/down:0", "2", "1"),
+    ]
+    assert packages.net(series) == [
+        Change(A.DOWNGRADED, "a/down:0", "3", "1"),
+        Change(A.REMOVED, "a/gone:0", "4", ""),
+        Change(A.ADDED, "a/new:0", "", "2"),
+        Change(A.UPGRADED, "a/up:0", "1", "3"),
+        Change(A.REBUILT, "a/use:0", "1", "1"),
+    ]
+
+
+def test_an_update_and_its_rollback_net_to_nothing() -> None:
+    old = listed(pkg("a/up", "1"), pkg("a/use", "1", use="x"))
+    new = listed(pkg("a/up", "2"), pkg("a/new", "1"), pkg("a/use", "1", use="y"))
+    assert packages.net([*packages.diff(old, new), *packages.diff(new, old)]) == [
+        Change(A.REBUILT, "a/use:0", "1", "1")  # rebuilt twice: the same version again
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("7d", 1_000_000 - 7 * 86400),
+        ("12h", 1_000_000 - 12 * 3600),
+        ("0d", 1_000_000),
+    ],
+)
+def test_times_gnctl_diff_all_looks_back_to(text: str, expected: int) -> None:
+    assert since_usec(text, now=1_000_000) == expected * 1_000_000
+
+
+def test_dates_gnctl_diff_all_looks_back_to() -> None:
+    day = since_usec("2026-11-27")
+    assert since_usec("2026-11-27 12:00") - day == 12 * 3600 * 1_000_000
+    for wrong in ("yesterday", "7", "d", "-7d", "2026-13-01", ""):
+        with pytest.raises(ValueError):
+            since_usec(wrong)
+
+
 def test_lists_survive_encoding() -> None:
     found = listed(pkg("a/b", "1", use="x y"), pkg("c/d", "2_p1-r3", slot="2"))
     assert packages.decode(packages.encode(found)) == found
@@ -193,6 +246,11 @@ def test_a_database_of_schema_6_gains_changes_and_package_lists(tmp_path: Path) 
     got.changes = (Change(A.ADDED, "a/b:0", "", "1"),)
     store.save(got, ["changes"])
     store.add_package_list("tank/m/web@x", "web", job.id, b"blob")
+    got.state = JobState.FINISHED
+    got.finished_usec = 5
+    store.save(got, ["state", "finished_usec"])
+    assert store.changes_since(5) == [("web", got.changes)]
+    assert store.changes_since(6) == []
     store.close()
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA user_version").fetchone()[0] == 7

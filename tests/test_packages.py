@@ -4,6 +4,7 @@ real pool, the lists recorded with each snapshot, diffs, kept and tagged snapsho
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from helpers import call, gdbus_error, gnctl, hello_version, job_property, snapshots
@@ -202,3 +203,26 @@ def test_an_admin_snapshot_is_read_through_the_storage_or_has_no_record(daemon: 
         result = gnctl("packages", "web", "mine")
         assert result.returncode == 3
         assert "no package list was recorded with mine" in result.stderr
+
+
+def test_the_fleet_view_nets_each_machines_changes_since_a_time(daemon: Testbed) -> None:
+    daemon.seed("web", ["=app-misc/greeter-1"])
+    daemon.seed("db", ["=app-misc/hello-1"])
+    assert gnctl("update", "--quiet", "web", "db").returncode == 0
+    assert gnctl("rollback", "--quiet", "db").returncode == 0  # db is as it was: nothing
+
+    changed = as_json("diff", "--all", "1h")
+
+    assert changed == [
+        {"machine": "web", "action": a, "package": p, "old": o, "new": n}
+        for a, p, o, n in sorted(GREETER_UPGRADE, key=lambda row: row[1])
+    ]
+    assert as_json("diff", "--all", "2099-01-01") == []
+    table = gnctl("diff", "--all", "1d")
+    assert table.returncode == 0, table.stderr
+    assert re.search(r"^MACHINE +ACTION +PACKAGE +OLD +NEW$", table.stdout, re.MULTILINE)
+    assert re.search(r"^web +added +app-misc/libgreet:0 +- +1$", table.stdout, re.MULTILINE)
+    assert "2 changes listed." in table.stdout
+    wrong = gnctl("diff", "--all", "yesterday")
+    assert wrong.returncode == 64
+    assert "not a time" in wrong.stderr

@@ -399,6 +399,19 @@ class Manager:
         """What changed from one package list of machine `name` to another ("": now)."""
         return packages.diff(await self.package_list(name, old), await self.package_list(name, new))
 
+    def changes_since(self, since_usec: int) -> list[tuple[str, Change]]:
+        """What the jobs that finished since `since_usec` changed, machine by machine,
+        each machine's changes netted (an update undone by a rollback is nothing). From
+        the job database alone: no machine's root is read."""
+        by_machine: dict[str, list[Change]] = {}
+        for machine, changed in self.recorder.store.changes_since(since_usec):
+            by_machine.setdefault(machine, []).extend(changed)
+        return [
+            (machine, change)
+            for machine in sorted(by_machine)
+            for change in packages.net(by_machine[machine])
+        ]
+
     async def keep(self, name: str, reference: str, tag: str, flags: int) -> None:
         """Pin a snapshot against retention, with a tag ("": the one it has) that
         rollbacks can name it by."""

@@ -164,6 +164,34 @@ def diff(old: Mapping[str, Installed], new: Mapping[str, Installed]) -> list[Cha
     return changes
 
 
+def net(changes: Iterable[Change]) -> list[Change]:
+    """What a series of changes (oldest first, of one root) comes to, by package and
+    slot: an upgrade undone by a rollback is nothing; the same version after a
+    rebuild is a rebuild."""
+    first: dict[str, Change] = {}
+    last: dict[str, Change] = {}
+    rebuilt: set[str] = set()
+    for change in changes:
+        first.setdefault(change.package, change)
+        last[change.package] = change
+        if change.action is ChangeAction.REBUILT:
+            rebuilt.add(change.package)
+    result = []
+    for key in sorted(first):
+        old, new = first[key].old, last[key].new
+        if not old and new:
+            result.append(Change(ChangeAction.ADDED, key, "", new))
+        elif old and not new:
+            result.append(Change(ChangeAction.REMOVED, key, old, ""))
+        elif old and old != new:
+            up = version_key(new) >= version_key(old)
+            action = ChangeAction.UPGRADED if up else ChangeAction.DOWNGRADED
+            result.append(Change(action, key, old, new))
+        elif old and key in rebuilt:
+            result.append(Change(ChangeAction.REBUILT, key, old, new))
+    return result
+
+
 def encode(packages: Mapping[str, Installed]) -> bytes:
     """A list as the job database stores it: compressed JSON rows, sorted."""
     rows = [list(packages[key]) for key in sorted(packages)]

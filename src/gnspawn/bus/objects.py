@@ -151,6 +151,14 @@ class ManagerInterface(ServiceInterface):
     ) -> Annotated[list[Any], DBusSignature("a(ssss)")]:
         return [list(change) for change in await self.manager.diff_packages(name, old, new)]
 
+    @outputs("changes")
+    @dbus_method()
+    @translated_now
+    def ListChanges(
+        self, since_usec: DBusUInt64
+    ) -> Annotated[list[Any], DBusSignature("a(sssss)")]:
+        return [[machine, *change] for machine, change in self.manager.changes_since(since_usec)]
+
     @dbus_method()
     @translated
     async def Keep(self, name: DBusStr, snapshot: DBusStr, tag: DBusStr, flags: DBusUInt64) -> None:

@@ -9,6 +9,7 @@ import json
 import os
 import shlex
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -235,7 +236,13 @@ def build_parser() -> Parser:
         help="show what changed in a machine's packages",
         description="What was added, upgraded, downgraded, rebuilt and removed from FROM "
         "to TO (snapshots named as 'gnctl packages' takes them; \"\" is now). Without FROM: "
-        "from the machine's newest gnspawn snapshot (the last job's pre snapshot) to now.",
+        "from the machine's newest gnspawn snapshot (the last job's pre snapshot) to now. "
+        "With --all, NAME is a time instead (YYYY-MM-DD, 'YYYY-MM-DD HH:MM', or Nd / Nh "
+        "ago): what the jobs that ended since then changed, machine by machine, netted (an "
+        "update a rollback undid is nothing), from the job history.",
+    )
+    diff.add_argument(
+        "--all", action="store_true", help="every machine's changes since the time NAME"
     )
     diff.add_argument("name", metavar="NAME")
     diff.add_argument("old", metavar="FROM", nargs="?", default=None)
@@ -485,6 +492,8 @@ async def cmd_packages(client: Client, args: argparse.Namespace) -> int:
 
 
 async def cmd_diff(client: Client, args: argparse.Namespace) -> int:
+    if args.all:
+        return await fleet_diff(client, args)
     old = args.old
     if old is None:
         old = await newest_snapshot(client, args.name)
@@ -495,6 +504,31 @@ async def cmd_diff(client: Client, args: argparse.Namespace) -> int:
         print(f"{args.name}: {old or 'now'} -> {args.new or 'now'}")
     listing(args, records, ["ACTION", "PACKAGE", "OLD", "NEW"], shown, "change")
     return EXIT_OK
+
+
+async def fleet_diff(client: Client, args: argparse.Namespace) -> int:
+    since = since_usec(args.name)
+    (rows,) = await client.manager("ListChanges", "t", since)
+    records = [
+        {"machine": m, "action": a, "package": p, "old": o, "new": n} for m, a, p, o, n in rows
+    ]
+    shown = [
+        [m, a, printable(p), printable(o) or "-", printable(n) or "-"] for m, a, p, o, n in rows
+    ]
+    if not args.json and not args.no_legend:
+        print(f"every machine: {timestamp(since)} -> now")
+    listing(args, records, ["MACHINE", "ACTION", "PACKAGE", "OLD", "NEW"], shown, "change")
+    return EXIT_OK
+
+
+def since_usec(text: str, now: float | None = None) -> int:
+    """A time as `gnctl diff --all` takes it, in µs since the epoch: an ISO date or date
+    and time (local), or a number of days (7d) or hours (12h) ago; ValueError else."""
+    now = time.time() if now is None else now
+    if text[-1:] in ("d", "h") and text[:-1].isdigit():
+        ago = int(text[:-1]) * (86400 if text[-1] == "d" else 3600)
+        return max(0, int((now - ago) * 1_000_000))
+    return int(datetime.datetime.fromisoformat(text).timestamp() * 1_000_000)
 
 
 async def newest_snapshot(client: Client, name: str) -> str:
@@ -921,6 +955,13 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
             verb.error("--pretend changes nothing: there is no failed state to keep")
     if args.verb == "config" and bool(args.path) != bool(args.action):
         verb.error("with PATH give one of --keep, --replace or --merge; without PATH none")
+    if args.verb == "diff" and args.all:
+        if args.old is not None or args.new:
+            verb.error("with --all give only the time to look back to")
+        try:
+            since_usec(args.name)
+        except (ValueError, OverflowError, OSError):
+            verb.error(f"not a time (YYYY-MM-DD, 'YYYY-MM-DD HH:MM', Nd or Nh): {args.name!r}")
     if args.verb == "logs" and not is_job_id(args.target) and not valid_name(args.target):
         verb.error(f"not a job id or a machine name: {args.target!r}")
     return args

@@ -86,11 +86,15 @@ def _from_row(row: sqlite3.Row) -> Job:
         Notice(NoticeKind(kind), subject, priority, text)
         for kind, subject, priority, text in json.loads(values["notices"])
     )
-    values["changes"] = tuple(
-        Change(ChangeAction(action), package, old, new)
-        for action, package, old, new in json.loads(values["changes"])
-    )
+    values["changes"] = _changes(values["changes"])
     return Job(**values)
+
+
+def _changes(text: str) -> tuple[Change, ...]:
+    return tuple(
+        Change(ChangeAction(action), package, old, new)
+        for action, package, old, new in json.loads(text)
+    )
 
 
 class JobStore:
@@ -269,6 +273,16 @@ class JobStore:
             (machine, job),
         ).fetchone()
         return (row[0], bytes(row[1])) if row else None
+
+    def changes_since(self, since_usec: int) -> list[tuple[str, tuple[Change, ...]]]:
+        """The Changes of the jobs that finished since `since_usec`, by machine, oldest
+        job first: one query for the whole fleet."""
+        rows = self._db.execute(
+            "SELECT machine, changes FROM jobs WHERE state = ? AND finished_usec >= ? "
+            "AND changes != '[]' ORDER BY id",
+            (JobState.FINISHED.value, since_usec),
+        )
+        return [(machine, _changes(text)) for machine, text in rows]
 
     def forget_package_lists(self, machine: str) -> None:
         """A machine that is gone: its snapshots went with it."""
