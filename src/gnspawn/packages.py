@@ -25,6 +25,7 @@ MOST_CATEGORIES = 1_000
 MOST_FIELD = 256
 """Bytes read of SLOT, repository and BUILD_TIME."""
 MOST_USE = 16_384
+_FILES = ("SLOT", "repository", "BUILD_TIME", "USE")
 
 _CATEGORY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9+_.-]{0,63}")
 _VERSION = r"[0-9]+(?:\.[0-9]+)*[a-z]?(?:_(?:alpha|beta|pre|rc|p)[0-9]*)*(?:-r[0-9]+)?"
@@ -81,45 +82,43 @@ def read(root: Path, base: str = "") -> PackageList:
         categories = rootfs.listdir(root, vdb, MOST_CATEGORIES)
     except OSError:
         return {}
-    found: PackageList = {}
+    entries: list[tuple[str, re.Match[str]]] = []
     room = MOST_PACKAGES
     for category in sorted(categories):
         if not _CATEGORY.fullmatch(category) or room <= 0:
             continue
         try:
-            entries = rootfs.listdir(root, f"{vdb}/{category}", room)
+            names = rootfs.listdir(root, f"{vdb}/{category}", room)
         except OSError:
             continue
-        room -= len(entries)
-        for entry in entries:
-            installed = _entry(root, vdb, category, entry)
-            if installed is not None:
-                found[installed.key] = installed
+        room -= len(names)
+        entries += [(category, m) for m in map(_PF.fullmatch, sorted(names)) if m]
+    try:
+        texts = rootfs.read_texts(
+            root, [f"{vdb}/{c}/{m.string}" for c, m in entries], _FILES, MOST_USE
+        )
+    except OSError:
+        return {}
+    found: PackageList = {}
+    for (category, match), files in zip(entries, texts, strict=True):
+        installed = _entry(category, match, files or {})
+        if installed is not None:
+            found[installed.key] = installed
     return found
 
 
-def _entry(root: Path, vdb: str, category: str, entry: str) -> Installed | None:
-    match = _PF.fullmatch(entry)
-    if not match:
-        return None
-    path = f"{vdb}/{category}/{entry}"
-
-    def field(name: str, limit: int = MOST_FIELD) -> str:
-        try:
-            return rootfs.read_text(root, f"{path}/{name}", limit).strip()
-        except OSError:
-            return ""
-
-    slot = field("SLOT").split("/", 1)[0]
+def _entry(category: str, match: re.Match[str], files: dict[str, str]) -> Installed | None:
+    field = {name: files.get(name, "")[:MOST_FIELD].strip() for name in _FILES}
+    slot = field["SLOT"].split("/", 1)[0]
     if not slot:
         return None  # not an installed package: a directory someone made
-    use = " ".join(sorted(set(field("USE", MOST_USE).split())))
+    use = " ".join(sorted(set(files.get("USE", "").split())))
     return Installed(
         f"{category}/{match['name']}",
         match["version"],
         _printable(slot),
-        _printable(field("repository")),
-        _printable(field("BUILD_TIME")),
+        _printable(field["repository"]),
+        _printable(field["BUILD_TIME"]),
         _printable(use),
     )
 

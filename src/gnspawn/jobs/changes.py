@@ -58,4 +58,5 @@ async def settle(ctx: Context, before: PackageList, root: Path) -> None:
     changed = packages.diff(before, await read(root))
     ctx.change(changes=tuple(changed))
     if changed:
-        ctx.log(journal.NOTICE, f"packages: {change_summary(c.action for c in changed)}")
+        # INFO: gnctl's summary of the job says it; the journal keeps it with the job.
+        ctx.log(journal.INFO, f"packages: {change_summary(c.action for c in changed)}")
