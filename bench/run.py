@@ -5,8 +5,8 @@ over several rounds (median and range): raw `zfs snapshot`/`zfs rollback`, the b
 own round trip (org.freedesktop.DBus.ListNames), the same emerge run by hand, and
 hand-written fleet loops.
 
-`run.py SECTION...` runs only the named sections (fleet, basics, logs, load,
-footprint, scaling) and prints their rows without writing the results file.
+`run.py SECTION...` runs only the named sections (fleet, basics, logs,
+package-lists, load, footprint, scaling) and prints their rows without writing the results file.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from fleet import MACHINES, fleet
 from footprint import footprint
 from load import bus_latency_under_load
 from logs import throughput
+from package_lists import package_list_cost
 from scaling import scaling
 
 from testbed import Testbed, enter_private_namespace
@@ -60,6 +61,10 @@ def run_logs(bed: Testbed, report: Report) -> None:
     report.rows += throughput(bed)
 
 
+def run_package_lists(bed: Testbed, report: Report) -> None:
+    report.rows += package_list_cost(bed)
+
+
 def run_load(bed: Testbed, report: Report) -> None:
     report.rows += bus_latency_under_load(bed)
 
@@ -76,6 +81,7 @@ SECTIONS: dict[str, Callable[[Testbed, Report], None]] = {
     "fleet": run_fleet,
     "basics": run_basics,
     "logs": run_logs,
+    "package-lists": run_package_lists,
     "load": run_load,
     "footprint": run_footprint,
     "scaling": run_scaling,

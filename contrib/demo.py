@@ -2,12 +2,12 @@
 
 It starts a private system bus, journald, a zfs-fuse pool on a sparse file and
 gnspawnd, seeds two containers from the demo repository, updates one successfully
-and one that fails and is rolled back, reads the journal, rolls the good update back
-by hand; runs the weekly cycle on four machines (the tree synced from a git
-repository that moved on, a soname bump, an admin's edited config file, a news item
-that holds a machine until it is read); rolls back
-an update that breaks a running container's health check; shows what gnctl shows,
-and stops everything.
+and shows what it changed, updates one that fails and is rolled back, reads the
+journal, keeps the good update's snapshot under a tag and rolls back to it by hand;
+runs the weekly cycle on four machines (the tree synced from a git repository that
+moved on, a soname bump, an admin's edited config file, a news item that holds a
+machine until it is read); rolls back an update that breaks a running container's
+health check; shows what gnctl shows, ends with a diff, and stops everything.
 
 `make sandbox` (--keep) leaves it all running to practise on, in a process that
 keeps it (the keeper); `--enter [COMMAND]` runs a command or a shell inside it;
@@ -81,6 +81,9 @@ def demo(bed: Testbed, stack: contextlib.ExitStack) -> None:
     show(web)
     gnctl("snapshots", "web")
 
+    step("what the update changed: its pre snapshot's recorded packages against now")
+    gnctl("diff", "web")
+
     step("a second container, and an update that fails: broken-2 fails, db is rolled back")
     db = bed.seed("db", ["=app-misc/hello-1", "=app-misc/broken-1"])
     bed.adopt("db")
@@ -92,10 +95,13 @@ def demo(bed: Testbed, stack: contextlib.ExitStack) -> None:
     step("the journal has every line of every job, with the job's fields")
     gnctl("logs", "4", "-n", "4")
 
-    step("a rollback by hand: web goes back to the snapshot its update took")
-    gnctl("rollback", "web")
+    step("web's pre-update snapshot kept under a tag, and a rollback by hand to it")
+    gnctl("keep", "web", "2", "--tag", "before-update")
+    gnctl("rollback", "web", "before-update")
     show(web)
     gnctl("snapshots", "web")
+    print("   web against its kept snapshot: nothing changed, the rollback undid the update")
+    gnctl("diff", "web", "before-update")
 
     weekly_cycle(bed, stack)
     health_check(bed)
@@ -103,6 +109,9 @@ def demo(bed: Testbed, stack: contextlib.ExitStack) -> None:
     step("what gnspawn knows now")
     gnctl("jobs")
     gnctl("list")
+
+    step("what the weekly cycle changed on lib: its update's pre snapshot against now")
+    gnctl("diff", "lib")
 
 
 NEWS_ITEM = "2026-12-01-broken-3"

@@ -17,7 +17,7 @@ import pytest
 from helpers import Tmux, call, gnctl, hello_version, job_string, queued, wait_job, wait_until
 from testbed import REPO_ROOT, Sshd, Testbed, emerge_environment
 
-# hello is upgraded too: sleeper is the second of two packages.
+# hello comes too (sleeper-2 needs it): sleeper is the second of two packages.
 PROGRESS = re.compile(r"^\[2/2\] app-misc/sleeper-2  50%  emerge  \d+:\d\d$")
 
 
@@ -61,7 +61,8 @@ def test_on_a_terminal_one_progress_line_is_redrawn_in_place(
     assert during[-3:-1] == [command, snapshot], during
     after = terminal.wait_for(lambda screen: "exit=0" in screen, "the end of the job")
     end = after.index("exit=0")
-    assert after[end - 3 : end] == [command, snapshot, "job 1: update of web done"]
+    summary = "job 1: update of web done: 1 upgraded, 1 added"  # sleeper; hello, its new dependency
+    assert after[end - 3 : end] == [command, snapshot, summary]
     assert not any("emerge  " in line for line in after), "the progress line is cleared"
 
 
@@ -77,7 +78,9 @@ def test_verbose_shows_emerge_above_the_progress_line(daemon: Testbed, terminal:
         "emerge's lines above the progress line",
     )
     assert sum(bool(PROGRESS.match(line)) for line in screen) == 1, screen
-    terminal.wait_for(lambda screen: "job 1: update of web done" in screen, "the end")
+    terminal.wait_for(
+        lambda screen: "job 1: update of web done: 1 upgraded, 1 added" in screen, "the end"
+    )
 
 
 def test_off_a_terminal_progress_is_plain_lines(daemon: Testbed) -> None:
@@ -89,7 +92,7 @@ def test_off_a_terminal_progress_is_plain_lines(daemon: Testbed) -> None:
     assert "\x1b" not in result.stdout and "\r" not in result.stdout
     lines = result.stdout.splitlines()
     assert any(re.fullmatch(r"\[2/2\] app-misc/sleeper-2  50%  emerge  \d+:\d\d", x) for x in lines)
-    assert lines[-1] == "job 1: update of web done"
+    assert lines[-1] == "job 1: update of web done: 1 upgraded, 1 added"
     assert ">>> Emerging" not in result.stdout  # that is --verbose
     quiet = gnctl("update", "--quiet", "--pretend", "web")
     assert quiet.stdout == "job 2: update of web skipped\n"

@@ -72,6 +72,17 @@ def test_the_sandbox_is_reachable_as_printed_and_stops_completely(
     recorded = {"keeper": state["keeper"], **state["processes"]}
     assert set(recorded) == {"keeper", "gnspawnd", "dbus-daemon", "systemd-journald", "zfs-fuse"}
     assert all(running(p) for p in recorded.values()), recorded
+    # The story: what the update changed, the kept snapshot, and the diff it ends with.
+    assert "job 2: update of web done: 1 upgraded" in out, out
+    assert re.search(r"^upgraded +app-misc/hello:0 +1 +2$", out, re.MULTILINE), out
+    assert re.search(r"^gnspawn-2-pre .*kept: pinned \(tag before-update\)$", out, re.MULTILINE)
+    assert "job 5: rollback of web done: 1 downgraded" in out, out
+    # The story ends with a diff; only the note on the sandbox left running follows.
+    story, _, kept = out.rpartition("\n== the sandbox keeps running")
+    assert kept, out
+    last = story.rsplit("\n== ", 1)[1]
+    assert last.startswith("web against its kept snapshot"), last
+    assert "$ gnctl diff web before-update\nweb: before-update -> now\n0 changes listed." in last
 
     address = printed(out, r"^ +export DBUS_SYSTEM_BUS_ADDRESS=(\S+)$")
     outside = {**OUTSIDE, "DBUS_SYSTEM_BUS_ADDRESS": address}

@@ -297,7 +297,7 @@ def test_options_before_the_verb_and_options_no_verb_takes(daemon: Testbed) -> N
     daemon.seed("web")
 
     # Before the verb, as the man page says.
-    assert gnctl("-q", "update", "web").stdout == "job 1: update of web done\n"
+    assert gnctl("-q", "update", "web").stdout == "job 1: update of web done: 1 upgraded\n"
     assert json.loads(gnctl("--json", "list").stdout)[0]["name"] == "web"
     assert (
         gnctl("--no-legend", "jobs").stdout.split() == gnctl("jobs", "--no-legend").stdout.split()

@@ -39,6 +39,8 @@ BUSY = ERROR + "Busy"
 NO_SUCH_NEWS_ITEM = ERROR + "NoSuchNewsItem"
 NO_SUCH_CONFIG_FILE = ERROR + "NoSuchConfigFile"
 NOT_CANCELLABLE = ERROR + "NotCancellable"
+INVALID_TAG = ERROR + "InvalidTag"
+NO_PACKAGE_RECORD = ERROR + "NoPackageRecord"
 STANDARD = "org.freedesktop.DBus.Error."
 INVALID_ARGS = STANDARD + "InvalidArgs"
 
@@ -62,12 +64,22 @@ SIGNATURES = {
     "ListAttention": "s",
     "ListConfigFiles": "s",
     "ResolveConfig": "ssst",
+    "ListPackages": "ss",
+    "DiffPackages": "sss",
+    "Keep": "ssst",
+    "Unkeep": "sst",
+    "ListChanges": "t",
     "ListJobs": "",
     "GetJob": "u",
     "CancelJob": "u",
     "Job.Cancel": "",
 }
 """Every method of the Manager, and the Job's Cancel (called on job 1)."""
+
+PACKAGE_LIST_ERRORS = frozenset(
+    {INVALID_NAME, NO_SUCH_MACHINE, NOT_GENTOO, NO_SUCH_SNAPSHOT, NO_PACKAGE_RECORD, INVALID_ARGS}
+)
+"""What ListPackages and DiffPackages may answer."""
 
 ERRORS_OF: dict[str, Errors] = {
     "Update": frozenset({INVALID_NAME, NO_SUCH_MACHINE, NOT_GENTOO, BUSY, INVALID_ARGS}),
@@ -94,6 +106,11 @@ ERRORS_OF: dict[str, Errors] = {
     "ResolveConfig": frozenset(
         {INVALID_NAME, NO_SUCH_MACHINE, NOT_GENTOO, NO_SUCH_CONFIG_FILE, BUSY, INVALID_ARGS}
     ),
+    "ListPackages": PACKAGE_LIST_ERRORS,
+    "DiffPackages": PACKAGE_LIST_ERRORS,
+    "Keep": frozenset({INVALID_NAME, NO_SUCH_MACHINE, NO_SUCH_SNAPSHOT, INVALID_TAG, INVALID_ARGS}),
+    "Unkeep": frozenset({INVALID_NAME, NO_SUCH_MACHINE, NO_SUCH_SNAPSHOT, INVALID_ARGS}),
+    "ListChanges": frozenset({INVALID_ARGS}),
     "ListJobs": frozenset({INVALID_ARGS}),
     "GetJob": frozenset({NO_SUCH_JOB, INVALID_ARGS}),
     "CancelJob": frozenset({NO_SUCH_JOB, NOT_CANCELLABLE, INVALID_ARGS}),
@@ -198,14 +215,22 @@ def prune_errors(name: str, flags: int) -> Errors:
     return name_errors(name) | flag_errors(flags, 0)
 
 
+def names_a_snapshot(short: str) -> bool:
+    """Whether a snapshot of WEB has the name: by its name, its job id or its tag (no
+    snapshot has a tag here)."""
+    if not re.fullmatch(r"[A-Za-z0-9_.:+-]{1,255}", short):
+        return False  # another dataset's snapshot, or no snapshot's name
+    return short in (PROTECTED, NEWEST) or (short.isdigit() and int(short) == 1)
+
+
 def rollback_errors(name: str, snapshot: str, flags: int) -> Errors:
     errors = set(name_errors(name) | flag_errors(flags, FAIL_IF_BUSY))
     short = snapshot.removeprefix(f"{MACHINES}/{name}@")
-    if "@" in short or "/" in short:
-        errors.add(NO_SUCH_SNAPSHOT)  # another dataset's snapshot, or no snapshot's name
-    elif name == WEB and short in ("", PROTECTED):
+    if short and not names_a_snapshot(short):
+        errors.add(NO_SUCH_SNAPSHOT)
+    elif name == WEB and short != NEWEST:
         errors.add(SNAPSHOT_PROTECTED)  # the admin's NEWEST would be lost
-    elif name == PLAIN or (name == WEB and short != NEWEST):
+    elif name == PLAIN:
         errors.add(NO_SUCH_SNAPSHOT)
     return frozenset(errors)
 
@@ -250,6 +275,45 @@ def resolve_config_errors(name: str, path: str, action: str, flags: int) -> Erro
     return frozenset(errors)
 
 
+def package_list_errors(name: str, snapshot: str) -> Errors:
+    """A list now ("") or of a snapshot: WEB's have none recorded (the tests took them
+    with zfs), and zfs-fuse does not show their files."""
+    errors = set(name_errors(name))
+    if name not in DATASETS:  # the name is checked first
+        return frozenset(errors | {NOT_GENTOO} if name == FOREIGN and not snapshot else errors)
+    if not snapshot:
+        return frozenset(errors | {NOT_GENTOO} if name in (PLAIN, FOREIGN) else errors)
+    short = snapshot.removeprefix(f"{MACHINES}/{name}@")
+    named = name == WEB and names_a_snapshot(short)
+    errors.add(NO_PACKAGE_RECORD if named else NO_SUCH_SNAPSHOT)
+    return frozenset(errors)
+
+
+def diff_packages_errors(name: str, old: str, new: str) -> Errors:
+    return package_list_errors(name, old) | package_list_errors(name, new)
+
+
+def valid_tag(tag: str) -> bool:
+    return bool(re.fullmatch(r"[A-Za-z][A-Za-z0-9_.+-]{0,63}", tag)) and not tag.startswith(
+        "gnspawn-"
+    )
+
+
+def unkeep_errors(name: str, snapshot: str, flags: int) -> Errors:
+    errors = set(name_errors(name) | flag_errors(flags, 0))
+    short = snapshot.removeprefix(f"{MACHINES}/{name}@")
+    if name in DATASETS and not (name == WEB and names_a_snapshot(short)):
+        errors.add(NO_SUCH_SNAPSHOT)
+    return frozenset(errors)
+
+
+def keep_errors(name: str, snapshot: str, tag: str, flags: int) -> Errors:
+    errors = unkeep_errors(name, snapshot, flags)
+    if tag and not valid_tag(tag) and valid_name(name):
+        errors |= {INVALID_TAG}  # checked before the machine and the snapshot
+    return errors
+
+
 def get_job_errors(job: int) -> Errors:
     return frozenset(() if job == 1 else {NO_SUCH_JOB})
 
@@ -273,6 +337,10 @@ RULES: dict[str, Callable[..., Errors]] = {
     "ListAttention": list_attention_errors,
     "ListConfigFiles": list_news_errors,
     "ResolveConfig": resolve_config_errors,
+    "ListPackages": package_list_errors,
+    "DiffPackages": diff_packages_errors,
+    "Keep": keep_errors,
+    "Unkeep": unkeep_errors,
     "GetJob": get_job_errors,
     "CancelJob": cancel_job_errors,
     "Job.Cancel": lambda: frozenset({NOT_CANCELLABLE}),
@@ -541,6 +609,34 @@ EXPECTED: list[tuple[str, tuple[Value, ...], str]] = [
     ("ResolveConfig", (WEB, "/", "keep", 0), INVALID_ARGS),
     ("ResolveConfig", (WEB, "/etc/x", "keep", PRETEND), INVALID_ARGS),
     ("ResolveConfig", (WEB, "/etc/x", "keep", NO_METHOD_KNOWS), INVALID_ARGS),
+    ("Rollback", (WEB, "1", 0), SNAPSHOT_PROTECTED),
+    ("Rollback", (WEB, "2", 0), NO_SUCH_SNAPSHOT),
+    ("ListPackages", ("a/b", ""), INVALID_NAME),
+    ("ListPackages", (GHOST, ""), NO_SUCH_MACHINE),
+    ("ListPackages", (PLAIN, ""), NOT_GENTOO),
+    ("ListPackages", (PLAIN, PROTECTED), NO_SUCH_SNAPSHOT),
+    ("ListPackages", (WEB, "../../etc"), NO_SUCH_SNAPSHOT),
+    ("ListPackages", (WEB, "web@x"), NO_SUCH_SNAPSHOT),
+    ("ListPackages", (WEB, "2"), NO_SUCH_SNAPSHOT),
+    ("ListPackages", (WEB, NEWEST), NO_PACKAGE_RECORD),
+    ("ListPackages", (WEB, "1"), NO_PACKAGE_RECORD),
+    ("DiffPackages", (WEB, "", "nope"), NO_SUCH_SNAPSHOT),
+    ("DiffPackages", (WEB, f"{MACHINES}/{PLAIN}@{NEWEST}", ""), NO_SUCH_SNAPSHOT),
+    ("Keep", ("a/b", PROTECTED, "", 0), INVALID_NAME),
+    ("Keep", (WEB, PROTECTED, "", NO_METHOD_KNOWS), INVALID_ARGS),
+    ("Keep", (WEB, PROTECTED, "", FAIL_IF_BUSY), INVALID_ARGS),
+    ("Keep", (WEB, PROTECTED, "1234", 0), INVALID_TAG),
+    ("Keep", (WEB, PROTECTED, "gnspawn-1-pre", 0), INVALID_TAG),
+    ("Keep", (WEB, PROTECTED, "a/b", 0), INVALID_TAG),
+    ("Keep", (WEB, PROTECTED, "x" * 65, 0), INVALID_TAG),
+    ("Keep", (WEB, PROTECTED, "-r", 0), INVALID_TAG),
+    ("Keep", (WEB, PROTECTED, "tag\n", 0), INVALID_TAG),
+    ("Keep", (WEB, "nope", "", 0), NO_SUCH_SNAPSHOT),
+    ("Keep", (PLAIN, PROTECTED, "", 0), NO_SUCH_SNAPSHOT),
+    ("Unkeep", (WEB, "nope", 0), NO_SUCH_SNAPSHOT),
+    ("Unkeep", (WEB, "", 0), NO_SUCH_SNAPSHOT),
+    ("Unkeep", (FOREIGN, PROTECTED, 0), NO_SUCH_MACHINE),
+    ("Unkeep", (WEB, PROTECTED, PRETEND), INVALID_ARGS),
     ("GetJob", (0,), NO_SUCH_JOB),
     ("GetJob", (2,), NO_SUCH_JOB),
     ("GetJob", (MAX_U32,), NO_SUCH_JOB),
@@ -583,6 +679,11 @@ HUGE_INPUTS: list[tuple[str, tuple[Value, ...], str]] = [
     ("ListConfigFiles", (HUGE,), INVALID_NAME),
     ("ResolveConfig", (WEB, "/" + HUGE, "keep", 0), INVALID_ARGS),
     ("ResolveConfig", (WEB, "/etc/x", HUGE, 0), INVALID_ARGS),
+    ("ListPackages", (WEB, HUGE), NO_SUCH_SNAPSHOT),
+    ("DiffPackages", (WEB, "", HUGE), NO_SUCH_SNAPSHOT),
+    ("Keep", (WEB, PROTECTED, HUGE, 0), INVALID_TAG),
+    ("Keep", (WEB, HUGE, "", 0), NO_SUCH_SNAPSHOT),
+    ("Unkeep", (WEB, HUGE, 0), NO_SUCH_SNAPSHOT),
 ]
 
 
@@ -779,6 +880,30 @@ def test_resolve_config(world: World, name: str, path: str, action: str, flag_bi
 
 
 @CASES
+@given(name=names, snapshot=snapshots, other=snapshots)
+def test_packages(world: World, name: str, snapshot: str, other: str) -> None:
+    assume(harmless("DiffPackages", name, snapshot, other))
+    ask("DiffPackages", name, snapshot, other)
+    if harmless("ListPackages", name, snapshot):
+        ask("ListPackages", name, snapshot)
+
+
+tags = st.one_of(
+    st.sampled_from(["", "stable", "1", "gnspawn-x", "-r", "a/b", "x" * 65, "Tag.1+x"]),
+    any_text,
+)
+
+
+@CASES
+@given(name=names, snapshot=snapshots, tag=tags, flag_bits=flags)
+def test_keep(world: World, name: str, snapshot: str, tag: str, flag_bits: int) -> None:
+    assume(harmless("Keep", name, snapshot, tag, flag_bits))
+    ask("Keep", name, snapshot, tag, flag_bits)
+    if harmless("Unkeep", name, snapshot, flag_bits):
+        ask("Unkeep", name, snapshot, flag_bits)
+
+
+@CASES
 @given(job=st.integers(min_value=0, max_value=MAX_U32))
 def test_jobs(world: World, job: int) -> None:
     assume(job != 1)
@@ -805,6 +930,11 @@ SIGNATURE_BASE: dict[str, tuple[Value, ...]] = {
     "ListAttention": ("../x",),
     "ListConfigFiles": (GHOST,),
     "ResolveConfig": (WEB, "/etc/x", "discard", 0),
+    "ListPackages": (WEB, "nope"),
+    "DiffPackages": (WEB, "nope", ""),
+    "Keep": (WEB, "nope", "", 0),
+    "Unkeep": (WEB, "nope", 0),
+    "ListChanges": (0,),
     "ListJobs": (),
     "GetJob": (1,),
     "CancelJob": (1,),

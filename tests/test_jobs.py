@@ -333,6 +333,7 @@ def test_a_database_of_the_previous_schema_gains_the_new_columns(path: Path) -> 
     job = store.add(new_job("db", JobType.UPDATE, Flags(0)))
     store._db.execute("ALTER TABLE jobs DROP COLUMN notices")
     store._db.execute("ALTER TABLE jobs DROP COLUMN tree_revision")
+    store._db.execute("ALTER TABLE jobs DROP COLUMN changes")
     store._db.execute("PRAGMA user_version=4")
     store.close()
     got = JobStore(path).get(job.id)

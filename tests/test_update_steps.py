@@ -212,7 +212,7 @@ def test_depclean_report_lists_the_orphans_and_removes_nothing(daemon: Testbed) 
     assert notices(1) == [("depclean", "app-misc/tool-helper-1", "notice", text)]
     lines = result.stdout.splitlines()
     assert lines[-2:] == [
-        "job 1: update of web done",
+        "job 1: update of web done: 2 upgraded",
         f"  notice: depclean app-misc/tool-helper-1: {text}",
     ]
     shown = gnctl("job", "1").stdout.splitlines()

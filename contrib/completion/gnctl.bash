@@ -5,7 +5,7 @@
 
 _gnctl() {
     local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}
-    local verbs="list snapshots jobs job update sync rollback build remove prune profiles status config news logs cancel wait"
+    local verbs="list snapshots jobs job update sync rollback build remove prune profiles status config news logs cancel wait packages diff keep unkeep"
     local verb="" i resume=""
     local -a host=() args=()
     for ((i = 1; i < COMP_CWORD; i++)); do
@@ -13,7 +13,7 @@ _gnctl() {
             -H|--host) host=(--host "${COMP_WORDS[i+1]}"); ((i++)) ;;
             --host=*) host=("${COMP_WORDS[i]}") ;;
             # The verb's options that take a value may come before it, too.
-            --profile|-n|--lines) ((i++)) ;;
+            --profile|-n|--lines|--tag) ((i++)) ;;
             --resume) resume=1 ;;
             -*) ;;
             *) if [[ -z $verb ]]; then verb=${COMP_WORDS[i]}; else args+=("${COMP_WORDS[i]}"); fi ;;
@@ -39,7 +39,7 @@ _gnctl() {
         COMPREPLY=($(compgen -W "$(_gnctl_column "" profiles)" -- "$cur"))
         return
     fi
-    if [[ $prev == -n || $prev == --lines ]]; then
+    if [[ $prev == -n || $prev == --lines || $prev == --tag ]]; then
         return
     fi
     if [[ $cur == -* ]]; then
@@ -48,7 +48,9 @@ _gnctl() {
         local waiting="$following --no-block --fail-if-busy"
         case $verb in
             "") options+=" --version --host" ;;
-            list|snapshots|jobs|profiles) options+=" $listing" ;;
+            list|snapshots|jobs|profiles|packages) options+=" $listing" ;;
+            diff) options+=" --all $listing" ;;
+            keep) options+=" --tag" ;;
             job|status) options+=" --json" ;;
             update) options+=" --all --scheduled --no-canary --pretend --keep-failed $waiting" ;;
             build) options+=" --profile --resume --keep-failed $waiting" ;;
@@ -73,10 +75,12 @@ _gnctl() {
                 COMPREPLY=($(compgen -W "$(_gnctl_column "$ours" list)" -- "$cur")) ;;
         status)
             ((${#args[@]} == 0)) && COMPREPLY=($(compgen -W "$(_gnctl_column "" list)" -- "$cur")) ;;
-        rollback)
+        rollback|packages|diff|keep|unkeep)
+            local most=1
+            [[ $verb == diff ]] && most=2
             if ((${#args[@]} == 0)); then
                 COMPREPLY=($(compgen -W "$(_gnctl_column "$ours" list)" -- "$cur"))
-            elif ((${#args[@]} == 1)); then
+            elif ((${#args[@]} <= most)); then
                 # The machine's own snapshots (not those of its failed copies, COPY@SNAPSHOT).
                 COMPREPLY=($(compgen -W "$(_gnctl_column '$1 !~ /@/' snapshots "${args[0]}")" -- "$cur"))
             fi ;;

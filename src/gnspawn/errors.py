@@ -61,6 +61,22 @@ class SnapshotProtected(GnspawnError):
     )
 
 
+class InvalidTag(GnspawnError):
+    dbus_name = ERROR_PREFIX + "InvalidTag"
+    hint = (
+        "Tags are 1-64 characters of A-Z a-z 0-9 _ . + - that start with a letter "
+        "and not with 'gnspawn-'."
+    )
+
+
+class NoPackageRecord(GnspawnError):
+    dbus_name = ERROR_PREFIX + "NoPackageRecord"
+    hint = (
+        "gnspawn records the packages of the snapshots it takes; the storage does not "
+        "show the files of this one (.zfs/snapshot) to read them from."
+    )
+
+
 class NoSuchConfigFile(GnspawnError):
     dbus_name = ERROR_PREFIX + "NoSuchConfigFile"
     hint = "'gnctl config NAME' lists the config files with a new default waiting."

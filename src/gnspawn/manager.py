@@ -8,11 +8,11 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from gnspawn import log as journal
-from gnspawn import machines, portage
+from gnspawn import machines, packages, portage
 from gnspawn.config import Config, UpdatePolicy
-from gnspawn.errors import Busy, InvalidArgs, NoSuchJob, NotCancellable
-from gnspawn.inventory import Inventory, gentoo_root
-from gnspawn.jobs import configfiles, news, runner, snapshots
+from gnspawn.errors import Busy, InvalidArgs, NoSuchJob, NoSuchSnapshot, NotCancellable
+from gnspawn.inventory import Inventory, gentoo_root, mounted_root
+from gnspawn.jobs import changes, configfiles, news, runner, snapshots
 from gnspawn.jobs.context import Context, Host, Request
 from gnspawn.jobs.kinds import KINDS
 from gnspawn.jobs.queue import Queue
@@ -32,6 +32,7 @@ from gnspawn.names import (
     job_title,
     machine_path,
 )
+from gnspawn.packages import Change, Installed, PackageList
 from gnspawn.portage import Profile
 from gnspawn.services import HostServices
 from gnspawn.zfs import Zfs
@@ -395,6 +396,68 @@ class Manager:
         plan = snapshots.plan(self.host, name, await self.host.zfs.snapshots(machine.dataset))
         copies = await snapshots.failed_copies(self.host.zfs, machine)
         return [*plan, *(Verdict(s, True, snapshots.FAILED_COPY_VERDICT) for s in copies)]
+
+    async def package_list(self, name: str, reference: str) -> PackageList:
+        """The packages of machine `name` now (`reference` ""), or as recorded with one
+        of its snapshots: named by its name, the job that took it, or its tag. A
+        recorded list outlives its snapshot."""
+        machines.check_name(name)
+        machine = await self.inventory.machine(name)
+        if not reference:
+            return await changes.read(gentoo_root(machine))
+        if not machine.dataset:
+            raise NoSuchSnapshot(f"{name} is no dataset of gnspawn's: it has no snapshots")
+        short = snapshots.check_reference(machine.dataset, reference)
+        store = self.recorder.store
+        blob = store.package_list(f"{machine.dataset}@{short}")
+        if blob is None and short.isdigit():
+            blob = (store.package_list_of_job(name, int(short)) or ("", None))[1]
+        if blob is None:
+            found = await self.host.zfs.snapshots(machine.dataset)
+            snapshot = snapshots.find(found, machine.dataset, short)
+            blob = store.package_list(snapshot.full_name)
+            if blob is None:
+                return await changes.read_snapshot(mounted_root(machine), snapshot.name)
+        return packages.decode(blob)
+
+    async def list_packages(self, name: str, reference: str) -> list[Installed]:
+        """ListPackages: as package_list, sorted by package and slot."""
+        found = await self.package_list(name, reference)
+        return [found[key] for key in sorted(found)]
+
+    async def diff_packages(self, name: str, old: str, new: str) -> list[Change]:
+        """What changed from one package list of machine `name` to another ("": now)."""
+        return packages.diff(await self.package_list(name, old), await self.package_list(name, new))
+
+    def changes_since(self, since_usec: int) -> list[tuple[str, Change]]:
+        """What the jobs that finished since `since_usec` changed, machine by machine,
+        each machine's changes netted (an update undone by a rollback is nothing). From
+        the job database alone: no machine's root is read."""
+        by_machine: dict[str, list[Change]] = {}
+        for machine, changed in self.recorder.store.changes_since(since_usec):
+            by_machine.setdefault(machine, []).extend(changed)
+        return [
+            (machine, change)
+            for machine in sorted(by_machine)
+            for change in packages.net(by_machine[machine])
+        ]
+
+    async def keep(self, name: str, reference: str, tag: str, flags: int) -> None:
+        """Pin a snapshot against retention, with a tag ("": the one it has) that
+        rollbacks can name it by."""
+        check_flags(flags, Flags(0))
+        machines.check_name(name)
+        if tag:
+            snapshots.check_tag(tag)
+        dataset = await self.inventory.dataset(name)
+        await snapshots.keep(self.host.zfs, dataset, reference, tag)
+
+    async def unkeep(self, name: str, reference: str, flags: int) -> None:
+        """Leave a kept snapshot to retention again."""
+        check_flags(flags, Flags(0))
+        machines.check_name(name)
+        dataset = await self.inventory.dataset(name)
+        await snapshots.unkeep(self.host.zfs, dataset, reference)
 
     def list_profiles(self) -> list[Profile]:
         return portage.profiles(self.config.portage)

@@ -20,6 +20,9 @@ JOB_PROPERTY = "org.gnspawn:job"
 BUILD_PROPERTY = "org.gnspawn:build"
 """On a machine's dataset: the last build step that finished ("done" when all did)."""
 PROFILE_PROPERTY = "org.gnspawn:profile"
+KEEP_PROPERTY = "org.gnspawn:keep"
+"""On a snapshot: kept, never pruned; `pinned`, or `pinned:TAG` with its tag."""
+KEPT = "pinned"
 
 
 class Flags(enum.IntFlag):
@@ -138,6 +141,24 @@ class NoticeKind(enum.StrEnum):
     CONFIG_FILE = "config-file"
     NEWS = "news"
     HEALTH = "health"
+
+
+class ChangeAction(enum.StrEnum):
+    """What happened to a package between two lists of a root's packages, in the order
+    summaries count them."""
+
+    UPGRADED = "upgraded"
+    DOWNGRADED = "downgraded"
+    REBUILT = "rebuilt"
+    """The same version again, with another BUILD_TIME or other USE flags."""
+    ADDED = "added"
+    REMOVED = "removed"
+
+
+def change_summary(actions: Iterable[str]) -> str:
+    """ "3 upgraded, 1 added": changes counted by action."""
+    counts = collections.Counter(actions)
+    return ", ".join(f"{counts[a]} {a}" for a in ChangeAction if counts[a])
 
 
 ATTENTION_LABELS = {

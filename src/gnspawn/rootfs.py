@@ -94,6 +94,37 @@ def read_bytes(root: Path, path: str, limit: int = 1 << 20) -> bytes:
         return b"".join(chunks)
 
 
+def read_texts(
+    root: Path, directories: Sequence[str], names: Sequence[str], limit: int
+) -> list[dict[str, str] | None]:
+    """For each directory of the root, the start of each named text file in it (at
+    most `limit` bytes of each); None for a directory that cannot be opened, and a
+    name that is missing or no regular file is left out. Each directory is resolved
+    in the root and each name inside its directory: neither ever out of the root.
+    The root is opened once for them all."""
+    found: list[dict[str, str] | None] = []
+    flags = os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK  # a planted FIFO must not block
+    with _root(root) as fd:
+        for directory in directories:
+            try:
+                dir_fd = _openat2(fd, directory, os.O_PATH | os.O_DIRECTORY)
+            except OSError:
+                found.append(None)
+                continue
+            texts = {}
+            with _opened(dir_fd):
+                for name in names:
+                    try:
+                        file = _openat2(dir_fd, name, flags)
+                    except OSError:
+                        continue
+                    with _opened(file):
+                        if stat.S_ISREG(os.fstat(file).st_mode):
+                            texts[name] = os.read(file, limit).decode(errors="replace")
+            found.append(texts)
+    return found
+
+
 def listdir(root: Path, path: str, limit: int) -> list[str]:
     """The names in a directory of the root, at most `limit` of them."""
     with (

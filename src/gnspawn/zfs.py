@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from gnspawn.errors import StorageFailed
-from gnspawn.names import JOB_PROPERTY
+from gnspawn.names import JOB_PROPERTY, KEEP_PROPERTY
 from gnspawn.run import CommandFailed, pipeline, run
 
 log = logging.getLogger(__name__)
@@ -24,6 +24,14 @@ class Snapshot(NamedTuple):
     used: int
     job: int | None
     """The gnspawn job that took it; None for the admin's own."""
+    kept: str = ""
+    """Its org.gnspawn:keep: "" when retention may prune it, else `pinned` or
+    `pinned:TAG`."""
+
+    @property
+    def tag(self) -> str:
+        """The tag a kept snapshot has, or ""."""
+        return self.kept.partition(":")[2]
 
     @property
     def full_name(self) -> str:
@@ -150,7 +158,9 @@ class Zfs:
 
     async def snapshots(self, dataset: str) -> list[Snapshot]:
         """Every snapshot of `dataset`, oldest first, gnspawn's and the admin's own."""
-        rows = await self._get(dataset, ["creation", "used", JOB_PROPERTY], recursive=True)
+        rows = await self._get(
+            dataset, ["creation", "used", JOB_PROPERTY, KEEP_PROPERTY], recursive=True
+        )
         found: dict[str, dict[str, str]] = {}
         prefix = dataset + "@"
         for name, prop, value in rows:
@@ -160,6 +170,7 @@ class Zfs:
         # zfs lists snapshots in creation (txg) order: keep it, creation has 1 s resolution.
         for name, props in found.items():
             job = props.get(JOB_PROPERTY, "-")
+            kept = props.get(KEEP_PROPERTY, "-")
             result.append(
                 Snapshot(
                     name=name[len(prefix) :],
@@ -167,6 +178,7 @@ class Zfs:
                     created_usec=int(props.get("creation", "0")) * 1_000_000,
                     used=int(props.get("used", "0")),
                     job=int(job) if job.isdigit() else None,
+                    kept="" if kept == "-" else kept,
                 )
             )
         return result
@@ -199,6 +211,10 @@ class Zfs:
             )
         except CommandFailed as err:
             raise StorageFailed(err.message) from err
+
+    async def inherit(self, dataset: str, prop: str) -> None:
+        """Unset a user property (of a dataset or a snapshot)."""
+        await self._zfs("inherit", prop, dataset)
 
     async def set(self, dataset: str, prop: str, value: str) -> None:
         # zfs-fuse's `set` takes no "--"; dataset names are validated before they get here.

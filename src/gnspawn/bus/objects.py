@@ -152,6 +152,44 @@ class ManagerInterface(ServiceInterface):
         await self.authority.require_manage()
         await self.manager.mark_news_read(name, items, flags)
 
+    @outputs("packages")
+    @dbus_method()
+    @translated
+    async def ListPackages(
+        self, name: DBusStr, snapshot: DBusStr
+    ) -> Annotated[list[Any], DBusSignature("a(sss)")]:
+        return [
+            [p.package, p.version, p.slot] for p in await self.manager.list_packages(name, snapshot)
+        ]
+
+    @outputs("changes")
+    @dbus_method()
+    @translated
+    async def DiffPackages(
+        self, name: DBusStr, old: DBusStr, new: DBusStr
+    ) -> Annotated[list[Any], DBusSignature("a(ssss)")]:
+        return [list(change) for change in await self.manager.diff_packages(name, old, new)]
+
+    @outputs("changes")
+    @dbus_method()
+    @translated_now
+    def ListChanges(
+        self, since_usec: DBusUInt64
+    ) -> Annotated[list[Any], DBusSignature("a(sssss)")]:
+        return [[machine, *change] for machine, change in self.manager.changes_since(since_usec)]
+
+    @dbus_method()
+    @translated
+    async def Keep(self, name: DBusStr, snapshot: DBusStr, tag: DBusStr, flags: DBusUInt64) -> None:
+        await self.authority.require_manage()
+        await self.manager.keep(name, snapshot, tag, flags)
+
+    @dbus_method()
+    @translated
+    async def Unkeep(self, name: DBusStr, snapshot: DBusStr, flags: DBusUInt64) -> None:
+        await self.authority.require_manage()
+        await self.manager.unkeep(name, snapshot, flags)
+
     @outputs("machines")
     @dbus_method()
     @translated
@@ -322,6 +360,10 @@ class JobInterface(ServiceInterface):
     @dbus_property(access=READ)
     def TreeRevision(self) -> DBusStr:
         return self.job.tree_revision
+
+    @dbus_property(access=READ)
+    def Changes(self) -> Annotated[list[list[str]], DBusSignature("a(ssss)")]:
+        return [list(change) for change in self.job.changes]
 
     @constant
     @dbus_property(access=READ)

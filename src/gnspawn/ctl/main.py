@@ -9,6 +9,7 @@ import json
 import os
 import shlex
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -16,9 +17,16 @@ from typing import Any, NoReturn
 from gnspawn import __version__
 from gnspawn.ctl.client import Client, JobWatcher, Unreachable, ssh_argv
 from gnspawn.ctl.progress import Display, printable
-from gnspawn.errors import GnspawnError, NoSuchJob, NoSuchMachine
+from gnspawn.errors import GnspawnError, NoSuchJob, NoSuchMachine, NoSuchSnapshot
 from gnspawn.machines import valid_name
-from gnspawn.names import MACHINE_INTERFACE, Flags, attention_summary, job_title, pending_line
+from gnspawn.names import (
+    MACHINE_INTERFACE,
+    Flags,
+    attention_summary,
+    change_summary,
+    job_title,
+    pending_line,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_CANCELED, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
 EXIT_HELD, EXIT_USAGE = 5, 64
@@ -224,6 +232,49 @@ def build_parser() -> Parser:
     cancel.add_argument("ids", metavar="ID", type=int, nargs="+")
     wait = verbs.add_parser("wait", parents=[following], help="wait for jobs to finish")
     wait.add_argument("ids", metavar="ID", type=int, nargs="+")
+    packages = verbs.add_parser(
+        "packages",
+        parents=[common],
+        help="list a machine's packages, now or in a snapshot",
+        description="The packages installed in NAME, as its vdb records them: now, or as "
+        "recorded with SNAPSHOT (a snapshot's name, the id of the job that took it, or "
+        "its tag). gnspawn records the packages with every snapshot it takes; they stay "
+        "recorded after the snapshot is pruned.",
+    )
+    packages.add_argument("name", metavar="NAME")
+    packages.add_argument("snapshot", metavar="SNAPSHOT", nargs="?", default="")
+    diff = verbs.add_parser(
+        "diff",
+        parents=[common],
+        help="show what changed in a machine's packages",
+        description="What was added, upgraded, downgraded, rebuilt and removed from FROM "
+        "to TO (snapshots named as 'gnctl packages' takes them; \"\" is now). Without FROM: "
+        "from the machine's newest gnspawn snapshot (the last job's pre snapshot) to now. "
+        "With --all, NAME is a time instead (YYYY-MM-DD, 'YYYY-MM-DD HH:MM', or Nd / Nh "
+        "ago): what the jobs that ended since then changed, machine by machine, netted (an "
+        "update a rollback undid is nothing), from the job history.",
+    )
+    diff.add_argument(
+        "--all", action="store_true", help="every machine's changes since the time NAME"
+    )
+    diff.add_argument("name", metavar="NAME")
+    diff.add_argument("old", metavar="FROM", nargs="?", default=None)
+    diff.add_argument("new", metavar="TO", nargs="?", default="")
+    keep = verbs.add_parser(
+        "keep",
+        help="pin a snapshot: retention never prunes it",
+        description="Mark SNAPSHOT of NAME kept (org.gnspawn:keep): neither prune nor "
+        "retention destroys it, nor a rollback past it. --tag names it for rollback, "
+        "packages and diff; a tag names one snapshot of a machine at a time.",
+    )
+    keep.add_argument("name", metavar="NAME")
+    keep.add_argument("snapshot", metavar="SNAPSHOT")
+    keep.add_argument("--tag", default="", help="a name for the snapshot (moved from another)")
+    unkeep = verbs.add_parser(
+        "unkeep", help="leave a kept snapshot to retention again (its tag goes)"
+    )
+    unkeep.add_argument("name", metavar="NAME")
+    unkeep.add_argument("snapshot", metavar="SNAPSHOT")
     parser.verbs = dict(verbs.choices)
     return parser
 
@@ -432,6 +483,83 @@ async def cmd_job(client: Client, args: argparse.Namespace) -> int:
     print(f"{'Notices':>15}: {notices[0] if notices else '-'}")
     for line in notices[1:]:
         print(f"{'':>15}  {line}")
+    changed = [change_line(*change) for change in props.get("Changes", [])]
+    print(f"{'Changes':>15}: {changed[0] if changed else '-'}")
+    for line in changed[1:]:
+        print(f"{'':>15}  {line}")
+    return EXIT_OK
+
+
+def change_line(action: str, package: str, old: str, new: str) -> str:
+    """ "upgraded app-misc/hello:0 1 -> 2", "added app-misc/libgreet:0 1"."""
+    versions = f"{old} -> {new}" if old and new else old or new
+    return printable(f"{action} {package} {versions}")
+
+
+async def cmd_packages(client: Client, args: argparse.Namespace) -> int:
+    (rows,) = await client.manager("ListPackages", "ss", args.name, args.snapshot)
+    records = [{"package": p, "version": v, "slot": s} for p, v, s in rows]
+    shown = [[printable(p), printable(v), printable(s)] for p, v, s in rows]
+    listing(args, records, ["PACKAGE", "VERSION", "SLOT"], shown, "package")
+    return EXIT_OK
+
+
+async def cmd_diff(client: Client, args: argparse.Namespace) -> int:
+    if args.all:
+        return await fleet_diff(client, args)
+    old = args.old
+    if old is None:
+        old = await newest_snapshot(client, args.name)
+    (rows,) = await client.manager("DiffPackages", "sss", args.name, old, args.new)
+    records = [{"action": a, "package": p, "old": o, "new": n} for a, p, o, n in rows]
+    shown = [[a, printable(p), printable(o) or "-", printable(n) or "-"] for a, p, o, n in rows]
+    if not args.json and not args.no_legend:
+        print(f"{args.name}: {old or 'now'} -> {args.new or 'now'}")
+    listing(args, records, ["ACTION", "PACKAGE", "OLD", "NEW"], shown, "change")
+    return EXIT_OK
+
+
+async def fleet_diff(client: Client, args: argparse.Namespace) -> int:
+    since = since_usec(args.name)
+    (rows,) = await client.manager("ListChanges", "t", since)
+    records = [
+        {"machine": m, "action": a, "package": p, "old": o, "new": n} for m, a, p, o, n in rows
+    ]
+    shown = [
+        [m, a, printable(p), printable(o) or "-", printable(n) or "-"] for m, a, p, o, n in rows
+    ]
+    if not args.json and not args.no_legend:
+        print(f"every machine: {timestamp(since)} -> now")
+    listing(args, records, ["MACHINE", "ACTION", "PACKAGE", "OLD", "NEW"], shown, "change")
+    return EXIT_OK
+
+
+def since_usec(text: str, now: float | None = None) -> int:
+    """A time as `gnctl diff --all` takes it, in µs since the epoch: an ISO date or date
+    and time (local), or a number of days (7d) or hours (12h) ago; ValueError else."""
+    now = time.time() if now is None else now
+    if text[-1:] in ("d", "h") and text[:-1].isdigit():
+        ago = int(text[:-1]) * (86400 if text[-1] == "d" else 3600)
+        return max(0, int((now - ago) * 1_000_000))
+    return int(datetime.datetime.fromisoformat(text).timestamp() * 1_000_000)
+
+
+async def newest_snapshot(client: Client, name: str) -> str:
+    """The machine's newest gnspawn snapshot: the one its last job took."""
+    (rows,) = await client.manager("ListSnapshots", "s", name)
+    ours = [snapshot for snapshot, _, _, job, _ in rows if job and "@" not in snapshot]
+    if not ours:
+        raise NoSuchSnapshot(f"{name} has no gnspawn snapshot to compare with; name FROM")
+    return str(ours[-1])
+
+
+async def cmd_keep(client: Client, args: argparse.Namespace) -> int:
+    await client.manager("Keep", "ssst", args.name, args.snapshot, args.tag, 0)
+    return EXIT_OK
+
+
+async def cmd_unkeep(client: Client, args: argparse.Namespace) -> int:
+    await client.manager("Unkeep", "sst", args.name, args.snapshot, 0)
     return EXIT_OK
 
 
@@ -500,6 +628,8 @@ async def follow(
             line += f": {props['Error']}"
         if props.get("PendingPackages"):
             line += f": {pending_line(props['PendingPackages'])}"
+        if props.get("Changes"):
+            line += f": {change_summary(action for action, *_ in props['Changes'])}"
         if props["RolledBack"] and props["Type"] != "rollback":
             line += f" (rolled back to {props['Snapshot']})"
         out = sys.stderr if result in ("failed", "canceled") else sys.stdout
@@ -828,6 +958,10 @@ COMMANDS = {
     "config": cmd_config,
     "news": cmd_news,
     "logs": cmd_logs_from_bus,
+    "packages": cmd_packages,
+    "diff": cmd_diff,
+    "keep": cmd_keep,
+    "unkeep": cmd_unkeep,
 }
 
 
@@ -864,6 +998,13 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
             verb.error("--pretend changes nothing: there is no failed state to keep")
     if args.verb == "config" and bool(args.path) != bool(args.action):
         verb.error("with PATH give one of --keep, --replace or --merge; without PATH none")
+    if args.verb == "diff" and args.all:
+        if args.old is not None or args.new:
+            verb.error("with --all give only the time to look back to")
+        try:
+            since_usec(args.name)
+        except (ValueError, OverflowError, OSError):
+            verb.error(f"not a time (YYYY-MM-DD, 'YYYY-MM-DD HH:MM', Nd or Nh): {args.name!r}")
     if args.verb == "logs" and not is_job_id(args.target) and not valid_name(args.target):
         verb.error(f"not a job id or a machine name: {args.target!r}")
     return args

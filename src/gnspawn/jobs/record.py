@@ -7,6 +7,7 @@ import time
 from typing import NamedTuple
 
 from gnspawn.names import Flags, JobResult, JobState, JobType, NoticeKind, Phase
+from gnspawn.packages import Change
 
 
 class Notice(NamedTuple):
@@ -64,6 +65,8 @@ class Job:
     notices: tuple[Notice, ...] = ()
     tree_revision: str = ""
     """The repositories' revision the job's emerges saw."""
+    changes: tuple[Change, ...] = ()
+    """What the job added, upgraded, downgraded, rebuilt and removed."""
     started_usec: int = 0
     finished_usec: int = 0
     unit_stopped: bool = False
@@ -106,6 +109,7 @@ PROPERTY_NAMES: dict[str, str] = {
     "pending_packages": "PendingPackages",
     "notices": "Notices",
     "tree_revision": "TreeRevision",
+    "changes": "Changes",
     "follows": "Follows",
     "created_usec": "CreatedUSec",
     "started_usec": "StartedUSec",

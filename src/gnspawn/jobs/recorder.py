@@ -137,8 +137,10 @@ class Recorder:
             kinds.pop(kind, None)
 
     def forget_machine(self, machine: str) -> None:
-        """A machine that is gone has nothing waiting on it."""
+        """A machine that is gone has nothing waiting on it, and its snapshots' package
+        lists went with them."""
         self.store.set_attention(machine, None, ())
+        self.store.forget_package_lists(machine)
         self.attention.pop(machine, None)
 
     def attention_of(self, machine: str) -> list[tuple[NoticeKind, str, str]]:

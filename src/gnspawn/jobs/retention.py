@@ -17,9 +17,10 @@ class Verdict(NamedTuple):
 def plan(snapshots: list[Snapshot], keep: int, needed: Mapping[str, int]) -> list[Verdict]:
     """Each snapshot (oldest first) with whether it stays.
 
-    gnspawn snapshots beyond the newest `keep` go, oldest first; never the admin's own
-    (no org.gnspawn:job), never one a waiting or running job needs (`needed` maps full
-    snapshot names to job ids), never the newest.
+    gnspawn snapshots beyond the newest `keep` go, oldest first; never a kept one
+    (org.gnspawn:keep), never the admin's own (no org.gnspawn:job), never one a
+    waiting or running job needs (`needed` maps full snapshot names to job ids),
+    never the newest.
     """
     ours = [s for s in snapshots if s.job is not None]
     recent = {s.full_name for s in ours[-keep:]} if keep > 0 else set()
@@ -27,7 +28,11 @@ def plan(snapshots: list[Snapshot], keep: int, needed: Mapping[str, int]) -> lis
     verdicts = []
     for snap in snapshots:
         name = snap.full_name
-        if snap.job is None:
+        if snap.kept:
+            verdicts.append(
+                Verdict(snap, True, f"pinned (tag {snap.tag})" if snap.tag else "pinned")
+            )
+        elif snap.job is None:
             verdicts.append(Verdict(snap, True, "not gnspawn's (no org.gnspawn:job property)"))
         elif name in needed:
             verdicts.append(Verdict(snap, True, f"needed by job {needed[name]}"))

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import AsyncIterator
 
 from gnspawn import log as journal
 from gnspawn import machines
-from gnspawn.errors import NoSuchSnapshot, SnapshotProtected, StorageFailed
+from gnspawn.errors import InvalidTag, NoSuchSnapshot, SnapshotProtected, StorageFailed
 from gnspawn.jobs import retention
 from gnspawn.jobs.context import FRESH_COUNTERS, Context, Host, uncancellable
 from gnspawn.machines import Machine
-from gnspawn.names import SNAPSHOT_PREFIX, Flags, JobResult, JobType, Phase, shown
+from gnspawn.names import (
+    KEEP_PROPERTY,
+    KEPT,
+    SNAPSHOT_PREFIX,
+    Flags,
+    JobResult,
+    JobType,
+    Phase,
+    shown,
+)
 from gnspawn.zfs import Snapshot, Zfs
 
 
@@ -89,17 +99,74 @@ async def rollback_target(zfs: Zfs, dataset: str, snapshot: str) -> Snapshot:
             raise NoSuchSnapshot(f"{dataset} has no gnspawn snapshot")
         target = ours[-1]
     else:
-        short = snapshot.removeprefix(dataset + "@")
-        found = [s for s in snapshots if s.name == short]
-        if "@" in short or "/" in short or not found:
-            raise NoSuchSnapshot(f"no snapshot {shown(snapshot)} of {dataset}")
-        target = found[0]
+        target = find(snapshots, dataset, snapshot)
     await _check_disposable(zfs, snapshots[snapshots.index(target) + 1 :])
+    return target
+
+
+_REFERENCE = re.compile(r"[A-Za-z0-9_.:+-]{1,255}")
+_TAG = re.compile(r"[A-Za-z][A-Za-z0-9_.+-]{0,63}")
+
+
+def check_reference(dataset: str, reference: str) -> str:
+    """A snapshot's name as a request gives it (NAME or DATASET@NAME, a job id or a
+    tag), without the dataset; NoSuchSnapshot for what no snapshot can be called."""
+    short = reference.removeprefix(dataset + "@")
+    if not _REFERENCE.fullmatch(short):
+        raise NoSuchSnapshot(f"no snapshot {shown(reference)} of {dataset}")
+    return short
+
+
+def find(snapshots: list[Snapshot], dataset: str, reference: str) -> Snapshot:
+    """The snapshot `reference` names: by its name, the id of the job that took it
+    (its first, the pre snapshot), or its tag."""
+    short = check_reference(dataset, reference)
+    job = int(short) if short.isdigit() else None
+    for found in (
+        [s for s in snapshots if s.name == short],
+        [s for s in snapshots if job is not None and s.job == job],
+        [s for s in snapshots if s.tag == short],
+    ):
+        if found:
+            return found[0]
+    raise NoSuchSnapshot(f"no snapshot {shown(reference)} of {dataset}")
+
+
+def check_tag(tag: str) -> str:
+    """A tag for Keep, or InvalidTag: it starts with a letter (a job id is digits) and
+    not with gnspawn- (gnspawn's snapshot names do)."""
+    if not _TAG.fullmatch(tag) or tag.startswith(SNAPSHOT_PREFIX):
+        raise InvalidTag(f"invalid tag {shown(tag)}")
+    return tag
+
+
+async def keep(zfs: Zfs, dataset: str, reference: str, tag: str) -> Snapshot:
+    """Pin a snapshot against retention, with `tag` ("": the one it has, if any),
+    which then names no other snapshot of the dataset (those stay kept)."""
+    found = await zfs.snapshots(dataset)
+    target = find(found, dataset, reference)
+    tag = tag or target.tag
+    for other in found:
+        if tag and other.tag == tag and other != target:
+            await zfs.set(other.full_name, KEEP_PROPERTY, KEPT)
+    await zfs.set(target.full_name, KEEP_PROPERTY, f"{KEPT}:{tag}" if tag else KEPT)
+    return target
+
+
+async def unkeep(zfs: Zfs, dataset: str, reference: str) -> Snapshot:
+    """Leave a snapshot to retention again; its tag goes."""
+    target = find(await zfs.snapshots(dataset), dataset, reference)
+    if target.kept:
+        await zfs.inherit(target.full_name, KEEP_PROPERTY)
     return target
 
 
 async def _check_disposable(zfs: Zfs, snapshots: list[Snapshot]) -> None:
     for snap in snapshots:
+        if snap.kept:
+            raise SnapshotProtected(
+                f"{snap.full_name} is newer and kept ({snap.kept}); 'gnctl unkeep' it first"
+            )
         if snap.job is None:
             raise SnapshotProtected(
                 f"{snap.full_name} is newer and not gnspawn's; destroy or rename it first"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
@@ -10,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from gnspawn.jobs.record import Attention, Job, LastJob, Notice
-from gnspawn.names import Flags, JobResult, JobState, JobType, NoticeKind, Phase
+from gnspawn.names import ChangeAction, Flags, JobResult, JobState, JobType, NoticeKind, Phase
+from gnspawn.packages import Change
 
-_SCHEMA_VERSION = 6
+_SCHEMA_VERSION = 7
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -38,7 +40,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     follows INTEGER NOT NULL DEFAULT 0,
     pending_packages TEXT NOT NULL DEFAULT '',
     notices TEXT NOT NULL DEFAULT '[]',
-    tree_revision TEXT NOT NULL DEFAULT ''
+    tree_revision TEXT NOT NULL DEFAULT '',
+    changes TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
 CREATE INDEX IF NOT EXISTS jobs_machine ON jobs (machine, id);
@@ -50,6 +53,17 @@ CREATE TABLE IF NOT EXISTS attention (
     text TEXT NOT NULL,
     job INTEGER NOT NULL,
     PRIMARY KEY (machine, kind, position)
+);
+CREATE TABLE IF NOT EXISTS package_lists (
+    snapshot TEXT PRIMARY KEY,
+    machine TEXT NOT NULL,
+    job INTEGER NOT NULL,
+    digest TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS package_lists_machine ON package_lists (machine, job);
+CREATE TABLE IF NOT EXISTS package_sets (
+    digest TEXT PRIMARY KEY,
+    packages BLOB NOT NULL
 );
 """
 
@@ -72,7 +86,15 @@ def _from_row(row: sqlite3.Row) -> Job:
         Notice(NoticeKind(kind), subject, priority, text)
         for kind, subject, priority, text in json.loads(values["notices"])
     )
+    values["changes"] = _changes(values["changes"])
     return Job(**values)
+
+
+def _changes(text: str) -> tuple[Change, ...]:
+    return tuple(
+        Change(ChangeAction(action), package, old, new)
+        for action, package, old, new in json.loads(text)
+    )
 
 
 class JobStore:
@@ -112,6 +134,8 @@ class JobStore:
                 "ALTER TABLE jobs ADD COLUMN tree_revision TEXT NOT NULL DEFAULT ''",
             ],
             5: [],  # the attention table, which _SCHEMA creates
+            6: ["ALTER TABLE jobs ADD COLUMN changes TEXT NOT NULL DEFAULT '[]'"],
+            # ... and the package_lists and package_sets tables.
         }
         self._db.execute("BEGIN IMMEDIATE")
         try:
@@ -207,6 +231,62 @@ class JobStore:
             "(SELECT id FROM jobs WHERE state = ? ORDER BY id DESC LIMIT ?)",
             (JobState.FINISHED.value, JobState.FINISHED.value, keep),
         )
+        self._forget_package_lists("job NOT IN (SELECT id FROM jobs)", ())
+
+    def _forget_package_lists(self, where: str, args: Sequence[Any]) -> None:
+        """Drop the package lists `where` selects, and the sets no list names any more."""
+        self._db.execute(f"DELETE FROM package_lists WHERE {where}", args)
+        self._db.execute(
+            "DELETE FROM package_sets WHERE digest NOT IN (SELECT digest FROM package_lists)"
+        )
+
+    def add_package_list(self, snapshot: str, machine: str, job: int, blob: bytes) -> None:
+        """Record the packages of a snapshot (`dataset@name`), taken by `job`. Equal
+        lists (a fleet's machines on one profile's binary packages) are stored once."""
+        digest = hashlib.sha256(blob).hexdigest()
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("INSERT OR IGNORE INTO package_sets VALUES (?, ?)", (digest, blob))
+            self._db.execute(
+                "INSERT OR REPLACE INTO package_lists VALUES (?, ?, ?, ?)",
+                (snapshot, machine, job, digest),
+            )
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def package_list(self, snapshot: str) -> bytes | None:
+        """The packages recorded with a snapshot (`dataset@name`), or None."""
+        row = self._db.execute(
+            "SELECT packages FROM package_lists JOIN package_sets USING (digest) "
+            "WHERE snapshot = ?",
+            (snapshot,),
+        ).fetchone()
+        return bytes(row[0]) if row else None
+
+    def package_list_of_job(self, machine: str, job: int) -> tuple[str, bytes] | None:
+        """The first snapshot of `machine` that `job` took with its packages, or None."""
+        row = self._db.execute(
+            "SELECT snapshot, packages FROM package_lists JOIN package_sets USING (digest) "
+            "WHERE machine = ? AND job = ? ORDER BY package_lists.rowid LIMIT 1",
+            (machine, job),
+        ).fetchone()
+        return (row[0], bytes(row[1])) if row else None
+
+    def changes_since(self, since_usec: int) -> list[tuple[str, tuple[Change, ...]]]:
+        """The Changes of the jobs that finished since `since_usec`, by machine, oldest
+        job first: one query for the whole fleet."""
+        rows = self._db.execute(
+            "SELECT machine, changes FROM jobs WHERE state = ? AND finished_usec >= ? "
+            "AND changes != '[]' ORDER BY id",
+            (JobState.FINISHED.value, since_usec),
+        )
+        return [(machine, _changes(text)) for machine, text in rows]
+
+    def forget_package_lists(self, machine: str) -> None:
+        """A machine that is gone: its snapshots went with it."""
+        self._forget_package_lists("machine = ?", (machine,))
 
     def attention(self) -> dict[str, dict[NoticeKind, tuple[Attention, ...]]]:
         """What waits on each machine, by kind, in the order it was found."""
@@ -250,7 +330,7 @@ class JobStore:
 
 
 def _sql(name: str, value: Any) -> Any:
-    if name == "notices":
+    if name in ("notices", "changes"):
         return json.dumps(value)
     if isinstance(value, bool):
         return int(value)

@@ -10,7 +10,7 @@ from gnspawn import machines, nspawn, portage
 from gnspawn.config import Config
 from gnspawn.errors import MachineExists, NoSuchMachine, NoSuchProfile
 from gnspawn.inventory import mounted_root
-from gnspawn.jobs import snapshots
+from gnspawn.jobs import changes, snapshots
 from gnspawn.jobs.context import Context, Host, JobFailed, Kind, Request
 from gnspawn.jobs.emerge import emerge
 from gnspawn.names import (
@@ -69,12 +69,14 @@ class Build(Kind):
             ctx.log(journal.NOTICE, f"resuming after step {done or 'none'}")
         publish = ctx.config.machine(name).trusted
         root = machines.directory(ctx.config, name)
+        before = {} if done is BuildStep.NONE else await changes.read(root)
         done = await build_steps(ctx, name, root, profile, done, publish=publish)
         ctx.change(phase=Phase.CONFIGURE)
         if done is not BuildStep.DONE:
             path = nspawn.write_settings(ctx.config, name)
             ctx.log(journal.NOTICE, f"wrote {path}")
             done = await step_done(ctx, dataset, BuildStep.DONE)
+        await changes.settle(ctx, before, root)
         if ctx.config.nspawn.enable:
             await ctx.unit_job(
                 ctx.host.services.enable_and_start,
@@ -118,7 +120,8 @@ async def build_steps(
     for step, argv, phase in passes:
         if done.order >= step.order:
             continue
-        async with snapshots.protected(ctx, dataset, step):
+        async with snapshots.protected(ctx, dataset, step) as snapshot:
+            await changes.record(ctx, snapshot.full_name, root)
             await emerge(ctx, root, argv, phase=phase, publish=publish)
         done = await step_done(ctx, dataset, step)
     return done

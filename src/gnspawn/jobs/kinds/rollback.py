@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gnspawn import log as journal
 from gnspawn import machines, nspawn
-from gnspawn.jobs import snapshots
+from gnspawn.jobs import changes, snapshots
 from gnspawn.jobs.context import Context, Host, JobFailed, Kind, Request, uncancellable
 from gnspawn.names import Flags, JobResult, JobType, MachineState, Phase
 from gnspawn.services import ServiceError, Unavailable
@@ -20,8 +20,10 @@ class Rollback(Kind):
         return (await snapshots.rollback_target(host.zfs, dataset, request.argument)).name
 
     async def run(self, ctx: Context) -> JobResult:
-        dataset = await ctx.host.inventory.dataset(ctx.job.machine, fresh=True)
+        machine = await ctx.host.inventory.machine(ctx.job.machine, fresh=True)
+        dataset = machine.dataset
         target = f"{dataset}@{ctx.job.argument}"
+        root = machine.root
         unit = nspawn.unit(ctx.job.machine)
         ctx.change(phase=Phase.ROLLBACK, snapshot=target)
         try:
@@ -30,8 +32,11 @@ class Rollback(Kind):
                     # Saved before the rollback: recovery starts the unit again.
                     ctx.change(unit_stopped=True)
                     ctx.log(journal.NOTICE, f"stopped {unit} for the rollback")
+                before = await changes.read(root) if root else None
                 await uncancellable(snapshots.rollback_to(ctx.zfs, dataset, target))
                 ctx.change(rolled_back=True)
+                if root and before is not None:
+                    await changes.settle(ctx, before, root)
         except (ServiceError, Unavailable) as err:
             raise JobFailed(f"stopping or starting {unit} failed: {err}") from err
         if was_active:

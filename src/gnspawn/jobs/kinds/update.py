@@ -10,7 +10,7 @@ from pathlib import Path
 from gnspawn import log as journal
 from gnspawn import machines
 from gnspawn.inventory import gentoo_root
-from gnspawn.jobs import configfiles, health, news, snapshots, steps
+from gnspawn.jobs import changes, configfiles, health, news, snapshots, steps
 from gnspawn.jobs.context import Context, Host, JobFailed, Kind, Request, uncancellable
 from gnspawn.jobs.emerge import emerge
 from gnspawn.names import Flags, JobResult, JobType, MachineState, Phase, pending_line
@@ -49,6 +49,7 @@ class Update(Kind):
         checks = ctx.config.health(ctx.job.machine)
         try:
             async with snapshots.protected(ctx, machine.dataset, spent=True) as snapshot:
+                before = await changes.record(ctx, snapshot.full_name, root)
                 progress = await emerge(ctx, root, args, publish=publish)
                 rebuilt = await steps.rebuild_preserved(ctx, root, publish=publish)
                 cleaned = await steps.depclean(ctx, root, ctx.config.updates.depclean)
@@ -69,6 +70,7 @@ class Update(Kind):
             ctx.change(snapshot="")
             return JobResult.SKIPPED
         ctx.change(phase=Phase.CLEANUP)
+        await changes.settle(ctx, before, root)
         await snapshots.prune(ctx, machine.dataset)
         if ctx.config.updates.restart and not checks:  # the checks restarted it already
             await ctx.unit_job(
