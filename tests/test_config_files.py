@@ -114,6 +114,19 @@ def test_an_update_settles_config_files_by_policy(
     assert attention() == {"web": []}
 
 
+def test_a_merge_keeps_the_admins_bytes_as_they_are(daemon: Testbed) -> None:
+    root = edited_machine(daemon, "merge")
+    # A Latin-1 comment: no UTF-8, and diff3 must not make it any.
+    admin = b"# foo \xe9t\xe9\nalpha = admin\nbeta = 1\ngamma = 1\n"
+    (root / PATH.lstrip("/")).write_bytes(admin)
+
+    assert gnctl("update", "-q", "web").returncode == 0
+
+    merged = b"# foo \xe9t\xe9\nalpha = admin\nbeta = 1\ngamma = 2\n"
+    assert (root / PATH.lstrip("/")).read_bytes() == merged
+    assert (root / "etc/conf/._gnspawn-1_foo.conf").read_bytes() == admin
+
+
 def test_a_merge_that_conflicts_keeps_the_new_default_waiting(daemon: Testbed) -> None:
     both = "# foo\nalpha = 1\nbeta = 1\ngamma = admin\n"
     root = edited_machine(daemon, "merge", admin=both)
