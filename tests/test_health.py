@@ -340,3 +340,26 @@ def test_a_container_that_does_not_come_back_is_rolled_back_and_started_again(
         assert tree_hash(root) == before
         assert seen_inside("web", "/usr/share/hello/version") == "1\n"
     assert gnctl("list", "--no-legend").stdout.split()[-2:] == ["1", "health"]
+
+
+def test_an_update_canceled_during_its_check_is_rolled_back_and_started_again(
+    daemon: Testbed,
+) -> None:
+    root = daemon.seed("web")
+    os.mkfifo(root / "gate")
+    # The check waits at a FIFO of the container: the job is canceled while it runs.
+    with_checks(daemon, [["/bin/busybox", "cat", "/gate"]])
+    unit = "systemd-nspawn@web.service"
+    with daemon.host_services(containers=["web"]) as record:
+        before = tree_hash(root)
+        job = queued(call("Update", "st", "web", "0").stdout)
+        wait_for(lambda: health_began(daemon, job), "the health check")
+
+        call("CancelJob", "u", str(job))
+
+        assert wait_job(job) == "canceled"
+        assert job_property(job, "RolledBack") == "b true"
+        assert unit_calls(record)[-2:] == [f"StopUnit {unit}", f"StartUnit {unit}"]
+        assert tree_hash(root) == before
+        assert seen_inside("web", "/usr/share/hello/version") == "1\n"
+        assert gnspawn_processes(job) == []
