@@ -83,7 +83,7 @@ def test_the_admin_settles_a_waiting_config_file_in_a_snapshot(
     result = gnctl("config", "web", PATH, f"--{action}")
 
     assert result.returncode == 0, result.stdout + result.stderr
-    assert etc_conf(root) == expected
+    assert etc_conf(root) == expected, notices(1)
     if action != "keep":
         assert (root / PATH.lstrip("/")).stat().st_mode == mode
     assert job_string(2, "Type") == "config" and job_string(2, "Result") == "done"
@@ -125,6 +125,23 @@ def test_a_merge_keeps_the_admins_bytes_as_they_are(daemon: Testbed) -> None:
     merged = b"# foo \xe9t\xe9\nalpha = admin\nbeta = 1\ngamma = 2\n"
     assert (root / PATH.lstrip("/")).read_bytes() == merged
     assert (root / "etc/conf/._gnspawn-1_foo.conf").read_bytes() == admin
+
+
+def test_a_merge_starts_from_the_default_of_the_version_that_was_installed(
+    daemon: Testbed,
+) -> None:
+    root = edited_machine(daemon, "merge")
+    # conf-2 is in PKGDIR (another machine has it), but web goes from conf-1 to conf-3:
+    # the admin's file was made from conf-1's default, so that is the merge's base.
+    daemon.seed("other", ["=app-misc/hello-2", "=app-misc/conf-2"])
+    write_conf(daemon.repo, 3, "# foo\nalpha = 1\nbeta = 1\ngamma = 3\n")
+    try:
+        assert gnctl("update", "-q", "web").returncode == 0
+    finally:
+        (daemon.repo / "app-misc/conf/conf-3.ebuild").unlink()
+
+    merged = "# foo\nalpha = admin\nbeta = 1\ngamma = 3\n"
+    assert etc_conf(root) == {"._gnspawn-1_foo.conf": ADMIN, "foo.conf": merged}
 
 
 def test_a_merge_that_conflicts_keeps_the_new_default_waiting(daemon: Testbed) -> None:

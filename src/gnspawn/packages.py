@@ -74,6 +74,15 @@ PackageList = dict[str, Installed]
 """A root's packages by key."""
 
 
+def split(cpv: str) -> tuple[str, str] | None:
+    """category/name and version of "category/name-version", or None."""
+    category, _, pf = cpv.partition("/")
+    match = _PF.fullmatch(pf)
+    if not category or match is None:
+        return None
+    return f"{category}/{match['name']}", match["version"]
+
+
 def read(root: Path, base: str = "") -> PackageList:
     """The packages the vdb of `root` records (of the tree at `base` inside it: a
     snapshot's .zfs/snapshot/NAME); an empty list for a root without one."""

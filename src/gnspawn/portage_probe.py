@@ -13,11 +13,12 @@ Questions:
                                 (not CONFIG_PROTECT_MASK), with the package owning each
   news ROOT ANSWER              the unread news items relevant to the root, by
                                 repository (Portage's news manager updates its lists)
-  merge ROOT ANSWER OWNER PATH PKGDIR FILES
+  merge ROOT ANSWER OWNER PATH PKGDIR WAS FILES
                                 FILES/mine and FILES/theirs merged into FILES/merged
                                 (diff3 --merge) from the previous default: file PATH
                                 of the newest binary package in PKGDIR of OWNER's
-                                package with a version before OWNER's
+                                package of version WAS (the one installed before), or
+                                when WAS is "" of the newest version before OWNER's
 """
 
 from __future__ import annotations
@@ -112,13 +113,15 @@ def news(root: str) -> dict[str, Any]:
     return {"unread": unread}
 
 
-def merge(root: str, owner: str, path: str, pkgdir: str, files: str) -> dict[str, Any]:
+def merge(  # noqa: PLR0917 -- the question's arguments, as they come on its command line
+    root: str, owner: str, path: str, pkgdir: str, was: str, files: str
+) -> dict[str, Any]:
     """The three-way merge of `files`/mine (the admin's file) and `files`/theirs (the
     new default) from the previous default (see previous_default), into `files`/merged.
     diff3 runs here, in the sandbox: both files are the container's."""
     import subprocess
 
-    found = previous_default(root, owner, path, pkgdir)
+    found = previous_default(root, owner, path, pkgdir, was)
     if "error" in found:
         return found
     with open(os.path.join(files, "base"), "wb") as base:
@@ -134,9 +137,12 @@ def merge(root: str, owner: str, path: str, pkgdir: str, files: str) -> dict[str
     return {**found, "conflict": False}
 
 
-def previous_default(root: str, owner: str, path: str, pkgdir: str) -> dict[str, Any]:
+def previous_default(
+    root: str, owner: str, path: str, pkgdir: str, was: str = ""
+) -> dict[str, Any]:
     """The file `path` as the binary package in `pkgdir` of the version of `owner`'s
-    package before `owner` installs it: the default the admin's file was made from."""
+    package that was installed before `owner`: version `was` when it is known, else the
+    newest before `owner`'s. The default the admin's file was made from."""
     trees = _settings(root)  # before any other import of Portage
     from portage.gpkg import gpkg
     from portage.versions import catpkgsplit, vercmp
@@ -163,11 +169,12 @@ def previous_default(root: str, owner: str, path: str, pkgdir: str) -> dict[str,
             if found is None or found[1] != name:
                 continue
             other = found[2] if found[3] == "r0" else f"{found[2]}-{found[3]}"
-            if vercmp(other, installed) < 0:
+            if other == was if was else vercmp(other, installed) < 0:
                 full = os.path.join(directory, file)
                 candidates.append((other, os.path.getmtime(full), full))
     if not candidates:
-        return {"error": f"no binary package of {category}/{name} before {owner}"}
+        which = f"{category}/{name}-{was}" if was else f"{category}/{name} before {owner}"
+        return {"error": f"no binary package of {which}"}
 
     def order(a: tuple[str, float, str], b: tuple[str, float, str]) -> int:
         return int(vercmp(a[0], b[0])) or (a[1] > b[1]) - (a[1] < b[1])

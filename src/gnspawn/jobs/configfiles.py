@@ -10,8 +10,9 @@ is `[updates] config_files`, or the admin's word for one file (ResolveConfig):
 - replace: the newest default goes in, the admin's file stays beside it as
   ._gnspawn-JOB_NAME (a dot file: no *.d directory or glob picks it up);
 - merge: a three-way merge (diff3) of the admin's file, the previous version's default
-  (from that version's binary package in PKGDIR) and the new default; a clean merge goes
-  in as replace does, anything else is kept;
+  (from the binary package in PKGDIR of the version installed before the update, or of
+  the newest before the new one when that is not known) and the new default; a clean
+  merge goes in as replace does, anything else is kept;
 - keep, when the admin says it for one file (ResolveConfig): the admin's file stays,
   the new defaults go.
 
@@ -31,11 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from gnspawn import log as journal
-from gnspawn import rootfs
+from gnspawn import packages, rootfs
 from gnspawn.config import ConfigFilesPolicy
 from gnspawn.jobs import probe
 from gnspawn.jobs.context import Context, JobFailed
 from gnspawn.names import NoticeKind, Phase, counted
+from gnspawn.packages import PackageList
 
 UPDATE_NAME = re.compile(r"\._cfg([0-9]{4})_(.+)")
 MOST_BYTES = 1 << 20
@@ -119,9 +121,13 @@ def _pending(found: Any) -> list[Pending]:
     return result
 
 
-async def settle(ctx: Context, root: Path, policy: ConfigFilesPolicy) -> bool:
+async def settle(
+    ctx: Context, root: Path, policy: ConfigFilesPolicy, before: PackageList | None = None
+) -> bool:
     """What `[updates] config_files` says for every config file with a new default
-    waiting; whether any file changed. What is left waiting is the machine's Attention."""
+    waiting; whether any file changed. What is left waiting is the machine's Attention.
+    `before` are the root's packages before the update: a merge starts from the default
+    of the version that was installed."""
     ctx.change(phase=Phase.CONFIG)
     try:
         pending = await find(ctx, root)
@@ -138,7 +144,7 @@ async def settle(ctx: Context, root: Path, policy: ConfigFilesPolicy) -> bool:
             ctx.notice(NoticeKind.CONFIG_FILE, item.path, item.attention(ctx.job.machine)[1])
             continue
         try:
-            how = await apply(ctx, root, item, policy.value)
+            how = await apply(ctx, root, item, policy.value, before)
         except JobFailed as err:
             left.append(item)
             ctx.notice(NoticeKind.CONFIG_FILE, item.path, f"{err}; kept waiting")
@@ -149,7 +155,9 @@ async def settle(ctx: Context, root: Path, policy: ConfigFilesPolicy) -> bool:
     return changed
 
 
-async def apply(ctx: Context, root: Path, item: Pending, action: str) -> str:
+async def apply(
+    ctx: Context, root: Path, item: Pending, action: str, before: PackageList | None = None
+) -> str:
     """Do `action` to one pending config file; what was done. JobFailed when it
     cannot be done, with nothing changed."""
     backup = posixpath.join(posixpath.dirname(item.path), backup_name(ctx.job.id, item.path))
@@ -163,7 +171,7 @@ async def apply(ctx: Context, root: Path, item: Pending, action: str) -> str:
                 rootfs.replace_by, root, item.path, item.newest, backup=backup, drop=older
             )
             return f"the new default put in; the admin's file kept as {backup}"
-        merged = await _merge(ctx, root, item)
+        merged = await _merge(ctx, root, item, _version_before(item.owner, before))
         await asyncio.to_thread(
             rootfs.replace_by,
             root,
@@ -182,7 +190,17 @@ def backup_name(job: int, path: str) -> str:
     return f"._gnspawn-{job}_{posixpath.basename(path)}"
 
 
-async def _merge(ctx: Context, root: Path, item: Pending) -> bytes:
+def _version_before(owner: str, before: PackageList | None) -> str:
+    """The version of `owner`'s package that `before` lists, "" when it is not known
+    (or not one: a package of two slots)."""
+    split = packages.split(owner)
+    if before is None or split is None:
+        return ""
+    versions = {p.version for p in before.values() if p.package == split[0]}
+    return versions.pop() if len(versions) == 1 else ""
+
+
+async def _merge(ctx: Context, root: Path, item: Pending, was: str) -> bytes:
     """The admin's file with the changes from the previous default to the new one,
     merged by diff3 in the sandbox of the root (both files are the container's)."""
     if not item.owner:
@@ -199,6 +217,7 @@ async def _merge(ctx: Context, root: Path, item: Pending) -> bytes:
         item.owner,
         item.path,
         pkgdir,
+        was,
         given={"mine": mine, "theirs": theirs},
         back=["merged"],
     )

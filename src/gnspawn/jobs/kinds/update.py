@@ -53,7 +53,8 @@ class Update(Kind):
                 progress = await emerge(ctx, root, args, publish=publish)
                 rebuilt = await steps.rebuild_preserved(ctx, root, publish=publish)
                 cleaned = await steps.depclean(ctx, root, ctx.config.updates.depclean)
-                settled = await configfiles.settle(ctx, root, ctx.config.updates.config_files)
+                policy = ctx.config.updates.config_files
+                settled = await configfiles.settle(ctx, root, policy, before)
                 changed = not progress.merged_nothing or rebuilt or cleaned or settled
                 if changed and checks:
                     await health.check(ctx, root, checks)
