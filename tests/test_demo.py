@@ -77,12 +77,15 @@ def test_the_sandbox_is_reachable_as_printed_and_stops_completely(
     assert re.search(r"^upgraded +app-misc/hello:0 +1 +2$", out, re.MULTILINE), out
     assert re.search(r"^gnspawn-2-pre .*kept: pinned \(tag before-update\)$", out, re.MULTILINE)
     assert "job 5: rollback of web done: 1 downgraded" in out, out
-    # The story ends with a diff; only the note on the sandbox left running follows.
+    assert "$ gnctl diff web before-update\nweb: before-update -> now\n0 changes listed." in out
+    # The story ends with a diff of the weekly cycle's update of lib; only the note on the
+    # sandbox left running follows.
     story, _, kept = out.rpartition("\n== the sandbox keeps running")
     assert kept, out
     last = story.rsplit("\n== ", 1)[1]
-    assert last.startswith("web against its kept snapshot"), last
-    assert "$ gnctl diff web before-update\nweb: before-update -> now\n0 changes listed." in last
+    assert last.startswith("what the weekly cycle changed on lib"), last
+    assert re.search(r"^upgraded +app-misc/foo:0 +1 +2$", last, re.MULTILINE), last
+    assert re.search(r"^rebuilt +app-misc/fooer:0 +1 +1$", last, re.MULTILINE), last
 
     address = printed(out, r"^ +export DBUS_SYSTEM_BUS_ADDRESS=(\S+)$")
     outside = {**OUTSIDE, "DBUS_SYSTEM_BUS_ADDRESS": address}

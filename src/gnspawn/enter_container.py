@@ -12,9 +12,10 @@ with the host's privileges. In order:
 2. it enters the container's namespaces (cgroup, IPC, UTS, network, PID for its
    child, mount; the user namespace last, when the container has one of its own, and
    becomes its root there) and its root directory;
-3. it forks (the child is in the container's PID namespace); the child sets
-   no_new_privs, empties its capability bounding, ambient, inheritable, permitted and
-   effective sets, and executes COMMAND, found on the PATH of its environment in the
+3. it sets no_new_privs and empties its capability bounding, ambient, inheritable,
+   permitted and effective sets: before it forks, since the child is in the
+   container's PID namespace, where the container could reach it (ptrace);
+4. it forks; the child executes COMMAND, found on the PATH of its environment in the
    container's file system. The parent waits and exits as the child did.
 
 Nothing is imported after step 2: the file system is the container's from then on.
@@ -31,8 +32,18 @@ PR_CAPBSET_DROP = 24
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 LINUX_CAPABILITY_VERSION_3 = 0x20080522
-NAMESPACES = ("cgroup", "ipc", "uts", "net", "pid", "mnt")
-"""Entered in this order, while gnspawnd's privileges hold; the user namespace after."""
+NAMESPACES = {
+    "cgroup": 0x02000000,
+    "ipc": 0x08000000,
+    "uts": 0x04000000,
+    "net": 0x40000000,
+    "pid": 0x20000000,
+    "mnt": 0x00020000,
+}
+"""Entered in this order, while gnspawnd's privileges hold; the user namespace after.
+Each with its CLONE_NEW* type: a service's RestrictNamespaces= refuses setns(fd, 0)."""
+CLONE_NEWUSER = 0x10000000
+EINVAL = 22
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 libc = ctypes.CDLL(None, use_errno=True)
@@ -56,8 +67,8 @@ def _check(result: int, what: str) -> None:
         raise OSError(errno, f"{what}: {os.strerror(errno)}")
 
 
-def _setns(fd: int, what: str) -> None:
-    _check(libc.setns(fd, 0), f"entering the container's {what} namespace")
+def _setns(fd: int, kind: int, what: str) -> None:
+    _check(libc.setns(fd, kind), f"entering the container's {what} namespace")
 
 
 def _drop_privileges() -> None:
@@ -67,6 +78,8 @@ def _drop_privileges() -> None:
     cap = 0
     while libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == 0:
         cap += 1
+    if ctypes.get_errno() != EINVAL:  # EINVAL: past the last capability the kernel has
+        _check(-1, f"dropping capability {cap} from the bounding set")
     _check(libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "ambient capabilities")
     header = _CapHeader(LINUX_CAPABILITY_VERSION_3, 0)
     data = (_CapData * 2)()
@@ -107,23 +120,24 @@ def main(args: list[str]) -> int:
         with open(path, "w") as file:
             file.write(str(os.getpid()))
     for ns, fd in fds.items():
-        _setns(fd, ns)
+        _setns(fd, NAMESPACES[ns], ns)
     os.fchdir(root)
     os.chroot(".")
     os.chdir("/")
     if os.fstat(user).st_ino != own_user:
-        _setns(user, "user")
+        _setns(user, CLONE_NEWUSER, "user")
         os.setgroups([])
         os.setgid(0)
         os.setuid(0)
+    _drop_privileges()
     child = os.fork()
     if child == 0:
         try:
-            _drop_privileges()
             _execute(argv, env)
         except OSError as err:
             os.write(2, f"cannot run {argv[0]}: {err.strerror}\n".encode())
-        os._exit(127)
+        finally:
+            os._exit(127)
     _, status = os.waitpid(child, 0)
     return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
 

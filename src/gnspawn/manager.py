@@ -240,8 +240,15 @@ class Manager:
         names = self.inventory.names(found)
         result: dict[str, Job | None] = {}
         leaders: dict[str, Job] = {}
-        # Trusted machines first: without builders, the first of each profile leads.
-        for name in sorted(names, key=lambda name: not self.config.machine(name).trusted):
+
+        def order(name: str) -> tuple[bool, bool]:
+            # Trusted machines first, then those whose profile the admin chose: the
+            # first of a profile leads its wave, and no machine goes before its leader.
+            machine = found.get(name)
+            chosen = machine is not None and machines.chosen_profile(self.config, machine)
+            return not self.config.machine(name).trusted, not chosen
+
+        for name in sorted(names, key=order):
             machine = found.get(name)
             if machine is None or machine.root is None or not machines.is_gentoo(machine.root):
                 log.info("update-all: skipping %s, not a Gentoo root", name)
@@ -410,7 +417,7 @@ class Manager:
         short = snapshots.check_reference(machine.dataset, reference)
         store = self.recorder.store
         blob = store.package_list(f"{machine.dataset}@{short}")
-        if blob is None and short.isdigit():
+        if blob is None and short.isdigit() and len(short) <= 10:  # a job id, as SQLite keeps one
             blob = (store.package_list_of_job(name, int(short)) or ("", None))[1]
         if blob is None:
             found = await self.host.zfs.snapshots(machine.dataset)

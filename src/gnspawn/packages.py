@@ -19,13 +19,15 @@ from gnspawn import rootfs
 from gnspawn.names import ChangeAction
 
 VDB = "var/db/pkg"
-MOST_PACKAGES = 20_000
-"""Entries read from a vdb; a real root has a few thousand at most."""
+MOST_PACKAGES = 10_000
+"""Entries read from a vdb; a real root has a few thousand at most. With the limits
+per file below, a hostile vdb costs at most about 50 MB while it is read."""
 MOST_CATEGORIES = 1_000
 MOST_FIELD = 256
 """Bytes read of SLOT, repository and BUILD_TIME."""
-MOST_USE = 16_384
-_FILES = ("SLOT", "repository", "BUILD_TIME", "USE")
+MOST_USE = 4_096
+"""Bytes read of USE: a real package's enabled flags take a few hundred."""
+_FILES = {"SLOT": MOST_FIELD, "repository": MOST_FIELD, "BUILD_TIME": MOST_FIELD, "USE": MOST_USE}
 
 _CATEGORY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9+_.-]{0,63}")
 _VERSION = r"[0-9]+(?:\.[0-9]+)*[a-z]?(?:_(?:alpha|beta|pre|rc|p)[0-9]*)*(?:-r[0-9]+)?"
@@ -103,9 +105,7 @@ def read(root: Path, base: str = "") -> PackageList:
         room -= len(names)
         entries += [(category, m) for m in map(_PF.fullmatch, sorted(names)) if m]
     try:
-        texts = rootfs.read_texts(
-            root, [f"{vdb}/{c}/{m.string}" for c, m in entries], _FILES, MOST_USE
-        )
+        texts = rootfs.read_texts(root, [f"{vdb}/{c}/{m.string}" for c, m in entries], _FILES)
     except OSError:
         return {}
     found: PackageList = {}

@@ -15,7 +15,7 @@ import ctypes
 import errno
 import os
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 _SYS_OPENAT2 = 437
@@ -95,13 +95,13 @@ def read_bytes(root: Path, path: str, limit: int = 1 << 20) -> bytes:
 
 
 def read_texts(
-    root: Path, directories: Sequence[str], names: Sequence[str], limit: int
+    root: Path, directories: Sequence[str], names: Mapping[str, int]
 ) -> list[dict[str, str] | None]:
-    """For each directory of the root, the start of each named text file in it (at
-    most `limit` bytes of each); None for a directory that cannot be opened, and a
-    name that is missing or no regular file is left out. Each directory is resolved
-    in the root and each name inside its directory: neither ever out of the root.
-    The root is opened once for them all."""
+    """For each directory of the root, the start of each text file `names` names in it
+    (at most as many bytes as it gives for the name); None for a directory that cannot
+    be opened, and a name that is missing or no regular file is left out. Each
+    directory is resolved in the root and each name inside its directory: neither ever
+    out of the root. The root is opened once for them all."""
     found: list[dict[str, str] | None] = []
     flags = os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK  # a planted FIFO must not block
     with _root(root) as fd:
@@ -113,7 +113,7 @@ def read_texts(
                 continue
             texts = {}
             with _opened(dir_fd):
-                for name in names:
+                for name, limit in names.items():
                     try:
                         file = _openat2(dir_fd, name, flags)
                     except OSError:

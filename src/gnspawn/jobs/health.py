@@ -10,8 +10,10 @@ own `[machines.NAME] health`) run inside the container:
   its user namespace included), as root there but with no capability and no new
   privileges (gnspawn/enter_container.py): what runs is the container's own program,
   and must never run with the host's privileges;
-- a container that is not running gets each check in a throwaway, read-only
-  `systemd-nspawn --register=no` of the new root, without network or capabilities.
+- a container that is not running gets each check in a throwaway container of the new
+  root, read-only, bound without devices, without network or capabilities
+  (bubblewrap, as every emerge: systemd-nspawn without a scope of its own would let a
+  device node planted in the root be opened).
 
 A machine that machined knows running outside its unit fails them: it can be neither
 restarted nor stopped. A check that fails or outlives `[updates] health_timeout` fails
@@ -36,7 +38,6 @@ from gnspawn.run import CommandFailed, Process
 from gnspawn.services import ServiceError
 
 SETTLE = ("systemctl", "is-system-running", "--wait")
-NSPAWN = "systemd-nspawn"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 """What a check finds its programs in (the container's), whatever gnspawnd's PATH is."""
 TAIL = 10
@@ -51,41 +52,29 @@ async def check(ctx: Context, root: Path, checks: Sequence[Sequence[str]]) -> No
     """Run the machine's checks on its updated root; HealthFailed when one fails.
 
     A running container is restarted for them. From then on the job owns its unit
-    (the job's unit_stopped says so, for the recovery too): whatever fails, the unit
-    is stopped before the update rolls back, and started again after it."""
+    (the job's unit_stopped says so, for the recovery too, until the update's cleanup):
+    whatever fails, the unit is stopped before the update rolls back, and started again
+    after it."""
     ctx.change(phase=Phase.HEALTH, **FRESH_COUNTERS)
     name = ctx.job.machine
     unit = nspawn.unit(name)
     services = ctx.host.services
     todo = [tuple(c) for c in checks]
     if await services.unit_active(unit):
+        # Until the update's cleanup clears it: a crash before that rolls back.
         ctx.change(unit_stopped=True)
         try:
             await _check_running(ctx, unit, todo)
         except BaseException:
             await uncancellable(_stop(ctx, unit))
             raise
-        ctx.change(unit_stopped=False)
     elif await services.machine_running(name):
         # Started by hand, not by its unit: gnspawn can neither restart it to run what
         # was installed, nor stop it to roll back under it.
         why = f"{name} runs, but not as {unit}: it cannot be restarted to check the update"
         raise _failed(ctx, f"restart of {name}", why)
     else:
-        # Read-only, no network, no capability: the files are what is checked.
-        prefix = [
-            NSPAWN,
-            "--quiet",
-            "--register=no",
-            "--keep-unit",
-            "--read-only",
-            "--private-network",
-            "--drop-capability=all",
-            "--no-new-privileges=yes",
-            f"--directory={root}",
-            "--",
-        ]
-        await _run_all(ctx, prefix, todo)
+        await _run_all(ctx, _throwaway(ctx, root), todo)
     ctx.stage(NoticeKind.HEALTH, [])
     ctx.log(journal.NOTICE, f"{len(todo)} health checks passed")
 
@@ -186,6 +175,36 @@ async def _leader(ctx: Context, name: str, limit: float) -> int:
             raise _failed(ctx, f"restart of {name}", why)
         await asyncio.sleep(0.2)
     return leader
+
+
+def _throwaway(ctx: Context, root: Path) -> list[str]:
+    """The argv prefix that runs a command in a throwaway container of `root`: the root
+    read-only as /, bound without devices (a node the container made is no way out),
+    a /dev and /proc of its own, no network, no capability, no new privileges."""
+    prefix = [
+        ctx.config.sandbox.bwrap,
+        "--ro-bind",
+        str(root),
+        "/",
+        "--dev",
+        "/dev",
+        "--proc",
+        "/proc",
+    ]
+    for scratch in ("tmp", "run"):  # where there is a directory for them
+        if (root / scratch).is_dir() and not (root / scratch).is_symlink():
+            prefix += ["--tmpfs", f"/{scratch}"]
+    return [
+        *prefix,
+        "--unshare-all",
+        "--die-with-parent",
+        "--new-session",
+        "--cap-drop",
+        "ALL",
+        "--chdir",
+        "/",
+        "--",
+    ]
 
 
 def _inside(leader: int) -> list[str]:

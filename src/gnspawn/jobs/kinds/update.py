@@ -58,11 +58,12 @@ class Update(Kind):
                 changed = not progress.merged_nothing or rebuilt or cleaned or settled
                 if changed and checks:
                     await health.check(ctx, root, checks)
-        finally:
+        except BaseException:
             try:
                 await uncancellable(_start_again(ctx))
             except JobFailed as err:  # the failure that stopped it is the job's error
                 ctx.log(journal.ERR, str(err))
+            raise
         ctx.keep_staged()
         if not changed:
             # Nothing changed: a snapshot equal to the dataset would only push real
@@ -70,7 +71,8 @@ class Update(Kind):
             await ctx.zfs.destroy(snapshot.full_name)
             ctx.change(snapshot="")
             return JobResult.SKIPPED
-        ctx.change(phase=Phase.CLEANUP)
+        # Kept: the container its checks restarted runs on it, nothing to start again.
+        ctx.change(phase=Phase.CLEANUP, unit_stopped=False)
         await changes.settle(ctx, before, root)
         await snapshots.prune(ctx, machine.dataset)
         if ctx.config.updates.restart and not checks:  # the checks restarted it already
