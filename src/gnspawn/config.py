@@ -41,6 +41,9 @@ class PortageConfig:
     default_profile: str = "default/linux/amd64/23.0/systemd"
     repos: tuple[Path, ...] = (Path("/var/db/repos/gentoo"),)
     binhost: str = ""
+    """PORTAGE_BINHOST of new containers (old setups; binrepos is the signed way)."""
+    binrepos: tuple[str, ...] = ()
+    """Binhosts (URIs) whose signed packages the builder roots fetch into PKGDIR."""
     features: tuple[str, ...] = ("buildpkg", "binpkg-multi-instance", "getbinpkg")
     update_args: tuple[str, ...] = ("--update", "--deep", "--newuse", "--with-bdeps=y", "@world")
     """What an admin runs: @world holds @system and @profile too; --deep reaches the
@@ -54,6 +57,29 @@ class PortageConfig:
     make_conf: Mapping[str, str] = dataclasses.field(default_factory=dict)
     """More variables for a new container's make.conf."""
     environment: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+class UnreachablePolicy(enum.StrEnum):
+    """What a builder job does when no binrepo answers."""
+
+    COMPILE = "compile"
+    """It builds what the machines need itself, as it would without a binhost."""
+    HOLD = "hold"
+    """It ends held, and the machines' updates that follow it with it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BinhostConfig:
+    publish: bool = False
+    """Sign what this host's emerges publish to PKGDIR and keep its index current, for
+    other hosts to fetch."""
+    signing_key: str = ""
+    """The key that signs (BINPKG_GPG_SIGNING_KEY): a fingerprint, key id or address."""
+    signing_home: Path = Path("/root/.gnupg")
+    """The GnuPG home that holds it, on the host (BINPKG_GPG_SIGNING_GPG_HOME)."""
+    keys: tuple[Path, ...] = ()
+    """Public keys (files) whose signatures the packages from [portage] binrepos need."""
+    unreachable: UnreachablePolicy = UnreachablePolicy.COMPILE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,6 +194,7 @@ class Config:
     nspawn: NspawnConfig = NspawnConfig()
     updates: UpdatesConfig = UpdatesConfig()
     sandbox: SandboxConfig = SandboxConfig()
+    binhost: BinhostConfig = BinhostConfig()
     machines: Mapping[str, MachineConfig] = dataclasses.field(default_factory=dict)
 
     def machine(self, name: str) -> MachineConfig:
@@ -267,6 +294,21 @@ def _commands(value: Any) -> tuple[tuple[str, ...], ...]:
     return tuple(tuple(command) for command in value)
 
 
+def _uris(value: Any) -> tuple[str, ...]:
+    uris = _strings(value)
+    for uri in uris:
+        if not re.fullmatch(r"(https?|ftps?|file)://[^\s\0]+", uri):
+            raise ValueError(f"{uri!r} is not a binhost URI (http://, https://, ftp://, file://)")
+    return uris
+
+
+def _key_id(value: Any) -> str:
+    key = _string(value)
+    if key and not re.fullmatch(r"[A-Za-z0-9@._+-]+", key):
+        raise ValueError(f"{key!r} is not a key fingerprint, id or e-mail address")
+    return key
+
+
 def _paths(value: Any) -> tuple[Path, ...]:
     return tuple(_absolute(v) for v in _strings(value))
 
@@ -294,6 +336,7 @@ SETTINGS: dict[str, dict[str, Converter]] = {
         "default_profile": _nonempty,
         "repos": _paths,
         "binhost": _string,
+        "binrepos": _uris,
         "features": _strings,
         "update_args": _strings,
         "build_args": _strings,
@@ -323,6 +366,13 @@ SETTINGS: dict[str, dict[str, Converter]] = {
         "canary": _boolean,
     },
     "sandbox": {"bwrap": _nonempty, "setpriv": _nonempty, "hide": _paths},
+    "binhost": {
+        "publish": _boolean,
+        "signing_key": _key_id,
+        "signing_home": _absolute,
+        "keys": _paths,
+        "unreachable": _choice(UnreachablePolicy),
+    },
 }
 MACHINE_SETTINGS: dict[str, Converter] = {
     "profile": _nonempty,
@@ -337,6 +387,7 @@ SECTIONS: dict[str, type[Any]] = {
     "nspawn": NspawnConfig,
     "updates": UpdatesConfig,
     "sandbox": SandboxConfig,
+    "binhost": BinhostConfig,
 }
 
 
@@ -431,6 +482,23 @@ def parse(
                 f"{bound} holds PKGDIR ({pkgdir}): a container that can write it plants "
                 "packages the other machines install; every machine gets it read-only",
             )
+    portage = sections.get("portage", PortageConfig())
+    binhost = sections.get("binhost", BinhostConfig())
+    if binhost.publish and not binhost.signing_key:
+        raise fail("binhost", "signing_key", "publish = true needs the key that signs")
+    if portage.binrepos and not binhost.keys:
+        raise fail(
+            "binhost",
+            "keys",
+            "[portage] binrepos needs the public keys their packages are signed with",
+        )
+    if portage.binrepos and not portage.builders:
+        raise fail(
+            "portage",
+            "binrepos",
+            "needs builders = true: the builder roots fetch and verify the binhosts' "
+            "packages, which the machines then install from PKGDIR",
+        )
     daemon = sections.get("daemon", DaemonConfig())
     state = (environ or {}).get("STATE_DIRECTORY", "")
     if state:

@@ -14,7 +14,7 @@ from pathlib import Path
 from dbus_fast import BusType, RequestNameReply
 from dbus_fast.aio import MessageBus
 
-from gnspawn import __version__
+from gnspawn import __version__, binhost
 from gnspawn import log as journal
 from gnspawn.bus.service import BusService, interface_files
 from gnspawn.config import DEFAULT_PATH, Config, ConfigError, load
@@ -70,6 +70,10 @@ class Daemon:
         _notify(f"STATUS={queue.running} running, {queue.waiting} waiting")
 
     async def serve(self) -> int:
+        try:
+            await binhost.make_keyring(self.config)
+        except binhost.BinhostError as err:
+            raise StartFailed(str(err)) from err
         store = JobStore(self.config.daemon.state_directory / "jobs.sqlite")
         try:
             bus = await MessageBus(bus_type=BusType.SYSTEM).connect()

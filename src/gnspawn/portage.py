@@ -26,6 +26,7 @@ _COMPLETED = re.compile(r"^>>> Completed \((\d+) of (\d+)\) (\S+?)(?:::\S+)?(?: 
 _JOBS = re.compile(r"^>>> Jobs: (\d+) of (\d+) complete")
 _FAILED = re.compile(r"^>>> Failed to emerge (\S+?)(?:::\S+)?(?:,| for )")
 _ERROR = re.compile(r"^ \* ERROR: (\S+?)(?:::\S+)? failed(?: \((\w+) phase\))?")
+_REFUSED = re.compile(r"^!!! Invalid binary package: '([^']+)', (.+)$")
 _LOG_FILE = re.compile(r"^>>>\s+'([^']+)'")
 _BUILD_LOG = re.compile(r"^ \* The complete build log is located at '([^']+)'")
 _PENDING = re.compile(r"^\[(ebuild|binary)\s+[^\]]*\] ([^\s:]+)")
@@ -52,12 +53,14 @@ def emerge_argv(
     *,
     pretend: bool = False,
     publish: bool = False,
+    getbinpkg: bool = False,
 ) -> list[str]:
     """emerge into `root`, with its configuration read from `root` as well.
 
     Every merge installs the binary packages in the shared PKGDIR that fit; only a
     root that `publish`es (a builder root, a trusted machine) adds the ones it builds
-    there: what it compiled, the others install.
+    there: what it compiled, the others install. With `getbinpkg` it fetches those of the
+    binhosts its binrepos.conf names (a builder root's puts them into PKGDIR).
     """
     argv = [
         config.emerge,
@@ -68,6 +71,8 @@ def emerge_argv(
         "--usepkg=y",
         f"--buildpkg={'y' if publish else 'n'}",
     ]
+    if getbinpkg:
+        argv.append("--getbinpkg=y")
     if pretend:
         argv.append("--pretend")
     return [*argv, *args]
@@ -155,6 +160,10 @@ class Progress:
     pending: list[str] = dataclasses.field(default_factory=list)
     selected: list[str] = dataclasses.field(default_factory=list)
     """What emerge --depclean removes, or would remove with --pretend."""
+    refused: list[str] = dataclasses.field(default_factory=list)
+    """Binary packages Portage would not install (a signature that does not verify)."""
+    refusal: str = ""
+    """Why the first of them was refused."""
     last_error: str = ""
     """The last '!!!' line: Portage's own words when it fails outside a package's build."""
     _expect_log: bool = False
@@ -193,6 +202,9 @@ class Progress:
                 return True
         elif first == "!" and line.startswith("!!! "):
             self.last_error = line[4:].strip()
+            if match := _REFUSED.match(line):
+                self.refused.append(match.group(1))
+                self.refusal = self.refusal or f"{match.group(2)} ({match.group(1)})"
         elif first == "[":
             if match := _PENDING.match(line):
                 atom = match.group(2)
@@ -236,6 +248,8 @@ class Progress:
             why = self.last_error or last_words
             return f"emerge failed{during}" + (f": {why}" if why else "")
         text = f"{self.failed_package} failed"
+        if self.refusal:
+            text += f": binary package refused: {self.refusal}"
         if self.failed_phase:
             text += f" ({self.failed_phase} phase)"
         if self.log_file:
@@ -302,14 +316,15 @@ def resolve_profile(config: PortageConfig, profile: str) -> Path | None:
     return None
 
 
-def emaint_argv(config: PortageConfig, repository: str) -> list[str]:
-    """`emaint sync` of one repository by name, with its own repos.conf sync settings.
+def tool(config: PortageConfig, name: str) -> str:
+    """A Portage tool (emaint, gpkg-sign) beside the configured emerge: the same Portage,
+    the same configuration; the one on PATH when emerge is given by name only."""
+    return str(Path(config.emerge).with_name(name)) if "/" in config.emerge else name
 
-    emaint is the one beside the configured emerge (the same Portage, the same
-    configuration), or the one on PATH when emerge is given by name only.
-    """
-    emaint = str(Path(config.emerge).with_name("emaint")) if "/" in config.emerge else "emaint"
-    return [emaint, "sync", "--repo", repository]
+
+def emaint_argv(config: PortageConfig, repository: str) -> list[str]:
+    """`emaint sync` of one repository by name, with its own repos.conf sync settings."""
+    return [tool(config, "emaint"), "sync", "--repo", repository]
 
 
 async def tree_revision(repos: Sequence[Path]) -> str:

@@ -156,6 +156,11 @@ def makedirs(root: Path, path: str, mode: int = 0o755) -> None:
 def write_text(root: Path, path: str, text: str, mode: int = 0o644) -> None:
     """Replace a file in the root at once: the old one, or a symlink there, is replaced
     by a new regular file, never written through."""
+    write_bytes(root, path, text.encode(), mode)
+
+
+def write_bytes(root: Path, path: str, content: bytes, mode: int = 0o644) -> None:
+    """As write_text, with `content` as it is."""
     parent, name = _split(path)
     temporary = f".{name}.gnspawn-tmp"
     with _root(root) as fd, _opened(_openat2(fd, parent, os.O_PATH | os.O_DIRECTORY)) as dir_fd:
@@ -163,7 +168,7 @@ def write_text(root: Path, path: str, text: str, mode: int = 0o644) -> None:
             os.unlink(temporary, dir_fd=dir_fd)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         with _opened(os.open(temporary, flags, mode, dir_fd=dir_fd)) as file:
-            data = memoryview(text.encode())
+            data = memoryview(content)
             while data:
                 data = data[os.write(file, data) :]
         os.replace(temporary, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)

@@ -28,6 +28,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from gnspawn import binhost
 from gnspawn.config import Config
 
 CAPABILITIES = (
@@ -46,6 +47,10 @@ capabilities, to drop privileges for a build, and to signal its own children. No
 CAP_DAC_READ_SEARCH: with it, open_by_handle_at(2) reaches any file of a file system
 the sandbox has a descriptor on, hidden ones included."""
 
+KEYRING = "/run/gnspawn-gnupg"
+"""Where a sandbox sees the host's keyring of binary package signers, read-only: right
+below /run, since bwrap makes the directories it creates for a mount point 0700, and gpg
+verifies as nobody."""
 HIDDEN_DIRECTORIES = (
     "/run",
     "/tmp",
@@ -127,6 +132,8 @@ def confine(
         wrapped += ["--bind", path, path]
     pkgdir = str(config.portage.pkgdir)
     wrapped += ["--bind" if publish else "--ro-bind", pkgdir, pkgdir]
+    if binhost.verifies(config):
+        wrapped += ["--ro-bind", str(binhost.keyring_directory(config)), KEYRING]
     wrapped += ["--bind", str(tmpdir), str(portage_tmpdir(config))]
     wrapped += ["--bind", str(root), str(root)]
     # bwrap sets what the process has, not what an exec could gain: setpriv (given
@@ -148,15 +155,19 @@ def confine(
 
 
 def directories(config: Config, machine: str) -> dict[str, str]:
-    """The directories emerge writes for `machine`, for its environment: there they
-    override what the root's make.conf says, which names paths the sandbox does not
-    let it write."""
+    """The directories emerge writes for `machine`, and the keyring it verifies binary
+    packages with, for its environment: there they override what the root's make.conf
+    says, which names paths the sandbox does not let it write."""
     values = {
         "PORTAGE_TMPDIR": str(portage_tmpdir(config)),
         "DISTDIR": str(config.portage.distdir),
         "PKGDIR": str(config.portage.pkgdir),
         "PORTAGE_LOGDIR": str(log_directory(config) / machine),
     }
+    if binhost.verifies(config):
+        # Portage's default is /etc/portage/gnupg of the host, whatever the ROOT; no
+        # trust helper (getuto) makes a keyring of its own.
+        values |= {"BINPKG_GPG_VERIFY_GPG_HOME": KEYRING, "PORTAGE_TRUST_HELPER": ""}
     return values
 
 

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
+from gnspawn import binhost, sandbox
 from gnspawn import log as journal
-from gnspawn import sandbox
 from gnspawn.jobs import elog
 from gnspawn.jobs.context import FRESH_COUNTERS, Context, JobFailed, uncancellable
-from gnspawn.names import NoticeKind, Phase
+from gnspawn.names import JobType, NoticeKind, Phase
 from gnspawn.portage import Progress, emerge_argv, emerge_environment, tree_revision
 from gnspawn.run import CommandFailed, Process
 
@@ -31,7 +32,11 @@ async def emerge(
     config = ctx.config
     revision = await tree_revision(config.portage.repos)
     ctx.change(phase=phase, tree_revision=revision, **FRESH_COUNTERS)
-    argv = emerge_argv(config.portage, root, args, pretend=pretend, publish=publish)
+    # Only a builder root fetches from the binhosts: the machines install from PKGDIR.
+    binhosts = publish and ctx.job.type is JobType.BUILDER and bool(config.portage.binrepos)
+    argv = emerge_argv(
+        config.portage, root, args, pretend=pretend, publish=publish, getbinpkg=binhosts
+    )
     env = {
         **emerge_environment(config.portage, job=ctx.job.id, tag=ctx.tag),
         **sandbox.directories(config, ctx.job.machine),
@@ -39,6 +44,7 @@ async def emerge(
     }
     ctx.log(journal.INFO, "running " + " ".join(argv))
     tmpdir = sandbox.make_job_tmpdir(config, ctx.job.id)
+    unpublished = ""
     elog.prepare(tmpdir)
     progress = Progress()
     priority = _Priorities()
@@ -55,12 +61,18 @@ async def emerge(
                 current_package=progress.current,
             )
 
+    started = time.time()
     try:
         await confined(ctx, root, argv, env=env, tmpdir=tmpdir, publish=publish, line=line)
     except CommandFailed as err:
         raise JobFailed(progress.failure(err.message)) from err
     finally:
         await uncancellable(_done(ctx, tmpdir, progress.failed_package))
+        if publish:
+            # What it built is in PKGDIR whether it succeeded or not, and is signed.
+            unpublished = await uncancellable(_published(ctx, progress, started, pretend))
+    if unpublished:
+        raise JobFailed(unpublished)
     return progress
 
 
@@ -116,6 +128,27 @@ async def _done(ctx: Context, tmpdir: Path, failed: str) -> None:
         ],
     )
     await asyncio.to_thread(sandbox.remove_job_tmpdir, ctx.config, ctx.job.id)
+
+
+async def _published(ctx: Context, progress: Progress, since: float, pretend: bool) -> str:
+    """What an emerge that publishes leaves in PKGDIR made right: a refused download
+    removed, and on a host that publishes, the packages it built signed and the index
+    brought up to date. Why that failed, or "" (it is also logged)."""
+    pkgdir = ctx.config.portage.pkgdir
+    if progress.refused:
+        await asyncio.to_thread(binhost.discard, pkgdir, progress.refused)
+    if pretend or not ctx.config.binhost.publish:
+        return ""
+    built = await asyncio.to_thread(binhost.new_packages, pkgdir, since)
+    if not built:
+        return ""
+    ctx.log(journal.INFO, f"signing {len(built)} binary packages and updating the index")
+    try:
+        await binhost.publish(ctx.config, built)
+    except binhost.BinhostError as err:
+        ctx.log(journal.ERR, str(err))
+        return str(err)
+    return ""
 
 
 class _Priorities:

@@ -43,9 +43,9 @@ async def run(ctx: Context, cancel_reasons: dict[int, str]) -> None:
 def held(ctx: Context) -> str:
     """Why the job is held, or "": a job it comes after (the job it follows, or the one
     that job follows, and so on: a cycle's updates follow their profile's canary, the
-    canary its builder, and those the cycle's sync) is a sync that did not succeed, or
-    the update of its profile's canary, which failed (unless the job goes without a
-    canary: NO_CANARY)."""
+    canary its builder, and those the cycle's sync) is a sync that did not succeed, a
+    builder that was held (its binhost does not answer), or the update of its profile's
+    canary, which failed (unless the job goes without a canary: NO_CANARY)."""
     seen: set[int] = set()
     follows = ctx.job.follows
     while follows and follows not in seen:
@@ -59,6 +59,8 @@ def held(ctx: Context) -> str:
                 return ""
             why = f": {before.error}" if before.error else ""
             return f"the repositories were not synced (sync job {before.id} {before.result}{why})"
+        if before.type is JobType.BUILDER and before.result is JobResult.HELD:
+            return f"builder job {before.id} held: {before.error}"
         if (
             before.type is JobType.UPDATE
             and before.result in (JobResult.FAILED, JobResult.CANCELED)

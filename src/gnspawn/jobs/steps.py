@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
+from gnspawn import binhost
 from gnspawn import log as journal
 from gnspawn.config import DepcleanPolicy
 from gnspawn.jobs.context import Context, JobFailed
@@ -22,6 +23,15 @@ async def fetch(ctx: Context, root: Path, args: Sequence[str], *, publish: bool)
         await emerge(ctx, root, ["--fetchonly", *args], phase=Phase.FETCH, publish=publish)
     except JobFailed as err:
         raise JobFailed(f"fetch failed: {err}") from err
+
+
+async def binrepos(ctx: Context, root: Path) -> None:
+    """A builder root's binrepos.conf and keyring as the configuration has them now: its
+    emerges fetch the binhosts' packages into PKGDIR, each verified."""
+    try:
+        await binhost.prepare(ctx.config, root)
+    except binhost.BinhostError as err:
+        raise JobFailed(str(err)) from err
 
 
 async def rebuild_preserved(ctx: Context, root: Path, *, publish: bool) -> bool:

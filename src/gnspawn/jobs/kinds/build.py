@@ -10,7 +10,7 @@ from gnspawn import machines, nspawn, portage
 from gnspawn.config import Config
 from gnspawn.errors import MachineExists, NoSuchMachine, NoSuchProfile
 from gnspawn.inventory import mounted_root
-from gnspawn.jobs import changes, snapshots
+from gnspawn.jobs import changes, snapshots, steps
 from gnspawn.jobs.context import Context, Host, JobFailed, Kind, Request
 from gnspawn.jobs.emerge import emerge
 from gnspawn.names import (
@@ -112,6 +112,8 @@ async def build_steps(
         portage.write_config(ctx.config.portage, root, profile, publish=publish)
         ctx.log(journal.INFO, f"wrote {root}/etc/portage for profile {ctx.job.argument}")
         done = await step_done(ctx, dataset, BuildStep.CONFIGURED)
+    if ctx.job.type is JobType.BUILDER:
+        await steps.binrepos(ctx, root)
     args = ctx.config.portage.build_args
     passes = (
         (BuildStep.EMERGE_NODEPS, [*args, "--nodeps"], Phase.EMERGE_NODEPS),

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import asyncio
 
+from gnspawn import binhost, machines, portage
 from gnspawn import log as journal
-from gnspawn import machines, portage
+from gnspawn.config import UnreachablePolicy
 from gnspawn.inventory import mounted_root
 from gnspawn.jobs import snapshots, steps
 from gnspawn.jobs.context import Context, JobFailed, Kind
@@ -37,6 +38,7 @@ from gnspawn.names import (
 )
 
 MOST_PACKAGES = 5000
+
 """Packages a builder job takes from the machines' world files."""
 
 
@@ -62,12 +64,16 @@ class Builder(Kind):
                     f"{shown(props.get(PROFILE_PROPERTY, ''))}, not of {shown(job.argument)}"
                 )
             done = recorded_step(dataset, props.get(BUILD_PROPERTY, ""))
+        if held := await self._binhosts_down(ctx):
+            ctx.change(error=held)  # nothing is changed yet
+            return JobResult.HELD
         if done is not BuildStep.DONE:
             ctx.log(journal.NOTICE, f"building the builder root of profile {job.argument}")
             mountpoint = machines.builder_directory(ctx.config, name)
             await build_steps(ctx, name, mountpoint, profile, done, publish=True)
             await step_done(ctx, dataset, BuildStep.DONE)
         root = mounted_root(await ctx.host.inventory.machine(name, fresh=True))
+        await steps.binrepos(ctx, root)
         atoms = set(sorted(await self._fleet_packages(ctx))[:MOST_PACKAGES])
         ctx.log(journal.INFO, f"the machines of profile {job.argument} name {len(atoms)} packages")
         # --keep-going: a package that fails to build does not keep the others from
@@ -105,6 +111,19 @@ class Builder(Kind):
         # A step of the root's build that finished is recorded on the dataset: the next
         # builder job goes on from there.
         return await snapshots.undo_interrupted(ctx, spent=True)
+
+    @staticmethod
+    async def _binhosts_down(ctx: Context) -> str:
+        """Why the builder is held: a binhost does not answer and `[binhost] unreachable`
+        says hold; "" otherwise (a binhost that does not answer is then only logged, and
+        the builder compiles what it would have fetched)."""
+        binrepos = ctx.config.portage.binrepos
+        if not binrepos or not (down := await binhost.unreachable(binrepos)):
+            return ""
+        if ctx.config.binhost.unreachable is UnreachablePolicy.HOLD:
+            return f"binhost unreachable: {down}"
+        ctx.log(journal.WARNING, f"binhost unreachable, compiling instead: {down}")
+        return ""
 
     @staticmethod
     async def _fleet_packages(ctx: Context) -> set[str]:

@@ -1,0 +1,293 @@
+"""Binhosts: what a host that builds publishes, and how the other hosts take it.
+
+Portage does the work on both sides. A host with `[binhost] publish = true` signs the
+binary packages its emerges add to PKGDIR with `gpkg-sign` and brings PKGDIR's index up
+to date with `emaint binhost --fix`, on the host, after each emerge that publishes: the
+signing key never enters a sandbox, where the builds run. Any web server that serves
+PKGDIR makes it a binhost.
+
+A host that lists binhosts in `[portage] binrepos` gives them to its builder roots only:
+a builder root's binrepos.conf names PKGDIR as the download location, so what is fetched
+lands in PKGDIR, where the machines install it from, read-only, as they install what the
+builder compiles. A machine never fetches: it could not write PKGDIR, and a download
+into its own root would be made once per machine, not once per host.
+
+Portage verifies a signed package whenever it installs one (`verify-signature = true`
+for a binhost's, on download), with the keyring BINPKG_GPG_VERIFY_GPG_HOME names.
+gnspawn makes one per host when it starts, of `[binhost] keys` and the host's own
+signing key, and every sandbox sees it read-only at sandbox.KEYRING: a container can
+neither change the keys its packages are checked with nor lose a keyring of its own
+(getuto's, for Gentoo's binhost) in its /etc/portage/gnupg. A package whose signature
+does not verify is not installed, nor put into PKGDIR's index.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+from gnspawn import portage, rootfs
+from gnspawn import run as commands
+from gnspawn.config import Config, PortageConfig
+from gnspawn.run import CommandFailed, run
+
+log = logging.getLogger(__name__)
+
+_KEYRING_FILES = ("pubring.kbx", "trustdb.gpg")
+_ULTIMATE = 6
+"""gpg's ownertrust for a key the admin named: its signatures are valid as they are."""
+_PROBE_TIMEOUT = 10.0
+_SIGN_BATCH = 200
+"""Packages per gpkg-sign: a fleet's first build publishes thousands."""
+
+
+class BinhostError(Exception):
+    """A binhost step failed; the message says which and why."""
+
+
+def binrepos_conf(config: PortageConfig) -> str:
+    """A builder root's binrepos.conf: each binhost, the first preferred, fetched into
+    PKGDIR and verified."""
+    lines = ["# Written by gnspawn from [portage] binrepos; rewritten before each build."]
+    count = len(config.binrepos)
+    for number, uri in enumerate(config.binrepos, 1):
+        lines += [
+            "",
+            f"[gnspawn-binrepo-{number}]",
+            f"sync-uri = {uri}",
+            f"priority = {count - number + 1}",
+            f"location = {config.pkgdir}",
+            "verify-signature = true",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def verifies(config: Config) -> bool:
+    """Whether this host's emerges see signed packages: its own (it publishes) or its
+    binhosts'. Portage verifies a signed package whenever it installs one."""
+    return config.binhost.publish or bool(config.binhost.keys)
+
+
+def keyring_directory(config: Config) -> Path:
+    """The host's keyring of the keys its packages may be signed with."""
+    return config.daemon.state_directory / "binhost-gnupg"
+
+
+async def make_keyring(config: Config) -> None:
+    """Make the host's keyring anew from `[binhost] keys` and, on a host that publishes,
+    the public part of its signing key; raises BinhostError. Made once, when gnspawnd
+    starts: every sandbox sees it, read-only, as Portage's verifying keyring."""
+    directory = keyring_directory(config)
+    if not verifies(config):
+        await asyncio.to_thread(shutil.rmtree, directory, True)
+        return
+    scratch = config.daemon.state_directory
+    await asyncio.to_thread(scratch.mkdir, parents=True, exist_ok=True)
+    sources = list(config.binhost.keys)
+    own = None
+    if config.binhost.publish:
+        own = await _signing_public_key(config)
+        sources.append(own)
+    try:
+        files = await keyring(sources, scratch)
+    finally:
+        if own is not None:
+            await asyncio.to_thread(own.unlink, True)
+
+    def install() -> None:
+        fresh = scratch / "binhost-gnupg.new"
+        shutil.rmtree(fresh, ignore_errors=True)
+        fresh.mkdir()
+        fresh.chmod(0o755)  # whatever the umask: gpg verifies as nobody
+        for name, content in files.items():
+            (fresh / name).write_bytes(content)
+            (fresh / name).chmod(0o644)
+        shutil.rmtree(directory, ignore_errors=True)
+        fresh.rename(directory)
+
+    try:
+        await asyncio.to_thread(install)
+    except OSError as err:
+        raise BinhostError(f"cannot write the binhost keyring {directory}: {err}") from err
+
+
+async def _signing_public_key(config: Config) -> Path:
+    """The public part of the signing key, exported from its home into a file."""
+    home, key = config.binhost.signing_home, config.binhost.signing_key
+    argv = ["gpg", "--homedir", str(home), "--batch", "--no-tty", "--armor", "--export", key]
+    try:
+        exported = await run(argv)
+    except (CommandFailed, OSError) as err:
+        raise BinhostError(f"cannot read signing key {key} in {home}: {_why(err)}") from err
+    if not exported.strip():
+        raise BinhostError(f"[binhost] signing_key {key} is not a key in {home}")
+    path = config.daemon.state_directory / "binhost-signing-key.asc"
+    await asyncio.to_thread(path.write_text, exported)
+    return path
+
+
+async def prepare(config: Config, root: Path) -> None:
+    """Write a builder root's binrepos.conf from the configuration (or remove it when
+    there are no binhosts); raises BinhostError."""
+
+    def write() -> None:
+        if config.portage.binrepos:
+            rootfs.write_text(root, "etc/portage/binrepos.conf", binrepos_conf(config.portage))
+        else:
+            rootfs.remove(root, ["etc/portage/binrepos.conf"])
+
+    try:
+        await asyncio.to_thread(write)
+    except OSError as err:
+        raise BinhostError(f"cannot write the binrepos.conf of {root}: {err}") from err
+
+
+async def keyring(keys: Sequence[Path], scratch: Path) -> dict[str, bytes]:
+    """The files of a GnuPG home that trusts exactly the keys in `keys` (files of public
+    keys, armored or not), made with gpg in a directory of its own under `scratch`."""
+    await asyncio.to_thread(scratch.mkdir, parents=True, exist_ok=True)
+    home = Path(await asyncio.to_thread(tempfile.mkdtemp, "", "binhost-keyring-", scratch))
+    gpg = ["gpg", "--homedir", str(home), "--batch", "--no-tty", "--no-autostart"]
+    try:
+        for key in keys:
+            try:
+                await run([*gpg, "--import", str(key)])
+            except CommandFailed as err:
+                raise BinhostError(f"cannot import key {key}: {err.message}") from err
+        listing = await run([*gpg, "--with-colons", "--list-keys"])
+        primaries = _primary_fingerprints(listing)
+        if not primaries:
+            raise BinhostError("[binhost] keys hold no public key")
+        trust = home / "ownertrust"
+        text = "".join(f"{fpr}:{_ULTIMATE}:\n" for fpr in primaries)
+        await asyncio.to_thread(trust.write_text, text)
+        await run([*gpg, "--import-ownertrust", str(trust)])
+        await run([*gpg, "--check-trustdb"])
+        return {name: await asyncio.to_thread((home / name).read_bytes) for name in _KEYRING_FILES}
+    except (CommandFailed, OSError) as err:
+        raise BinhostError(f"cannot make the binhost keyring: {err}") from err
+    finally:
+        await asyncio.to_thread(shutil.rmtree, home, True)
+
+
+def _primary_fingerprints(listing: str) -> list[str]:
+    """The fingerprint of each primary key in `gpg --with-colons --list-keys`."""
+    found, primary = [], False
+    for line in listing.splitlines():
+        fields = line.split(":")
+        if fields[0] == "pub":
+            primary = True
+        elif fields[0] == "sub":
+            primary = False
+        elif fields[0] == "fpr" and primary and len(fields) > 9:
+            found.append(fields[9])
+            primary = False
+    return found
+
+
+async def unreachable(uris: Sequence[str]) -> str:
+    """Why binhosts do not answer, one `URI: reason` per binhost that does not (joined
+    by "; "); "" when every one serves a package index."""
+    answers = await asyncio.gather(*(asyncio.to_thread(_probe, uri) for uri in uris))
+    return "; ".join(f"{uri}: {why}" for uri, why in zip(uris, answers, strict=True) if why)
+
+
+def _probe(uri: str) -> str:
+    index = uri.rstrip("/") + "/Packages"
+    try:
+        with urllib.request.urlopen(index, timeout=_PROBE_TIMEOUT) as response:
+            response.read(1)
+    except urllib.error.HTTPError as err:
+        return f"{index}: HTTP {err.code} {err.reason}"
+    except urllib.error.URLError as err:
+        return str(err.reason)
+    except (OSError, ValueError) as err:
+        return str(err)
+    return ""
+
+
+def new_packages(pkgdir: Path, since: float) -> list[Path]:
+    """The binary packages in PKGDIR written since `since` (a time.time()): what an
+    emerge that began then built."""
+    found = []
+    for directory, _, files in os.walk(pkgdir):
+        for name in files:
+            if not name.endswith((".gpkg.tar", ".xpak", ".tbz2")):
+                continue
+            path = Path(directory, name)
+            with contextlib.suppress(OSError):
+                status = path.lstat()
+                if status.st_mtime >= since and status.st_size > 0 and path.is_file():
+                    found.append(path)
+    return sorted(found)
+
+
+def discard(pkgdir: Path, refused: Sequence[str]) -> None:
+    """Remove what a refused download left in PKGDIR: the download (Portage keeps it as
+    NAME.partial) and the empty file it allocated for the package. Only files directly
+    under PKGDIR's package directories are touched."""
+    for name in refused:
+        path = Path(name)
+        if path.suffix != ".partial" or pkgdir not in path.parents or ".." in path.parts:
+            continue
+        placeholder = path.with_suffix("")
+        with contextlib.suppress(OSError):
+            if path.is_file() and not path.is_symlink():
+                path.unlink()
+        with contextlib.suppress(OSError):
+            status = placeholder.lstat()
+            if status.st_size == 0 and placeholder.is_file() and not placeholder.is_symlink():
+                placeholder.unlink()
+
+
+def publish_environment(config: Config) -> dict[str, str]:
+    """gpkg-sign's and emaint's settings: PKGDIR, the signing key and its home; and for
+    emaint, which reads each signed package it indexes, the same home to verify with
+    (Portage's default is /etc/portage/gnupg), as root (its default is nobody, who may
+    not read the admin's GnuPG home)."""
+    home = str(config.binhost.signing_home)
+    return {
+        **config.portage.environment,
+        "NOCOLOR": "true",
+        "PKGDIR": str(config.portage.pkgdir),
+        "BINPKG_GPG_SIGNING_GPG_HOME": home,
+        "BINPKG_GPG_SIGNING_KEY": config.binhost.signing_key,
+        "BINPKG_GPG_VERIFY_GPG_HOME": home,
+        "GPG_VERIFY_USER_DROP": "",
+        "GPG_VERIFY_GROUP_DROP": "",
+        "PORTAGE_TRUST_HELPER": "",
+    }
+
+
+async def publish(config: Config, packages: Sequence[Path]) -> None:
+    """Sign `packages` (a publishing host's new ones) and bring PKGDIR's index up to
+    date; raises BinhostError."""
+    env = commands.environment(publish_environment(config))
+    sign = portage.tool(config.portage, "gpkg-sign")
+    xpak = [str(p) for p in packages if not p.name.endswith(".gpkg.tar")]
+    if xpak:
+        log.warning("cannot sign %s: only gpkg packages carry a signature", ", ".join(xpak))
+    signable = [str(p) for p in packages if p.name.endswith(".gpkg.tar")]
+    for start in range(0, len(signable), _SIGN_BATCH):
+        batch = signable[start : start + _SIGN_BATCH]
+        try:
+            await run([sign, *batch], env=env)
+        except (CommandFailed, OSError) as err:
+            raise BinhostError(f"cannot sign the packages built: {_why(err)}") from err
+    try:
+        await run([portage.tool(config.portage, "emaint"), "binhost", "--fix"], env=env)
+    except (CommandFailed, OSError) as err:
+        why = f"cannot update the index of {config.portage.pkgdir}: {_why(err)}"
+        raise BinhostError(why) from err
+
+
+def _why(err: Exception) -> str:
+    return err.message if isinstance(err, CommandFailed) else str(err)

@@ -1,0 +1,354 @@
+"""A builder host publishes signed packages; another host installs them, verified.
+
+Host A has `[binhost] publish = true`: what its emerges publish to PKGDIR is signed
+with the admin's key (gpkg-sign, on the host) and PKGDIR's index is kept current. A
+real HTTP server (Python's http.server) serves that PKGDIR. Host B lists it in
+`[portage] binrepos` with A's public key in `[binhost] keys`: its builder root fetches
+A's packages into B's PKGDIR, each signature verified by Portage with real gpg, and
+B's machines install them as binaries. Both hosts are the one test bed, one after the
+other, each with a PKGDIR and a builder root of its own (B starts without one).
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+
+from ebuilds import write_plain
+from helpers import gnctl, hello_version, job_string, snapshots, wait_job
+from testbed import (
+    EMERGE,
+    Testbed,
+    emerge_environment,
+    stop_pid,
+    tree_hash,
+    wait_for,
+    write_portage_config,
+    zfs,
+)
+
+BUILDER = "builder:default"
+
+
+class Key(NamedTuple):
+    home: Path
+    fingerprint: str
+    public: Path
+
+
+def make_key(directory: Path, name: str) -> Key:
+    """A throwaway signing key without a passphrase, in a GnuPG home of its own."""
+    directory.mkdir(mode=0o700)
+    gpg = ["gpg", "--homedir", str(directory), "--batch"]
+    subprocess.run(
+        [*gpg, "--passphrase", "", "--quick-gen-key", f"{name} <{name}@example>", "ed25519"],
+        check=True,
+        capture_output=True,
+    )
+    listing = subprocess.run(
+        [*gpg, "--with-colons", "--list-keys"], check=True, capture_output=True, text=True
+    ).stdout
+    fingerprint = next(line.split(":")[9] for line in listing.splitlines() if line[:4] == "fpr:")
+    public = directory.parent / f"{name}.asc"
+    exported = subprocess.run(
+        [*gpg, "--armor", "--export", fingerprint], check=True, capture_output=True
+    )
+    public.write_bytes(exported.stdout)
+    return Key(directory, fingerprint, public)
+
+
+def stop_agent(key: Key) -> None:
+    """The gpg-agent that signing started for the key's home (gpgconf asks it to go)."""
+    subprocess.run(["gpgconf", "--homedir", str(key.home), "--kill", "all"], check=False)
+
+
+@pytest.fixture
+def keys(daemon: Testbed) -> Iterator[tuple[Key, Key]]:
+    """The builder's key, and one of someone else's that no host trusts."""
+    directory = daemon.dir / "keys"
+    subprocess.run(["rm", "-rf", str(directory)], check=True)
+    directory.mkdir()
+    made = (make_key(directory / "builder", "builder"), make_key(directory / "other", "other"))
+    try:
+        yield made
+    finally:
+        for key in made:
+            stop_agent(key)
+
+
+class Server(NamedTuple):
+    proc: subprocess.Popen[bytes]
+    url: str
+
+
+def serve(directory: Path, log: Path) -> Server:
+    """Python's http.server serving `directory` on a free port of 127.0.0.1."""
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        cwd=directory,
+        stdin=subprocess.DEVNULL,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+
+    def listening() -> bool:
+        with socket.socket() as probe:
+            return probe.connect_ex(("127.0.0.1", port)) == 0
+
+    wait_for(listening, "http.server")
+    return Server(proc, f"http://127.0.0.1:{port}")
+
+
+def merged(daemon: Testbed, job: int) -> list[tuple[str, str]]:
+    """What job `job` merged: ("binary" or "source", package) per `>>> Emerging` line."""
+    found = []
+    for entry in daemon.daemon_journal(f"GNSPAWN_JOB={job}"):
+        line = entry["MESSAGE"]
+        if line.startswith(">>> Emerging "):
+            how = "binary" if line.startswith(">>> Emerging binary") else "source"
+            found.append((how, line.split(") ", 1)[1].split("::")[0]))
+    return found
+
+
+def packages(pkgdir: Path) -> dict[str, bytes]:
+    return {
+        str(path.relative_to(pkgdir)): path.read_bytes()
+        for path in sorted(pkgdir.rglob("*"))
+        if path.is_file() and not path.name.startswith("Packages")
+    }
+
+
+def signer_of(package: Path, key: Key, scratch: Path) -> str:
+    """The fingerprint whose good signature the package's image carries, checked with
+    gpg against the key alone; "" when it has none that verifies."""
+    home = scratch / "verify"
+    subprocess.run(["rm", "-rf", str(home)], check=True)
+    home.mkdir(mode=0o700)
+    gpg = ["gpg", "--homedir", str(home), "--batch", "--status-fd", "1"]
+    subprocess.run([*gpg, "--import", str(key.public)], check=True, capture_output=True)
+    with tarfile.open(package) as tar:
+        names = tar.getnames()
+        image = next(n for n in names if "/image.tar" in n and not n.endswith(".sig"))
+        if f"{image}.sig" not in names:
+            return ""
+        for name in (image, f"{image}.sig"):
+            member = tar.extractfile(name)
+            assert member is not None
+            (scratch / Path(name).name).write_bytes(member.read())
+    status = subprocess.run(
+        [
+            *gpg,
+            "--verify",
+            str(scratch / f"{Path(image).name}.sig"),
+            str(scratch / Path(image).name),
+        ],
+        capture_output=True,
+        text=True,
+    ).stdout
+    for line in status.splitlines():
+        if line.startswith("[GNUPG:] VALIDSIG "):
+            return line.split()[2]
+    return ""
+
+
+def index(pkgdir: Path) -> dict[str, int]:
+    """PKGDIR's Packages index: path -> SIZE of each package it lists."""
+    entries: dict[str, int] = {}
+    for block in (pkgdir / "Packages").read_text().split("\n\n")[1:]:
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if "PATH" in fields:
+            entries[fields["PATH"]] = int(fields["SIZE"])
+    return entries
+
+
+def installed(root: Path) -> dict[str, str]:
+    """A root's whole tree but the copy of the binhosts' index, which the fetch before
+    the snapshot updates (as `emerge --getbinpkg --pretend` would)."""
+    return {p: h for p, h in tree_hash(root).items() if not p.startswith("var/cache/edb/binhost")}
+
+
+def restart(daemon: Testbed, extra: str = "", **sections: dict[str, object]) -> None:
+    daemon.stop_daemon()
+    daemon.write_config(extra, **sections)
+    daemon.start_daemon()
+
+
+def become_host_b(daemon: Testbed, server: Server, key: Key, **binhost: object) -> Path:
+    """The test bed as host B: PKGDIR of its own, no builder root, A's binhost."""
+    pkgdir_b = daemon.work / "packages-b"
+    subprocess.run(["rm", "-rf", str(pkgdir_b)], check=True)
+    daemon.stop_daemon()
+    if BUILDER in zfs("list", "-H", "-o", "name", "-r", daemon.dataset):
+        daemon.remove_machine(BUILDER)
+    subprocess.run(["rm", "-rf", str(daemon.state / "builders")], check=True)
+    daemon.write_config(
+        portage={"builders": True, "pkgdir": str(pkgdir_b), "binrepos": [server.url]},
+        binhost={"keys": [str(key.public)], **binhost},
+    )
+    daemon.start_daemon()
+    return pkgdir_b
+
+
+def package_signed_by(daemon: Testbed, version: int, key: Key) -> None:
+    """app-misc/hello-VERSION built apart, signed with `key` and put into A's PKGDIR
+    and its index: what someone who took the binhost's web server over could serve."""
+    write_plain(daemon.repo, "hello", version)
+    scratch = daemon.dir / "scratch-root"
+    subprocess.run(["rm", "-rf", str(scratch)], check=True)
+    write_portage_config(scratch, daemon.repo, daemon.work, "scratch")
+    env = {**emerge_environment(daemon.repo), "NOCOLOR": "true", "PATH": "/usr/bin:/bin"}
+    root = [f"--root={scratch}", f"--config-root={scratch}"]
+    subprocess.run(
+        [str(EMERGE), *root, "--buildpkgonly", "--nodeps", f"=app-misc/hello-{version}"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    package = next((daemon.work / "packages" / "app-misc/hello").glob(f"hello-{version}-*"))
+    portage_env = {
+        **env,
+        "PKGDIR": str(daemon.work / "packages"),
+        "BINPKG_GPG_SIGNING_GPG_HOME": str(key.home),
+        "BINPKG_GPG_SIGNING_KEY": key.fingerprint,
+        "BINPKG_GPG_VERIFY_GPG_HOME": str(key.home),
+        "GPG_VERIFY_USER_DROP": "",
+        "GPG_VERIFY_GROUP_DROP": "",
+    }
+    tools = EMERGE.parent
+    subprocess.run([str(tools / "gpkg-sign"), str(package)], env=portage_env, check=True)
+    subprocess.run(
+        [str(tools / "emaint"), "binhost", "--fix"],
+        env=portage_env,
+        check=True,
+        capture_output=True,
+    )
+    assert f"app-misc/hello/{package.name}" in index(daemon.work / "packages")
+
+
+def test_host_b_installs_what_host_a_built_and_signed_and_refuses_a_package_signed_otherwise(
+    daemon: Testbed, keys: tuple[Key, Key]
+) -> None:
+    builder_key, other_key = keys
+    web = daemon.seed("web", ["=app-misc/hello-1"])
+    db = daemon.seed("db", ["=app-misc/hello-1"])
+    daemon.adopt("web")
+    daemon.adopt("db")
+    daemon.empty_pkgdir()
+    pkgdir_a = daemon.work / "packages"
+
+    # Host A: its builder root compiles, and what it publishes is signed and indexed.
+    restart(
+        daemon,
+        portage={"builders": True},
+        binhost={
+            "publish": True,
+            "signing_key": builder_key.fingerprint,
+            "signing_home": str(builder_key.home),
+        },
+    )
+    result = gnctl("update", "web")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert job_string(1, "Machine") == BUILDER
+
+    assert ("source", "app-misc/hello-2") in merged(daemon, 1)
+    published = packages(pkgdir_a)
+    assert "app-misc/hello/hello-2-1.gpkg.tar" in published
+    assert any(name.startswith("sys-apps/") for name in published)
+    for name in published:
+        assert signer_of(pkgdir_a / name, builder_key, daemon.dir) == builder_key.fingerprint, name
+    assert index(pkgdir_a) == {name: len(content) for name, content in published.items()}
+    assert hello_version(web) == "2"
+
+    server = serve(pkgdir_a, daemon.dir / "http.log")
+    try:
+        # Host B: a new host; its builder root comes from A's packages, and db installs
+        # them from B's PKGDIR. Nothing is compiled on B.
+        pkgdir_b = become_host_b(daemon, server, builder_key)
+        result = gnctl("update", "db")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert job_string(3, "Machine") == BUILDER and job_string(4, "Machine") == "db"
+        builder_merged, db_merged = merged(daemon, 3), merged(daemon, 4)
+        assert ("binary", "app-misc/hello-2") in builder_merged
+        assert {how for how, _ in builder_merged + db_merged} == {"binary"}
+        assert db_merged == [("binary", "app-misc/hello-2")]
+        assert hello_version(db) == "2"
+        assert packages(pkgdir_b) == published  # the very files A signed
+        binrepos = (daemon.state / "builders/default/etc/portage/binrepos.conf").read_text()
+        assert f"sync-uri = {server.url}\n" in binrepos
+        assert "verify-signature = true\n" in binrepos
+
+        # A package on A's server signed with a key B does not trust: the builder's
+        # emerge refuses it and the builder root goes back; nothing of it is left in
+        # B's PKGDIR, and db compiles hello-3 itself.
+        package_signed_by(daemon, 3, other_key)
+        builder_root = daemon.state / "builders" / "default"
+        before = installed(builder_root)
+        before_snapshots = snapshots(f"{daemon.dataset}/{BUILDER}")
+        result = gnctl("update", "db")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert job_string(5, "Machine") == BUILDER
+        assert wait_job(5) == "failed"
+        error = job_string(5, "Error")
+        assert "app-misc/hello-3" in error and "GnuPG verification failed" in error, error
+        assert installed(builder_root) == before
+        assert snapshots(f"{daemon.dataset}/{BUILDER}") == before_snapshots
+        assert not list((pkgdir_b / "app-misc/hello").glob("hello-3*"))
+        assert "hello-3" not in (pkgdir_b / "Packages").read_text()
+        assert merged(daemon, 6) == [("source", "app-misc/hello-3")]
+        assert hello_version(db) == "3"
+    finally:
+        stop_pid(server.proc)
+        (daemon.repo / "app-misc/hello/hello-3.ebuild").unlink(missing_ok=True)
+
+
+def test_a_binhost_that_does_not_answer_holds_the_updates_or_they_compile(
+    daemon: Testbed, keys: tuple[Key, Key]
+) -> None:
+    builder_key, _ = keys
+    db = daemon.seed("db", ["=app-misc/hello-1"])
+    daemon.adopt("db")
+    daemon.empty_pkgdir()
+    server = serve(daemon.work / "packages", daemon.dir / "http.log")
+    stop_pid(server.proc)  # the builder host is down
+
+    become_host_b(daemon, server, builder_key, unreachable="hold")
+    before = tree_hash(db)
+    result = gnctl("update", "db")
+
+    assert result.returncode == 5, result.stdout + result.stderr
+    assert wait_job(1) == "held" and wait_job(2) == "held"
+    assert job_string(1, "Error").startswith(f"binhost unreachable: {server.url}: ")
+    assert job_string(2, "Error").startswith("builder job 1 held: binhost unreachable: ")
+    assert BUILDER not in zfs("list", "-H", "-o", "name", "-r", daemon.dataset)
+    assert tree_hash(db) == before and snapshots(f"{daemon.dataset}/db") == []
+
+    restart(
+        daemon,
+        portage={
+            "builders": True,
+            "pkgdir": str(daemon.work / "packages-b"),
+            "binrepos": [server.url],
+        },
+        binhost={"keys": [str(builder_key.public)], "unreachable": "compile"},
+    )
+    result = gnctl("update", "db")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert ("source", "app-misc/hello-2") in merged(daemon, 3)
+    assert merged(daemon, 4) == [("binary", "app-misc/hello-2")]  # the builder's, local
+    assert hello_version(db) == "2"
+    warned = [e["MESSAGE"] for e in daemon.daemon_journal("GNSPAWN_JOB=3")]
+    assert any(
+        m.startswith(f"binhost unreachable, compiling instead: {server.url}") for m in warned
+    )
