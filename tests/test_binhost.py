@@ -11,6 +11,8 @@ other, each with a PKGDIR and a builder root of its own (B starts without one).
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -22,7 +24,9 @@ from typing import NamedTuple
 import pytest
 
 from ebuilds import write_plain
-from helpers import gnctl, hello_version, job_string, snapshots, wait_job
+from helpers import call, gnctl, hello_version, job_string, queued, snapshots, wait_job
+from test_recovery import Gate, journal_has, processes_on
+from test_recovery import restart as start_again
 from testbed import (
     EMERGE,
     Testbed,
@@ -352,3 +356,104 @@ def test_a_binhost_that_does_not_answer_holds_the_updates_or_they_compile(
     assert any(
         m.startswith(f"binhost unreachable, compiling instead: {server.url}") for m in warned
     )
+
+
+def test_what_a_builder_built_before_gnspawnd_was_killed_is_signed_when_it_starts(
+    daemon: Testbed, keys: tuple[Key, Key]
+) -> None:
+    builder_key, _ = keys
+    daemon.seed("web", ["=app-misc/gate-1"])
+    daemon.adopt("web")
+    daemon.empty_pkgdir()
+    pkgdir = daemon.work / "packages"
+    builder_root = daemon.state / "builders" / "default"
+    signing = {
+        "publish": True,
+        "signing_key": builder_key.fingerprint,
+        "signing_home": str(builder_key.home),
+    }
+    gate = Gate(daemon.work / "distfiles" / "gate")
+    try:
+        env = {
+            **emerge_environment(daemon.repo),
+            "GNSPAWN_DEMO_GATE": str(gate.fifo),
+            "GNSPAWN_DEMO_GATE_PHASE": "postinst",
+        }
+        restart(daemon, portage={"builders": True, "environment": env}, binhost=signing)
+        web = queued(call("Update", "st", "web", "0").stdout)
+        builder = web - 1
+        # gate-2 is built and packaged; its pkg_postinst waits at the FIFO.
+        assert gate.wait(builder) == ["postinst"]
+        package = next((pkgdir / "app-misc/gate").glob("gate-2-*.gpkg.tar"))
+        assert signer_of(package, builder_key, daemon.dir) == ""
+        daemon.stop_daemon(signal.SIGKILL)
+        daemon.write_config(portage={"builders": True}, binhost=signing)
+
+        start_again(daemon)
+
+        assert signer_of(package, builder_key, daemon.dir) == builder_key.fingerprint
+        assert index(pkgdir)[f"app-misc/gate/{package.name}"] == package.stat().st_size
+        assert wait_job(builder, timeout=30) == "failed"
+        assert wait_job(web) == "done", job_string(web, "Error")
+        assert merged(daemon, web) == [("binary", "app-misc/gate-2")]
+        journal_has(
+            daemon, f"job {builder}: signed 1 binary packages it built before gnspawnd stopped"
+        )
+    finally:
+        for pid in processes_on(builder_root):
+            os.kill(pid, signal.SIGKILL)
+        gate.remove()
+
+
+def test_gnspawnd_will_not_start_with_keys_it_cannot_use(
+    daemon: Testbed, keys: tuple[Key, Key]
+) -> None:
+    builder_key, other_key = keys
+    daemon.stop_daemon()
+    missing = daemon.dir / "keys" / "missing.asc"
+    not_a_key = daemon.dir / "keys" / "not-a-key.asc"
+    not_a_key.write_text("-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nnonsense\n")
+    cases = [
+        (
+            {"portage": {"builders": True, "binrepos": ["http://127.0.0.1:9"]}},
+            {"keys": [str(missing)]},
+            f"gnspawnd: cannot import key {missing}: ",
+        ),
+        (
+            {"portage": {"builders": True, "binrepos": ["http://127.0.0.1:9"]}},
+            {"keys": [str(not_a_key)]},
+            f"gnspawnd: cannot import key {not_a_key}: ",
+        ),
+        (
+            {},
+            {
+                "publish": True,
+                "signing_key": "nobody@example",
+                "signing_home": str(builder_key.home),
+            },
+            f"gnspawnd: [binhost] signing_key nobody@example is not a key in {builder_key.home}",
+        ),
+    ]
+    for sections, binhost, message in cases:
+        daemon.write_config(**sections, binhost=binhost)
+        proc = daemon.start_daemon(wait=False)
+        assert proc.wait(30) == 1
+        daemon.daemon = None
+        assert message in daemon.daemon_log.read_text()
+        assert not (daemon.state / "binhost-gnupg").exists()
+
+    # With a key it can use, it starts, and the keyring holds exactly that key.
+    daemon.write_config(
+        portage={"builders": True, "binrepos": ["http://127.0.0.1:9"]},
+        binhost={"keys": [str(other_key.public)]},
+    )
+    daemon.start_daemon()
+    listing = subprocess.run(
+        ["gpg", "--homedir", str(daemon.state / "binhost-gnupg"), "--with-colons", "-k"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert [line.split(":")[9] for line in listing.splitlines() if line[:4] == "fpr:"] == [
+        other_key.fingerprint
+    ]

@@ -5,10 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gnspawn.config import (
+    BinhostConfig,
     Config,
     ConfigError,
     DaemonConfig,
@@ -19,6 +21,7 @@ from gnspawn.config import (
     PortageConfig,
     SandboxConfig,
     StorageConfig,
+    UnreachablePolicy,
     load,
     parse,
 )
@@ -558,3 +561,59 @@ def test_a_health_timeout_is_more_than_nothing() -> None:
     with pytest.raises(ConfigError) as err:
         parse({"updates": {"health_timeout": 0}})
     assert "more than 0 and under a day, got 0" in str(err.value)
+
+
+def test_binhost_settings() -> None:
+    config = parse(
+        {
+            "portage": {"binrepos": ["https://builder.example/amd64", "file:///srv/binpkgs"]},
+            "binhost": {
+                "publish": True,
+                "signing_key": "0A07635763335F587ADC42A11850B77AF96DE4C1",
+                "signing_home": "/etc/gnspawn/gnupg",
+                "keys": ["/etc/gnspawn/builder.asc"],
+                "unreachable": "hold",
+            },
+        }
+    )
+    assert config.portage.binrepos == ("https://builder.example/amd64", "file:///srv/binpkgs")
+    assert config.binhost == BinhostConfig(
+        publish=True,
+        signing_key="0A07635763335F587ADC42A11850B77AF96DE4C1",
+        signing_home=Path("/etc/gnspawn/gnupg"),
+        keys=(Path("/etc/gnspawn/builder.asc"),),
+        unreachable=UnreachablePolicy.HOLD,
+    )
+    defaults = parse({}).binhost
+    assert (defaults.publish, defaults.keys, defaults.unreachable) == (False, (), "compile")
+    assert defaults.signing_home == Path("/root/.gnupg")
+
+
+@pytest.mark.parametrize(
+    ("data", "key", "problem"),
+    [
+        ({"portage": {"binrepos": ["builder.example"]}}, "portage.binrepos", "not a binhost URI"),
+        ({"portage": {"binrepos": ["ssh://b/x"]}}, "portage.binrepos", "not a binhost URI"),
+        ({"portage": {"binrepos": ["http://a b"]}}, "portage.binrepos", "not a binhost URI"),
+        ({"portage": {"binrepos": "http://b"}}, "portage.binrepos", "expected a list"),
+        ({"binhost": {"signing_key": "--list"}}, "binhost.signing_key", "not a key"),
+        ({"binhost": {"signing_key": "a b"}}, "binhost.signing_key", "not a key"),
+        ({"binhost": {"keys": ["builder.asc"]}}, "binhost.keys", "absolute path"),
+        ({"binhost": {"unreachable": "wait"}}, "binhost.unreachable", "one of compile, hold"),
+        ({"binhost": {"publish": True}}, "binhost.signing_key", "needs the key that signs"),
+        (
+            {"portage": {"binrepos": ["http://b"]}},
+            "binhost.keys",
+            "binrepos needs the public keys",
+        ),
+        (
+            {"portage": {"binrepos": ["http://b"], "builders": False}, "binhost": {"keys": ["/k"]}},
+            "portage.binrepos",
+            "needs builders = true",
+        ),
+    ],
+)
+def test_bad_binhost_settings(data: dict[str, Any], key: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse(data)
+    assert err.value.key == key and problem in err.value.problem, str(err.value)

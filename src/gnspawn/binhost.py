@@ -47,6 +47,8 @@ _ULTIMATE = 6
 _PROBE_TIMEOUT = 10.0
 _SIGN_BATCH = 200
 """Packages per gpkg-sign: a fleet's first build publishes thousands."""
+_publishing = asyncio.Lock()
+"""One signing and indexing at a time: two jobs' emerges may have built the same file."""
 
 
 class BinhostError(Exception):
@@ -287,6 +289,53 @@ async def publish(config: Config, packages: Sequence[Path]) -> None:
     except (CommandFailed, OSError) as err:
         why = f"cannot update the index of {config.portage.pkgdir}: {_why(err)}"
         raise BinhostError(why) from err
+
+
+def _pending(config: Config) -> Path:
+    return config.daemon.state_directory / "binhost-pending"
+
+
+def begin(config: Config, job: int, since: float) -> None:
+    """Note that an emerge of job `job` that began at `since` publishes: should gnspawnd
+    die before it signed what it built, the next start signs it (publish_pending). The
+    first note of a job stands until what it covers is signed."""
+    directory = _pending(config)
+    directory.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError), (directory / str(job)).open("x") as note:
+        note.write(repr(since))
+
+
+async def publish_since(config: Config, job: int, since: float) -> int:
+    """Sign what job `job`'s emerges built since `since` and bring the index up to date;
+    how many packages that was. Raises BinhostError (the job's note then stays)."""
+    async with _publishing:
+        built = await asyncio.to_thread(new_packages, config.portage.pkgdir, since)
+        if built:
+            await publish(config, built)
+        await asyncio.to_thread((_pending(config) / str(job)).unlink, True)
+    return len(built)
+
+
+async def publish_pending(config: Config) -> None:
+    """Sign what the emerges of a gnspawnd that died did not sign (see begin); on a
+    host that no longer publishes, forget it. Failures are logged: the daemon starts."""
+    directory = _pending(config)
+    notes = await asyncio.to_thread(lambda: sorted(directory.glob("*")))
+    for note in notes:
+        try:
+            job, since = int(note.name), float(await asyncio.to_thread(note.read_text))
+        except (OSError, ValueError):
+            await asyncio.to_thread(note.unlink, True)
+            continue
+        if not config.binhost.publish:
+            await asyncio.to_thread(note.unlink, True)
+            continue
+        try:
+            count = await publish_since(config, job, since)
+        except BinhostError as err:
+            log.error("job %d: %s", job, err)
+            continue
+        log.info("job %d: signed %d binary packages it built before gnspawnd stopped", job, count)
 
 
 def _why(err: Exception) -> str:

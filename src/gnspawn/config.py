@@ -304,7 +304,7 @@ def _uris(value: Any) -> tuple[str, ...]:
 
 def _key_id(value: Any) -> str:
     key = _string(value)
-    if key and not re.fullmatch(r"[A-Za-z0-9@._+-]+", key):
+    if key and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9@._+-]*", key):
         raise ValueError(f"{key!r} is not a key fingerprint, id or e-mail address")
     return key
 

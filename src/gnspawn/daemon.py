@@ -74,6 +74,7 @@ class Daemon:
             await binhost.make_keyring(self.config)
         except binhost.BinhostError as err:
             raise StartFailed(str(err)) from err
+        await binhost.publish_pending(self.config)
         store = JobStore(self.config.daemon.state_directory / "jobs.sqlite")
         try:
             bus = await MessageBus(bus_type=BusType.SYSTEM).connect()

@@ -62,6 +62,8 @@ async def emerge(
             )
 
     started = time.time()
+    if publish and config.binhost.publish and not pretend:
+        await asyncio.to_thread(binhost.begin, config, ctx.job.id, started)
     try:
         await confined(ctx, root, argv, env=env, tmpdir=tmpdir, publish=publish, line=line)
     except CommandFailed as err:
@@ -134,20 +136,17 @@ async def _published(ctx: Context, progress: Progress, since: float, pretend: bo
     """What an emerge that publishes leaves in PKGDIR made right: a refused download
     removed, and on a host that publishes, the packages it built signed and the index
     brought up to date. Why that failed, or "" (it is also logged)."""
-    pkgdir = ctx.config.portage.pkgdir
     if progress.refused:
-        await asyncio.to_thread(binhost.discard, pkgdir, progress.refused)
+        await asyncio.to_thread(binhost.discard, ctx.config.portage.pkgdir, progress.refused)
     if pretend or not ctx.config.binhost.publish:
         return ""
-    built = await asyncio.to_thread(binhost.new_packages, pkgdir, since)
-    if not built:
-        return ""
-    ctx.log(journal.INFO, f"signing {len(built)} binary packages and updating the index")
     try:
-        await binhost.publish(ctx.config, built)
+        count = await binhost.publish_since(ctx.config, ctx.job.id, since)
     except binhost.BinhostError as err:
         ctx.log(journal.ERR, str(err))
         return str(err)
+    if count:
+        ctx.log(journal.INFO, f"signed {count} binary packages and updated the index")
     return ""
 
 
