@@ -413,14 +413,15 @@ def test_gnspawnd_will_not_start_with_keys_it_cannot_use(
     missing = daemon.dir / "keys" / "missing.asc"
     not_a_key = daemon.dir / "keys" / "not-a-key.asc"
     not_a_key.write_text("-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nnonsense\n")
-    cases = [
+    binrepos: dict[str, object] = {"builders": True, "binrepos": ["http://127.0.0.1:9"]}
+    cases: list[tuple[dict[str, object], dict[str, object], str]] = [
         (
-            {"portage": {"builders": True, "binrepos": ["http://127.0.0.1:9"]}},
+            binrepos,
             {"keys": [str(missing)]},
             f"gnspawnd: cannot import key {missing}: ",
         ),
         (
-            {"portage": {"builders": True, "binrepos": ["http://127.0.0.1:9"]}},
+            binrepos,
             {"keys": [str(not_a_key)]},
             f"gnspawnd: cannot import key {not_a_key}: ",
         ),
@@ -434,8 +435,8 @@ def test_gnspawnd_will_not_start_with_keys_it_cannot_use(
             f"gnspawnd: [binhost] signing_key nobody@example is not a key in {builder_key.home}",
         ),
     ]
-    for sections, binhost, message in cases:
-        daemon.write_config(**sections, binhost=binhost)
+    for portage, binhost, message in cases:
+        daemon.write_config(portage=portage, binhost=binhost)
         proc = daemon.start_daemon(wait=False)
         assert proc.wait(30) == 1
         daemon.daemon = None
