@@ -11,6 +11,7 @@ other, each with a PKGDIR and a builder root of its own (B starts without one).
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import socket
@@ -204,9 +205,26 @@ def become_host_b(daemon: Testbed, server: Server, key: Key, **binhost: object) 
     return pkgdir_b
 
 
-def package_signed_by(daemon: Testbed, version: int, key: Key) -> None:
-    """app-misc/hello-VERSION built apart, signed with `key` and put into A's PKGDIR
-    and its index: what someone who took the binhost's web server over could serve."""
+def tamper(package: Path) -> None:
+    """Change the last bytes of a package's image, keeping its signature and Manifest."""
+    members = []
+    with tarfile.open(package) as tar:
+        for member in tar:
+            file = tar.extractfile(member)
+            members.append((member, file.read() if file else b""))
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for member, data in members:
+            image = "/image.tar" in member.name and not member.name.endswith(".sig")
+            changed = data[:-4] + bytes(b ^ 0xFF for b in data[-4:]) if image else data
+            tar.addfile(member, io.BytesIO(changed) if member.isfile() else None)
+    package.write_bytes(out.getvalue())
+
+
+def package_signed_by(daemon: Testbed, version: int, key: Key, *, tampered: bool) -> None:
+    """app-misc/hello-VERSION built apart, signed with `key` (and changed after that
+    when `tampered`) and put into A's PKGDIR and its index: what someone who took the
+    binhost's web server over could serve."""
     write_plain(daemon.repo, "hello", version)
     scratch = daemon.dir / "scratch-root"
     subprocess.run(["rm", "-rf", str(scratch)], check=True)
@@ -231,6 +249,8 @@ def package_signed_by(daemon: Testbed, version: int, key: Key) -> None:
     }
     tools = EMERGE.parent
     subprocess.run([str(tools / "gpkg-sign"), str(package)], env=portage_env, check=True)
+    if tampered:
+        tamper(package)
     subprocess.run(
         [str(tools / "emaint"), "binhost", "--fix"],
         env=portage_env,
@@ -295,25 +315,35 @@ def test_host_b_installs_what_host_a_built_and_signed_and_refuses_a_package_sign
         # A package on A's server signed with a key B does not trust: the builder's
         # emerge refuses it and the builder root goes back; nothing of it is left in
         # B's PKGDIR, and db compiles hello-3 itself.
-        package_signed_by(daemon, 3, other_key)
+        # Packages on A's server that do not verify: one signed with a key B does not
+        # trust, one changed after the builder signed it. The builder's emerge refuses
+        # each and its root goes back; nothing of it is left in B's PKGDIR or its index,
+        # and db compiles that hello itself.
         builder_root = daemon.state / "builders" / "default"
-        before = installed(builder_root)
-        before_snapshots = snapshots(f"{daemon.dataset}/{BUILDER}")
-        result = gnctl("update", "db")
-        assert result.returncode == 0, result.stdout + result.stderr
-        assert job_string(5, "Machine") == BUILDER
-        assert wait_job(5) == "failed"
-        error = job_string(5, "Error")
-        assert "app-misc/hello-3" in error and "GnuPG verification failed" in error, error
-        assert installed(builder_root) == before
-        assert snapshots(f"{daemon.dataset}/{BUILDER}") == before_snapshots
-        assert not list((pkgdir_b / "app-misc/hello").glob("hello-3*"))
-        assert "hello-3" not in (pkgdir_b / "Packages").read_text()
-        assert merged(daemon, 6) == [("source", "app-misc/hello-3")]
-        assert hello_version(db) == "3"
+        cases = [(3, other_key, False, 5), (4, builder_key, True, 7)]
+        for version, key, tampered, builder in cases:
+            package_signed_by(daemon, version, key, tampered=tampered)
+            before = installed(builder_root)
+            before_snapshots = snapshots(f"{daemon.dataset}/{BUILDER}")
+            result = gnctl("update", "db")
+            assert result.returncode == 0, result.stdout + result.stderr
+            assert job_string(builder, "Machine") == BUILDER
+            assert wait_job(builder) == "failed"
+            error = job_string(builder, "Error")
+            assert error.startswith(
+                f"app-misc/hello-{version} failed: binary package refused: "
+                "GnuPG verification failed"
+            ), error
+            assert installed(builder_root) == before
+            assert snapshots(f"{daemon.dataset}/{BUILDER}") == before_snapshots
+            assert not list((pkgdir_b / "app-misc/hello").glob(f"hello-{version}*"))
+            assert f"hello-{version}" not in (pkgdir_b / "Packages").read_text()
+            assert merged(daemon, builder + 1) == [("source", f"app-misc/hello-{version}")]
+            assert hello_version(db) == str(version)
     finally:
         stop_pid(server.proc)
-        (daemon.repo / "app-misc/hello/hello-3.ebuild").unlink(missing_ok=True)
+        for version in (3, 4):
+            (daemon.repo / f"app-misc/hello/hello-{version}.ebuild").unlink(missing_ok=True)
 
 
 def test_a_binhost_that_does_not_answer_holds_the_updates_or_they_compile(

@@ -28,6 +28,7 @@ import contextlib
 import logging
 import os
 import shutil
+import stat
 import tempfile
 import urllib.error
 import urllib.request
@@ -232,47 +233,90 @@ def new_packages(pkgdir: Path, since: float) -> list[Path]:
     return sorted(found)
 
 
-def discard(pkgdir: Path, refused: Sequence[str]) -> None:
-    """Remove what a refused download left in PKGDIR: the download (Portage keeps it as
-    NAME.partial) and the empty file it allocated for the package. Only files directly
-    under PKGDIR's package directories are touched."""
-    for name in refused:
-        path = Path(name)
-        if path.suffix != ".partial" or pkgdir not in path.parents or ".." in path.parts:
-            continue
-        placeholder = path.with_suffix("")
-        with contextlib.suppress(OSError):
-            if path.is_file() and not path.is_symlink():
-                path.unlink()
-        with contextlib.suppress(OSError):
-            status = placeholder.lstat()
-            if status.st_size == 0 and placeholder.is_file() and not placeholder.is_symlink():
-                placeholder.unlink()
+async def discard(config: Config, refused: Sequence[str]) -> None:
+    """Remove from PKGDIR the binary packages Portage refused (their signature did not
+    verify), so that no machine tries them: a download refused at once (Portage keeps it
+    as NAME.partial, beside the empty file it allocated for the package), or a package
+    refused when it was unpacked (it is in the index: the index is brought up to date).
+    Every root of this host verifies with the same keyring, so none could use it. Only
+    regular files under PKGDIR are touched; raises BinhostError."""
+    pkgdir = config.portage.pkgdir
+
+    def remove() -> bool:
+        indexed = False
+        for name in refused:
+            path = Path(name)
+            if pkgdir not in path.parents or ".." in path.parts:
+                continue
+            if path.suffix == ".partial":
+                _remove_file(path)
+                _remove_file(path.with_suffix(""), empty=True)
+            else:
+                indexed = _remove_file(path) or indexed
+        return indexed
+
+    if await asyncio.to_thread(remove):
+        env = {
+            **_portage_environment(config),
+            "BINPKG_GPG_VERIFY_GPG_HOME": str(keyring_directory(config)),
+        }
+        await _fix_index(config, env)
 
 
-def publish_environment(config: Config) -> dict[str, str]:
-    """gpkg-sign's and emaint's settings: PKGDIR, the signing key and its home; and for
-    emaint, which reads each signed package it indexes, the same home to verify with
-    (Portage's default is /etc/portage/gnupg), as root (its default is nobody, who may
-    not read the admin's GnuPG home)."""
-    home = str(config.binhost.signing_home)
+def _remove_file(path: Path, *, empty: bool = False) -> bool:
+    """Remove a regular file (only an empty one with `empty`); whether it was there."""
+    try:
+        status = path.lstat()
+        if not stat.S_ISREG(status.st_mode) or (empty and status.st_size):
+            return False
+        path.unlink()
+    except OSError:
+        return False
+    log.warning("removed %s: Portage refused it", path)
+    return True
+
+
+def _portage_environment(config: Config) -> dict[str, str]:
+    """What emaint and gpkg-sign need on the host: PKGDIR, and gpg run as root (Portage
+    verifies as nobody, who may not read a GnuPG home under /root or the state directory)."""
     return {
         **config.portage.environment,
         "NOCOLOR": "true",
         "PKGDIR": str(config.portage.pkgdir),
-        "BINPKG_GPG_SIGNING_GPG_HOME": home,
-        "BINPKG_GPG_SIGNING_KEY": config.binhost.signing_key,
-        "BINPKG_GPG_VERIFY_GPG_HOME": home,
         "GPG_VERIFY_USER_DROP": "",
         "GPG_VERIFY_GROUP_DROP": "",
         "PORTAGE_TRUST_HELPER": "",
     }
 
 
+async def _fix_index(config: Config, env: dict[str, str]) -> None:
+    try:
+        await run(
+            [portage.tool(config.portage, "emaint"), "binhost", "--fix"],
+            env=commands.environment(env),
+        )
+    except (CommandFailed, OSError) as err:
+        why = f"cannot update the index of {config.portage.pkgdir}: {_why(err)}"
+        raise BinhostError(why) from err
+
+
+def publish_environment(config: Config) -> dict[str, str]:
+    """gpkg-sign's and emaint's settings on a host that publishes: the signing key and
+    its home; and for emaint, which reads each signed package it indexes, the same home
+    to verify with (Portage's default is /etc/portage/gnupg)."""
+    home = str(config.binhost.signing_home)
+    return {
+        **_portage_environment(config),
+        "BINPKG_GPG_SIGNING_GPG_HOME": home,
+        "BINPKG_GPG_SIGNING_KEY": config.binhost.signing_key,
+        "BINPKG_GPG_VERIFY_GPG_HOME": home,
+    }
+
+
 async def publish(config: Config, packages: Sequence[Path]) -> None:
     """Sign `packages` (a publishing host's new ones) and bring PKGDIR's index up to
     date; raises BinhostError."""
-    env = commands.environment(publish_environment(config))
+    env = publish_environment(config)
     sign = portage.tool(config.portage, "gpkg-sign")
     xpak = [str(p) for p in packages if not p.name.endswith(".gpkg.tar")]
     if xpak:
@@ -281,14 +325,10 @@ async def publish(config: Config, packages: Sequence[Path]) -> None:
     for start in range(0, len(signable), _SIGN_BATCH):
         batch = signable[start : start + _SIGN_BATCH]
         try:
-            await run([sign, *batch], env=env)
+            await run([sign, *batch], env=commands.environment(env))
         except (CommandFailed, OSError) as err:
             raise BinhostError(f"cannot sign the packages built: {_why(err)}") from err
-    try:
-        await run([portage.tool(config.portage, "emaint"), "binhost", "--fix"], env=env)
-    except (CommandFailed, OSError) as err:
-        why = f"cannot update the index of {config.portage.pkgdir}: {_why(err)}"
-        raise BinhostError(why) from err
+    await _fix_index(config, env)
 
 
 def _pending(config: Config) -> Path:

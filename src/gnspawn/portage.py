@@ -26,7 +26,8 @@ _COMPLETED = re.compile(r"^>>> Completed \((\d+) of (\d+)\) (\S+?)(?:::\S+)?(?: 
 _JOBS = re.compile(r"^>>> Jobs: (\d+) of (\d+) complete")
 _FAILED = re.compile(r"^>>> Failed to emerge (\S+?)(?:::\S+)?(?:,| for )")
 _ERROR = re.compile(r"^ \* ERROR: (\S+?)(?:::\S+)? failed(?: \((\w+) phase\))?")
-_REFUSED = re.compile(r"^!!! Invalid binary package: '([^']+)', (.+)$")
+_REFUSED = re.compile(r"^!!! (?:Invalid binary package:|Error extracting) '([^']+)', (.+)$")
+"""Portage refusing a binary package: on download, or when it unpacks it."""
 _LOG_FILE = re.compile(r"^>>>\s+'([^']+)'")
 _BUILD_LOG = re.compile(r"^ \* The complete build log is located at '([^']+)'")
 _PENDING = re.compile(r"^\[(ebuild|binary)\s+[^\]]*\] ([^\s:]+)")

@@ -137,7 +137,11 @@ async def _published(ctx: Context, progress: Progress, since: float, pretend: bo
     removed, and on a host that publishes, the packages it built signed and the index
     brought up to date. Why that failed, or "" (it is also logged)."""
     if progress.refused:
-        await asyncio.to_thread(binhost.discard, ctx.config.portage.pkgdir, progress.refused)
+        try:
+            await binhost.discard(ctx.config, progress.refused)
+        except binhost.BinhostError as err:
+            ctx.log(journal.ERR, str(err))
+            return str(err)
     if pretend or not ctx.config.binhost.publish:
         return ""
     try:
