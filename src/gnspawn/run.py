@@ -152,6 +152,7 @@ async def stream(
     second: Sequence[str],
     counted: Callable[[int], None],
     *,
+    env: Mapping[str, str] | None = None,
     block: int = 1 << 17,
 ) -> int:
     """Run `first | second` with the bytes passing through this process, and say how
@@ -161,16 +162,35 @@ async def stream(
     failed (the receiving end first: its words say why the sender's pipe broke). On
     cancel both are killed, and the cancel passes on.
     """
-    producer = await _start(first, None)
-    consumer = await _start(
-        second, None, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL
+    # The producer's output is a pipe of our own, not one of asyncio's: zfs-fuse's
+    # `zfs send` hands it to the zfs-fuse daemon, which writes to it and keeps it open
+    # after the command is gone; an asyncio pipe still open counts the process as
+    # running. Ours is closed when the stream ends, which stops such a writer too.
+    loop = asyncio.get_running_loop()
+    read, write = os.pipe()
+    try:
+        producer = await _start(first, env, stdout=write)
+    finally:
+        os.close(write)
+    source = asyncio.StreamReader(limit=block)
+    pipe, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(source), os.fdopen(read, "rb", 0)
     )
-    assert producer.stdout is not None and consumer.stdin is not None
+    try:
+        consumer = await _start(
+            second, env, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL
+        )
+    except BaseException:
+        pipe.close()
+        kill_group(producer.pid, signal.SIGKILL)
+        await _to_the_end(producer.wait())
+        raise
+    assert consumer.stdin is not None
     errors = [asyncio.ensure_future(_read_all(p.stderr)) for p in (producer, consumer)]
     total = 0
     try:
         try:
-            while chunk := await producer.stdout.read(block):
+            while chunk := await source.read(block):
                 consumer.stdin.write(chunk)
                 await consumer.stdin.drain()
                 total += len(chunk)
@@ -178,6 +198,8 @@ async def stream(
             consumer.stdin.close()
         except (BrokenPipeError, ConnectionResetError):
             kill_group(producer.pid, signal.SIGKILL)  # the far end is gone: stop sending
+        finally:
+            pipe.close()
         statuses = [await producer.wait(), await consumer.wait()]
     except BaseException:
         for proc in (producer, consumer):

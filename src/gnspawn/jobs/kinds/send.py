@@ -19,7 +19,15 @@ from gnspawn import machines, remote
 from gnspawn.errors import GnspawnError
 from gnspawn.inventory import gentoo_root
 from gnspawn.jobs import snapshots
-from gnspawn.jobs.context import FRESH_COUNTERS, Context, Host, JobFailed, Kind, Request
+from gnspawn.jobs.context import (
+    FRESH_COUNTERS,
+    Context,
+    Host,
+    JobFailed,
+    Kind,
+    Request,
+    uncancellable,
+)
 from gnspawn.jobs.kinds.remove import check_not_running, remove
 from gnspawn.names import (
     SENT_PROPERTY,
@@ -41,6 +49,7 @@ _DISCARD_TIMEOUT = 30.0
 class Send(Kind):
     type = JobType.SEND
     flags = Flags.FAIL_IF_BUSY | Flags.MOVE
+    cancellable = True
     state = MachineState.SENDING
 
     async def check(self, host: Host, request: Request) -> str:
@@ -70,25 +79,25 @@ class Send(Kind):
         try:
             await _send(ctx, far, dataset, snapshot)
         except BaseException:
-            await _discard(ctx, far)
-            await _drop_unsent(ctx, snapshot.full_name)
+            await uncancellable(_undo(ctx, far, snapshot.full_name))
             raise
         finally:
             await far.close()
-        await _mark_sent(ctx, dataset, snapshot.name, target)
         if Flags.MOVE in job.flags:
             await remove(ctx)
             ctx.log(journal.NOTICE, f"removed {job.machine} here: {target} has it now")
             return JobResult.DONE
-        ctx.change(phase=Phase.CLEANUP)
         await snapshots.prune(ctx, dataset)
         return JobResult.DONE
 
     async def recover(self, ctx: Context) -> tuple[JobResult, str]:
         """The send died with the daemon: a whole one left at most NAME:receiving on the
         target, which it is told to discard (and discards before the next send anyway);
-        an incremental one left the target as it was."""
+        an incremental one left the target as it was. Once the target has picked it
+        up, it is done (and with MOVE removed here)."""
         if ctx.job.phase is Phase.CLEANUP:  # the target has it, and it is marked sent
+            if Flags.MOVE in ctx.job.flags:
+                await remove(ctx)
             return JobResult.DONE, ""
         if ctx.job.snapshot:
             await _drop_unsent(ctx, ctx.job.snapshot)
@@ -131,10 +140,17 @@ async def _send(ctx: Context, far: remote.RemoteManager, dataset: str, snapshot:
         receive = remote.ssh_argv(target, "zfs", "receive", *force, into)
         try:
             size = int(await ctx.zfs.get(upto.full_name, "referenced"))
-            total += await stream(send, receive, _counter(ctx, total, size))
+            total += await stream(send, receive, _counter(ctx, total, size), env=_tagged(ctx))
         except CommandFailed as err:
             raise JobFailed(f"sending {name} to {target} failed: {err.message}") from err
     ctx.log(journal.NOTICE, f"sent {total} bytes to {target}")
+    await uncancellable(_adopt(ctx, far, dataset, snapshot.name))
+
+
+async def _adopt(ctx: Context, far: remote.RemoteManager, dataset: str, snapshot: str) -> None:
+    """The target picks the machine up; `snapshot` is then the newest it has. Not
+    cancelled half way: the mark must say what the target has."""
+    name, target = ctx.job.machine, ctx.job.argument
     try:
         await far.call("AdoptReceived", "sst", name, origin(dataset), 0)
     except GnspawnError as err:
@@ -142,6 +158,8 @@ async def _send(ctx: Context, far: remote.RemoteManager, dataset: str, snapshot:
     except remote.Unreachable as err:
         raise JobFailed(str(err)) from err
     ctx.log(journal.NOTICE, f"{target} has {name} ready")
+    await _mark_sent(ctx, dataset, snapshot, target)
+    ctx.change(phase=Phase.CLEANUP)
 
 
 def _streams(
@@ -164,6 +182,13 @@ def _streams(
     return [(None, first)] + ([(first, snapshot)] if first != snapshot else [])
 
 
+def _tagged(ctx: Context) -> dict[str, str]:
+    """The job's marks on the processes of the send: a daemon that dies leaves none
+    running unseen (recovery kills what carries them)."""
+    name, _, value = ctx.tag.partition("=")
+    return {"GNSPAWN_JOB": str(ctx.job.id), name: value}
+
+
 def _counter(ctx: Context, before: int, size: int) -> Callable[[int], None]:
     """Progress from the bytes that went through: a share of the snapshot's size (an
     estimate: a stream is not the size of the data), and a line now and then."""
@@ -178,6 +203,13 @@ def _counter(ctx: Context, before: int, size: int) -> Callable[[int], None]:
             ctx.log(journal.INFO, f"{done} bytes sent")
 
     return counted
+
+
+async def _undo(ctx: Context, far: remote.RemoteManager, snapshot: str) -> None:
+    """After a failed or cancelled send: nothing half received left on the target,
+    and the job's snapshot gone here unless the target has it."""
+    await _discard(ctx, far)
+    await _drop_unsent(ctx, snapshot)
 
 
 async def _discard(ctx: Context, far: remote.RemoteManager) -> None:
