@@ -69,7 +69,7 @@ async def adopt(host: Host, name: str, origin: str) -> None:
         found = await host.zfs.filesystem(dataset, [ORIGIN_PROPERTY])
         if found is None:
             raise NoSuchMachine(f"nothing of {name} was received")
-        if found.get(ORIGIN_PROPERTY) not in (origin, "-"):
+        if found.get(ORIGIN_PROPERTY) != origin:  # only a copy from there is updated
             raise MachineExists(f"machine {name} exists here and was not sent from {origin}")
     await host.zfs.set(dataset, ORIGIN_PROPERTY, origin)
     await host.zfs.set(dataset, "mountpoint", str(machines.directory(host.config, name)))
