@@ -349,38 +349,31 @@ def valid_origin(origin: str) -> bool:
     return bool(re.fullmatch(r"[A-Za-z0-9_.:@/+-]{1,512}", origin))
 
 
-def prepare_receive_errors(name: str, origin: str, flags: int) -> Errors:
-    """A name that is taken here (by a dataset that came from no sender, a directory or
-    a .nspawn file) is refused; a fresh one is a valid request."""
+def discard_received_errors(name: str, origin: str, flags: int) -> Errors:
+    """What every call of a receiving side checks first: flags, name, then the sender."""
     errors = set(flag_errors(flags, 0))
     if not valid_name(name):
         errors.add(INVALID_NAME)
     elif not valid_origin(origin):
         errors.add(INVALID_ARGS)
-    elif name in TAKEN:
-        errors.add(MACHINE_EXISTS)
     return frozenset(errors)
+
+
+def prepare_receive_errors(name: str, origin: str, flags: int) -> Errors:
+    """A name that is taken here (by a dataset that came from no sender, a directory or
+    a .nspawn file) is refused; a fresh one is a valid request."""
+    errors = discard_received_errors(name, origin, flags)
+    if valid_name(name) and valid_origin(origin) and name in TAKEN:
+        errors |= {MACHINE_EXISTS}
+    return errors
 
 
 def adopt_received_errors(name: str, origin: str, flags: int) -> Errors:
     """Nothing was received here: a dataset that came from no sender is not taken up."""
-    errors = set(flag_errors(flags, 0))
-    if not valid_name(name):
-        errors.add(INVALID_NAME)
-    elif not valid_origin(origin):
-        errors.add(INVALID_ARGS)
-    else:
-        errors.add(MACHINE_EXISTS if name in DATASETS else NO_SUCH_MACHINE)
-    return frozenset(errors)
-
-
-def discard_received_errors(name: str, origin: str, flags: int) -> Errors:
-    errors = set(flag_errors(flags, 0))
-    if not valid_name(name):
-        errors.add(INVALID_NAME)
-    elif not valid_origin(origin):
-        errors.add(INVALID_ARGS)
-    return frozenset(errors)
+    errors = discard_received_errors(name, origin, flags)
+    if valid_name(name) and valid_origin(origin):
+        errors |= {MACHINE_EXISTS if name in DATASETS else NO_SUCH_MACHINE}
+    return errors
 
 
 def get_job_errors(job: int) -> Errors:

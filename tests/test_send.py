@@ -8,7 +8,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,20 @@ import pytest
 
 from gnspawn.jobs.kinds.send import _streams
 from gnspawn.zfs import Snapshot
-from helpers import call, gdbus_error, gnctl, job_string, queued, snapshots, wait_until
+from helpers import (
+    call,
+    error_of,
+    gdbus_argv,
+    gdbus_error,
+    gnctl,
+    gnspawn_processes,
+    job_string,
+    queued,
+    remote_gnctl,
+    snapshots,
+    wait_job,
+    wait_until,
+)
 from testbed import OTHER_POOL, OtherHost, Testbed, tree_hash, zfs
 
 OTHER_MACHINES = f"{OTHER_POOL}/machines"
@@ -40,33 +52,14 @@ def other(bed: Testbed) -> Iterator[OtherHost]:
 
 def other_gnctl(other: OtherHost, *args: str) -> subprocess.CompletedProcess[str]:
     """gnctl -H on the other host, as its admin would reach it from here."""
-    env = {**os.environ, "SYSTEMD_SSH": str(other.ssh)}
-    env.pop("DBUS_SYSTEM_BUS_ADDRESS", None)
-    return subprocess.run(
-        [sys.executable, "-m", "gnspawn.ctl.main", "-H", other.host, *args],
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        env=env,
-    )
+    return remote_gnctl(other.host, other.ssh, *args)
 
 
 def other_error(other: OtherHost, method: str, *args: str) -> str:
     """'name: message' of a failing Manager call on the other host (gdbus there)."""
-    result = other.run(
-        "gdbus",
-        "call",
-        "--system",
-        "--dest",
-        "org.gnspawn1",
-        "--object-path",
-        "/org/gnspawn1",
-        "--method",
-        f"org.gnspawn1.Manager.{method}",
-        *args,
+    return error_of(
+        other.run(*gdbus_argv("/org/gnspawn1", f"org.gnspawn1.Manager.{method}", *args))
     )
-    assert result.returncode != 0 and "GDBus.Error:" in result.stderr, result
-    return result.stderr.split("GDBus.Error:", 1)[1].strip()
 
 
 def sent_bytes(bed: Testbed, job: int) -> int:
@@ -271,6 +264,21 @@ def test_bad_requests_have_their_own_errors(bed: Testbed, other: OtherHost) -> N
     assert gnctl("jobs", "--no-legend").stdout == ""
     assert snapshots(f"{bed.dataset}/web") == []
     assert other.zfs_list() == [OTHER_POOL, OTHER_MACHINES]
+
+
+def test_a_send_canceled_midway_leaves_nothing_there(bed: Testbed, other: OtherHost) -> None:
+    seed(bed)
+    other.cut(f"pause:{1 << 20}")
+    job = queued(call("Send", "sst", "web", other.host, "0").stdout)
+    wait_until(other.paused.exists, "the stream to pause")
+
+    canceled = gnctl("cancel", str(job))
+
+    assert canceled.returncode == 0, canceled.stderr
+    assert wait_job(job) == "canceled"
+    assert snapshots(f"{bed.dataset}/web") == []
+    wait_until(lambda: other.zfs_list() == [OTHER_POOL, OTHER_MACHINES], "nothing there")
+    assert not gnspawn_processes(job), "a process of the send runs on"
 
 
 def test_a_daemon_killed_mid_send_fails_the_job_and_leaves_nothing_there(

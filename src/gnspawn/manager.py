@@ -28,7 +28,6 @@ from gnspawn.names import (
     JobType,
     MachineState,
     NoticeKind,
-    Phase,
     job_title,
     machine_path,
 )
@@ -308,7 +307,7 @@ class Manager:
             self.queue.remove_waiting(job)
             self.recorder.finish(job, JobResult.CANCELED, "it had not started")
             return
-        if not KINDS[job.type].cancellable or job.phase is Phase.ROLLBACK:
+        if not KINDS[job.type].cancellable or job.phase in KINDS[job.type].settled:
             raise NotCancellable(f"job {job_id} is in phase {job.phase}, which must finish")
         task.cancel()
 

@@ -50,6 +50,7 @@ class Send(Kind):
     type = JobType.SEND
     flags = Flags.FAIL_IF_BUSY | Flags.MOVE
     cancellable = True
+    settled = frozenset({Phase.CLEANUP})  # the target has it: what is left must finish
     state = MachineState.SENDING
 
     async def check(self, host: Host, request: Request) -> str:
