@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from gnspawn.jobs.kinds.send import _streams
-from gnspawn.zfs import Snapshot
+from gnspawn.zfs import Snapshot, Zfs
 from helpers import (
     call,
     error_of,
@@ -315,3 +315,16 @@ def test_unit_streams_whole_then_from_the_oldest() -> None:
     assert _streams(ours, newest, ["mine", "gnspawn-1-pre"], "h") == [(first, newest)]
     with pytest.raises(Exception, match="changed there since it was sent"):
         _streams(ours, newest, ["gnspawn-9-pre"], "h")
+
+
+def test_unit_an_encrypted_dataset_is_sent_raw() -> None:
+    zfs_ = Zfs("zfs")
+    assert zfs_.send_argv("p/m/web@b") == ["zfs", "send", "p/m/web@b"]
+    assert zfs_.send_argv("p/m/web@b", since="p/m/web@a", raw=True) == [
+        "zfs",
+        "send",
+        "-w",
+        "-I",
+        "p/m/web@a",
+        "p/m/web@b",
+    ]

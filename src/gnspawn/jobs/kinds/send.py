@@ -30,6 +30,7 @@ from gnspawn.jobs.context import (
 )
 from gnspawn.jobs.kinds.remove import check_not_running, remove
 from gnspawn.names import (
+    RECEIVING_SUFFIX,
     SENT_PROPERTY,
     SNAPSHOT_PREFIX,
     Flags,
@@ -145,19 +146,22 @@ async def _send(ctx: Context, far: remote.RemoteManager, dataset: str, snapshot:
         except CommandFailed as err:
             raise JobFailed(f"sending {name} to {target} failed: {err.message}") from err
     ctx.log(journal.NOTICE, f"sent {total} bytes to {target}")
-    await uncancellable(_adopt(ctx, far, dataset, snapshot.name))
+    whole = into.endswith(RECEIVING_SUFFIX)
+    await uncancellable(_adopt(ctx, far, dataset, snapshot.name, whole=whole))
 
 
-async def _adopt(ctx: Context, far: remote.RemoteManager, dataset: str, snapshot: str) -> None:
+async def _adopt(
+    ctx: Context, far: remote.RemoteManager, dataset: str, snapshot: str, *, whole: bool
+) -> None:
     """The target picks the machine up; `snapshot` is then the newest it has. Not
     cancelled half way: the mark must say what the target has."""
     name, target = ctx.job.machine, ctx.job.argument
     try:
         await far.call("AdoptReceived", "sst", name, origin(dataset), 0)
-    except GnspawnError as err:
+    except (GnspawnError, remote.Unreachable) as err:
+        if not whole:  # its copy has the snapshot all the same: the next send starts there
+            await _mark_sent(ctx, dataset, snapshot, target)
         raise JobFailed(f"{target} did not pick {name} up: {err}") from err
-    except remote.Unreachable as err:
-        raise JobFailed(str(err)) from err
     ctx.log(journal.NOTICE, f"{target} has {name} ready")
     await _mark_sent(ctx, dataset, snapshot, target)
     ctx.change(phase=Phase.CLEANUP)
