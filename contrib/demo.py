@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 from ebuilds import write_conf, write_consumer, write_library, write_plain  # noqa: E402
-from testbed import Testbed, toml_value  # noqa: E402
+from testbed import OtherHost, Testbed, toml_value  # noqa: E402
 from upstream import sync_environment, upstream_of  # noqa: E402
 
 STATE = "sandbox.json"
@@ -105,6 +105,7 @@ def demo(bed: Testbed, stack: contextlib.ExitStack) -> None:
 
     weekly_cycle(bed, stack)
     health_check(bed)
+    send_to_another_host(bed)
 
     step("what gnspawn knows now")
     gnctl("jobs")
@@ -112,6 +113,33 @@ def demo(bed: Testbed, stack: contextlib.ExitStack) -> None:
 
     step("what the weekly cycle changed on lib: its update's pre snapshot against now")
     gnctl("diff", "lib")
+
+
+def send_to_another_host(bed: Testbed) -> None:
+    """web sent whole to a second gnspawn host, changed, and sent again: incremental."""
+    step("web sent to a second gnspawn host (its own pool, bus and gnspawnd) over ssh")
+    other = OtherHost(bed.dir / "other")
+    try:
+        print(f"   gnspawnd sends through ssh to {other.host}, with a key of the demo's own")
+        bed.stop_daemon()
+        bed.start_daemon(env={"SYSTEMD_SSH": str(other.ssh)})
+        code = gnctl("send", "web", other.host)
+        print(f"   exit status {code}")
+        print(f"$ gnctl -H {other.host} list", flush=True)
+        env = {**os.environ, "SYSTEMD_SSH": str(other.ssh)}
+        env.pop("DBUS_SYSTEM_BUS_ADDRESS", None)
+        argv = [sys.executable, "-m", "gnspawn.ctl.main", "-H", other.host, "list"]
+        subprocess.run(argv, env=env, check=False)
+        print("   web changes here, and the second send carries only the change")
+        (bed.machines / "web" / "etc" / "motd").write_text("sent twice\n")
+        gnctl("send", "web", other.host)
+        gnctl("snapshots", "web")
+        print(f"$ ssh {other.host} zfs list -t all -o name", flush=True)
+        print(other.run("zfs", "list", "-t", "all", "-o", "name").stdout, end="", flush=True)
+    finally:
+        other.stop()
+        bed.stop_daemon()
+        bed.start_daemon()
 
 
 NEWS_ITEM = "2026-12-01-broken-3"

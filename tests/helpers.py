@@ -38,7 +38,15 @@ def gdbus(
     path: str, method: str, *args: str, user: int | None = None
 ) -> subprocess.CompletedProcess[str]:
     """gdbus call, which (unlike busctl) prints a failing call's error name and message."""
-    argv = [
+    argv = gdbus_argv(path, method, *args)
+    if user is not None:
+        argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *argv]
+    return subprocess.run(argv, capture_output=True, text=True)
+
+
+def gdbus_argv(path: str, method: str, *args: str) -> list[str]:
+    """The gdbus command that calls `method` of gnspawnd's object `path`."""
+    return [
         "gdbus",
         "call",
         "--system",
@@ -50,16 +58,17 @@ def gdbus(
         method,
         *args,
     ]
-    if user is not None:
-        argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *argv]
-    return subprocess.run(argv, capture_output=True, text=True)
+
+
+def error_of(result: subprocess.CompletedProcess[str]) -> str:
+    """'name: message' of a failed gdbus call."""
+    assert result.returncode != 0 and "GDBus.Error:" in result.stderr, result
+    return result.stderr.split("GDBus.Error:", 1)[1].strip()
 
 
 def gdbus_error(method: str, *args: str, user: int | None = None) -> str:
     """'name: message' of a failing Manager call."""
-    result = gdbus("/org/gnspawn1", f"org.gnspawn1.Manager.{method}", *args, user=user)
-    assert result.returncode != 0, (method, result.stdout)
-    return result.stderr.split("GDBus.Error:", 1)[1].strip()
+    return error_of(gdbus("/org/gnspawn1", f"org.gnspawn1.Manager.{method}", *args, user=user))
 
 
 def call(
@@ -76,6 +85,20 @@ def gnctl(*args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         stdin=subprocess.DEVNULL,
+    )
+
+
+def remote_gnctl(host: str, ssh: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """gnctl -H HOST, its ssh the test's (SYSTEMD_SSH)."""
+    env = {**os.environ, "SYSTEMD_SSH": str(ssh)}
+    # Nothing of the bus's address travels: the far end finds its system bus itself.
+    env.pop("DBUS_SYSTEM_BUS_ADDRESS", None)
+    return subprocess.run(
+        [sys.executable, "-m", "gnspawn.ctl.main", "-H", host, *args],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        env=env,
     )
 
 

@@ -3,7 +3,6 @@ completing shell, and against a remote host over ssh."""
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import helpers
 from helpers import Tmux, call, gnctl, hello_version, job_string, queued, wait_job, wait_until
 from testbed import REPO_ROOT, Sshd, Testbed, emerge_environment
 
@@ -194,16 +194,7 @@ def remote(daemon: Testbed) -> Iterator[Sshd]:
 
 
 def remote_gnctl(sshd: Sshd, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SYSTEMD_SSH": str(sshd.ssh)}
-    # Nothing of the bus's address travels: the far end finds its system bus itself.
-    env.pop("DBUS_SYSTEM_BUS_ADDRESS", None)
-    return subprocess.run(
-        [sys.executable, "-m", "gnspawn.ctl.main", "-H", sshd.host, *args],
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        env=env,
-    )
+    return helpers.remote_gnctl(sshd.host, sshd.ssh, *args)
 
 
 def test_a_remote_host_over_ssh(daemon: Testbed, remote: Sshd) -> None:

@@ -7,9 +7,9 @@ import io
 
 import pytest
 
-from gnspawn.ctl.client import ssh_argv
 from gnspawn.ctl.main import build_parser, notice_lines, verb_first
 from gnspawn.ctl.progress import Display, JobView, printable
+from gnspawn.remote import ssh_argv
 
 
 @pytest.mark.parametrize(

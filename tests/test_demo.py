@@ -78,6 +78,11 @@ def test_the_sandbox_is_reachable_as_printed_and_stops_completely(
     assert re.search(r"^gnspawn-2-pre .*kept: pinned \(tag before-update\)$", out, re.MULTILINE)
     assert "job 5: rollback of web done: 1 downgraded" in out, out
     assert "$ gnctl diff web before-update\nweb: before-update -> now\n0 changes listed." in out
+    # web sent to a second host whole, then again with only what changed since.
+    sends = re.findall(r"^job (\d+): send of web done$", out, re.MULTILINE)
+    assert len(sends) == 2, out
+    assert re.search(rf"^gnspawn-other/machines/web@gnspawn-{sends[1]}-send$", out, re.MULTILINE)
+    assert re.search(rf"^gnspawn-{sends[1]}-send .*kept: the newest one root@127", out, re.M)
     # The story ends with a diff of the weekly cycle's update of lib; only the note on the
     # sandbox left running follows.
     story, _, kept = out.rpartition("\n== the sandbox keeps running")

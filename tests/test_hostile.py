@@ -40,6 +40,7 @@ NO_SUCH_NEWS_ITEM = ERROR + "NoSuchNewsItem"
 NO_SUCH_CONFIG_FILE = ERROR + "NoSuchConfigFile"
 NOT_CANCELLABLE = ERROR + "NotCancellable"
 INVALID_TAG = ERROR + "InvalidTag"
+INVALID_HOST = ERROR + "InvalidHost"
 NO_PACKAGE_RECORD = ERROR + "NoPackageRecord"
 STANDARD = "org.freedesktop.DBus.Error."
 INVALID_ARGS = STANDARD + "InvalidArgs"
@@ -72,6 +73,10 @@ SIGNATURES = {
     "ListJobs": "",
     "GetJob": "u",
     "CancelJob": "u",
+    "Send": "sst",
+    "PrepareReceive": "sst",
+    "AdoptReceived": "sst",
+    "DiscardReceived": "sst",
     "Job.Cancel": "",
 }
 """Every method of the Manager, and the Job's Cancel (called on job 1)."""
@@ -115,6 +120,12 @@ ERRORS_OF: dict[str, Errors] = {
     "GetJob": frozenset({NO_SUCH_JOB, INVALID_ARGS}),
     "CancelJob": frozenset({NO_SUCH_JOB, NOT_CANCELLABLE, INVALID_ARGS}),
     "Job.Cancel": frozenset({NOT_CANCELLABLE, INVALID_ARGS}),
+    "Send": frozenset(
+        {INVALID_NAME, NO_SUCH_MACHINE, NOT_GENTOO, INVALID_HOST, BUSY, INVALID_ARGS}
+    ),
+    "PrepareReceive": frozenset({INVALID_NAME, MACHINE_EXISTS, BUSY, INVALID_ARGS}),
+    "AdoptReceived": frozenset({INVALID_NAME, MACHINE_EXISTS, NO_SUCH_MACHINE, INVALID_ARGS}),
+    "DiscardReceived": frozenset({INVALID_NAME, INVALID_ARGS}),
 }
 """What each method may answer root's bad input with; each input narrows it further."""
 
@@ -140,9 +151,9 @@ PROFILE = "default"
 PROFILES = ("", PROFILE, f"{PROFILE}/bootable", f"{PROFILE}/flaky")
 """What Build takes for a profile: "" (the default) and the test repository's profiles."""
 
-FAIL_IF_BUSY, KEEP_FAILED, PRETEND, RESUME, SCHEDULED, NO_CANARY = 1, 2, 4, 8, 16, 32
-ALL_FLAGS = 0x3F
-NO_METHOD_KNOWS = 1 << 6
+FAIL_IF_BUSY, KEEP_FAILED, PRETEND, RESUME, SCHEDULED, NO_CANARY, MOVE = 1, 2, 4, 8, 16, 32, 64
+ALL_FLAGS = 0x7F
+NO_METHOD_KNOWS = 1 << 7
 MAX_U32 = 2**32 - 1
 MAX_U64 = 2**64 - 1
 HUGE = "x" * 100_000
@@ -314,6 +325,57 @@ def keep_errors(name: str, snapshot: str, tag: str, flags: int) -> Errors:
     return errors
 
 
+def valid_host(host: str) -> bool:
+    """The README's rule for a host to send to: [USER@]HOST[:PORT], as gnctl -H takes it."""
+    return len(host) <= 255 and bool(
+        re.fullmatch(
+            r"(?:[^@:/\s-][^@:/\s]*@)?(?:[^@:/\s-][^@:/\s]*|\[[0-9a-fA-F:]+\])(?::\d+)?", host
+        )
+    )
+
+
+def send_errors(name: str, host: str, flags: int) -> Errors:
+    errors = set(name_errors(name) | flag_errors(flags, FAIL_IF_BUSY | MOVE))
+    if not valid_name(name):
+        return frozenset(errors)
+    if not valid_host(host):
+        errors.add(INVALID_HOST)
+    if name == PLAIN:
+        errors.add(NOT_GENTOO)
+    return frozenset(errors)
+
+
+def valid_origin(origin: str) -> bool:
+    return bool(re.fullmatch(r"[A-Za-z0-9_.:@/+-]{1,512}", origin))
+
+
+def discard_received_errors(name: str, origin: str, flags: int) -> Errors:
+    """What every call of a receiving side checks first: flags, name, then the sender."""
+    errors = set(flag_errors(flags, 0))
+    if not valid_name(name):
+        errors.add(INVALID_NAME)
+    elif not valid_origin(origin):
+        errors.add(INVALID_ARGS)
+    return frozenset(errors)
+
+
+def prepare_receive_errors(name: str, origin: str, flags: int) -> Errors:
+    """A name that is taken here (by a dataset that came from no sender, a directory or
+    a .nspawn file) is refused; a fresh one is a valid request."""
+    errors = discard_received_errors(name, origin, flags)
+    if valid_name(name) and valid_origin(origin) and name in TAKEN:
+        errors |= {MACHINE_EXISTS}
+    return errors
+
+
+def adopt_received_errors(name: str, origin: str, flags: int) -> Errors:
+    """Nothing was received here: a dataset that came from no sender is not taken up."""
+    errors = discard_received_errors(name, origin, flags)
+    if valid_name(name) and valid_origin(origin):
+        errors |= {MACHINE_EXISTS if name in DATASETS else NO_SUCH_MACHINE}
+    return errors
+
+
 def get_job_errors(job: int) -> Errors:
     return frozenset(() if job == 1 else {NO_SUCH_JOB})
 
@@ -344,6 +406,10 @@ RULES: dict[str, Callable[..., Errors]] = {
     "GetJob": get_job_errors,
     "CancelJob": cancel_job_errors,
     "Job.Cancel": lambda: frozenset({NOT_CANCELLABLE}),
+    "Send": send_errors,
+    "PrepareReceive": prepare_receive_errors,
+    "AdoptReceived": adopt_received_errors,
+    "DiscardReceived": discard_received_errors,
 }
 """The errors that describe an input; empty for a valid request, which is never sent."""
 
@@ -644,6 +710,29 @@ EXPECTED: list[tuple[str, tuple[Value, ...], str]] = [
     ("CancelJob", (2,), NO_SUCH_JOB),
     ("CancelJob", (1,), NOT_CANCELLABLE),
     ("Job.Cancel", (), NOT_CANCELLABLE),
+    ("Send", (WEB, "a host", 0), INVALID_HOST),
+    ("Send", (WEB, "-oProxyCommand=id", 0), INVALID_HOST),
+    ("Send", (WEB, "root@host:22/x", 0), INVALID_HOST),
+    ("Send", (WEB, "", 0), INVALID_HOST),
+    ("Send", ("../web", "host", 0), INVALID_NAME),
+    ("Send", (GHOST, "host", 0), NO_SUCH_MACHINE),
+    ("Send", (FOREIGN, "host", 0), NO_SUCH_MACHINE),
+    ("Send", (PLAIN, "host", 0), NOT_GENTOO),
+    ("Send", (WEB, "host", PRETEND), INVALID_ARGS),
+    ("Send", (WEB, "host", NO_METHOD_KNOWS), INVALID_ARGS),
+    ("PrepareReceive", (WEB, "h:pool/machines/web", 0), MACHINE_EXISTS),
+    ("PrepareReceive", (PLAIN, "h:pool/machines/plain", 0), MACHINE_EXISTS),
+    ("PrepareReceive", (FOREIGN, "h:pool/machines/foreign", 0), MACHINE_EXISTS),
+    ("PrepareReceive", (GHOST, "h:pool/machines/ghost", 0), MACHINE_EXISTS),
+    ("PrepareReceive", ("web@x", "h:p", 0), INVALID_NAME),
+    ("PrepareReceive", (FRESH, "h p", 0), INVALID_ARGS),
+    ("PrepareReceive", (FRESH, "h:p", MOVE), INVALID_ARGS),
+    ("AdoptReceived", (WEB, "h:pool/machines/web", 0), MACHINE_EXISTS),
+    ("AdoptReceived", (FRESH, "h:pool/machines/fresh", 0), NO_SUCH_MACHINE),
+    ("AdoptReceived", ("..", "h:p", 0), INVALID_NAME),
+    ("AdoptReceived", (FRESH, "", 0), INVALID_ARGS),
+    ("DiscardReceived", ("a/b", "h:p", 0), INVALID_NAME),
+    ("DiscardReceived", (FRESH, "h:p", 1), INVALID_ARGS),
 ]
 
 
@@ -684,6 +773,9 @@ HUGE_INPUTS: list[tuple[str, tuple[Value, ...], str]] = [
     ("Keep", (WEB, PROTECTED, HUGE, 0), INVALID_TAG),
     ("Keep", (WEB, HUGE, "", 0), NO_SUCH_SNAPSHOT),
     ("Unkeep", (WEB, HUGE, 0), NO_SUCH_SNAPSHOT),
+    ("Send", (HUGE, "host", 0), INVALID_NAME),
+    ("Send", (WEB, HUGE, 0), INVALID_HOST),
+    ("PrepareReceive", (FRESH, HUGE, 0), INVALID_ARGS),
 ]
 
 
@@ -794,7 +886,7 @@ snapshots = st.one_of(
 )
 flags = st.one_of(
     st.sampled_from(
-        [0, FAIL_IF_BUSY, KEEP_FAILED, PRETEND, RESUME, SCHEDULED, NO_CANARY, ALL_FLAGS]
+        [0, FAIL_IF_BUSY, KEEP_FAILED, PRETEND, RESUME, SCHEDULED, NO_CANARY, MOVE, ALL_FLAGS]
     ),
     st.sampled_from([NO_METHOD_KNOWS, 1 << 63, MAX_U64]),
     st.integers(min_value=0, max_value=MAX_U64),
@@ -834,6 +926,22 @@ def test_build(world: World, name: str, profile: str, flag_bits: int) -> None:
 def test_remove(world: World, name: str, flag_bits: int) -> None:
     assume(harmless("Remove", name, flag_bits))
     ask("Remove", name, flag_bits)
+
+
+hosts = st.one_of(
+    st.sampled_from(
+        ["", "host", "root@host:22", "-oProxyCommand=id", "a b", "host\n", "[::1]:2222", "@h"]
+    ),
+    any_text,
+)
+
+
+@CASES
+@given(name=names, host=hosts, flag_bits=flags)
+def test_send(world: World, name: str, host: str, flag_bits: int) -> None:
+    # A valid request would queue a send (to a host that does not answer): not sent.
+    assume(harmless("Send", name, host, flag_bits))
+    ask("Send", name, host, flag_bits)
 
 
 @CASES
@@ -934,6 +1042,10 @@ SIGNATURE_BASE: dict[str, tuple[Value, ...]] = {
     "DiffPackages": (WEB, "nope", ""),
     "Keep": (WEB, "nope", "", 0),
     "Unkeep": (WEB, "nope", 0),
+    "Send": (GHOST, "host", 0),
+    "PrepareReceive": (WEB, "h:p", 0),
+    "AdoptReceived": (FRESH, "h:p", 0),
+    "DiscardReceived": (FRESH, "h:p", 0),
     "ListChanges": (0,),
     "ListJobs": (),
     "GetJob": (1,),

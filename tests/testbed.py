@@ -12,6 +12,7 @@ import errno
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -115,7 +116,8 @@ class Journald:
 class ZfsPool:
     """zfs-fuse with one pool on a sparse file."""
 
-    def __init__(self, directory: Path, size: str = "2G") -> None:
+    def __init__(self, directory: Path, size: str = "2G", name: str = POOL) -> None:
+        self.name = name
         self.file = directory / "pool.img"
         self.proc = subprocess.Popen(
             ["/usr/sbin/zfs-fuse", "--no-daemon", "--no-kstat-mount"],
@@ -128,10 +130,10 @@ class ZfsPool:
         )
         self.file.unlink(missing_ok=True)
         subprocess.run(["truncate", "-s", size, str(self.file)], check=True)
-        zfs("zpool", "create", "-o", "cachefile=none", "-m", "none", POOL, str(self.file))
+        zfs("zpool", "create", "-o", "cachefile=none", "-m", "none", name, str(self.file))
 
     def stop(self) -> None:
-        zfs("zpool", "destroy", "-f", POOL, check=False)
+        zfs("zpool", "destroy", "-f", self.name, check=False)
         stop_pid(self.proc)
         self.file.unlink(missing_ok=True)
 
@@ -247,8 +249,9 @@ class Testbed:
     __test__ = False
     """All components, a repository, a config, and gnspawnd itself."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, pool: str = POOL) -> None:
         self.dir = directory
+        self.pool_name = pool
         self.dir.mkdir(parents=True, exist_ok=True)
         self.repo = self.dir / "repo"
         self.machines = self.dir / "machines"
@@ -270,14 +273,14 @@ class Testbed:
         self._mount_prefix_tools()
         self._share_machines_directory()
         self.journal = Journald()
-        self.pool = ZfsPool(self.dir)
-        zfs("create", "-p", f"{POOL}/machines")
+        self.pool = ZfsPool(self.dir, name=pool)
+        zfs("create", "-p", self.dataset)
         self.bus = Bus(self.dir)
         self.write_config()
 
     @property
     def dataset(self) -> str:
-        return f"{POOL}/machines"
+        return f"{self.pool_name}/machines"
 
     def _mount_host_portage_config(self) -> None:
         """The test bed's own <venv>/etc/portage, which Portage from PyPI reads even with
@@ -695,3 +698,105 @@ class Sshd:
 
     def stop(self) -> None:
         stop_pid(self.proc)
+
+
+OTHER_POOL = "gnspawn-other"
+
+
+class OtherHost:
+    """A second gnspawn host on this machine: a test bed of its own (pool
+    gnspawn-other, bus, journald, gnspawnd) with an sshd that lets root in, all in a
+    child process with its own mount namespace and /run, where zfs-fuse's fixed
+    socket is its own. It is reached as a real other host: over ssh to 127.0.0.1.
+
+    `ssh` is the ssh program for $SYSTEMD_SSH: ssh with the bed's key, which cuts the
+    stream of a `zfs receive` when told to (cut()). `root()` shows a path as that
+    host sees it, through /proc/PID/root."""
+
+    def __init__(self, directory: Path) -> None:
+        # Afresh: zfs-fuse leaves the mountpoints of the last one's machines behind.
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir(parents=True)
+        self.dir = directory
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).parent / "other_host.py"), str(directory)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=(directory / "other_host.log").open("ab"),
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the other host did not start:\n{self.log()}")
+        said = json.loads(line)
+        self.port: int = said["port"]
+        self.dataset: str = said["dataset"]
+        self.machines = Path(said["machines"])
+        self.nspawn = Path(said["nspawn"])
+        self.cuts = directory / "cuts"
+        self.cuts.unlink(missing_ok=True)
+        self.paused = directory / "paused"
+        self.paused.unlink(missing_ok=True)
+        self.ssh = directory / "ssh-cutting"
+        self.ssh.write_text(CUTTING_SSH.format(ssh=said["ssh"], cuts=self.cuts, paused=self.paused))
+        self.ssh.chmod(0o755)
+
+    def log(self) -> str:
+        return (self.dir / "other_host.log").read_text()
+
+    @property
+    def host(self) -> str:
+        return f"root@127.0.0.1:{self.port}"
+
+    def cut(self, *plan: str) -> None:
+        """What the next `zfs receive` streams get, one each: `all`, a number of bytes
+        after which the stream is cut, or `pause:BYTES` (that many, then nothing more
+        until the sender dies; the file `paused` says it is there)."""
+        self.cuts.write_text("".join(f"{step}\n" for step in plan))
+
+    def run(self, *argv: str) -> subprocess.CompletedProcess[str]:
+        """A command on the other host, over ssh, as its admin would run it."""
+        return subprocess.run(
+            [str(self.ssh), "-p", str(self.port), "root@127.0.0.1", shlex.join(argv)],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def zfs_list(self) -> list[str]:
+        """Every dataset and snapshot of the other host's pool."""
+        result = self.run("zfs", "list", "-H", "-t", "all", "-o", "name", "-r", OTHER_POOL)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.split()
+
+    def root(self, path: Path) -> Path:
+        return Path(f"/proc/{self.proc.pid}/root{path}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(120)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+CUTTING_SSH = """#!/bin/sh
+# ssh, but the stream of a `zfs receive` goes as the first line of {cuts} says.
+case "$*" in
+*"zfs receive"*)
+    if [ -s {cuts} ]; then
+        step=$(head -n 1 {cuts}); sed -i 1d {cuts}
+        case "$step" in
+        all) ;;
+        pause:*)
+            {{ head -c "${{step#pause:}}"; touch {paused}; sleep 600; }} | {ssh} "$@"
+            exit 1 ;;
+        *) head -c "$step" | {ssh} "$@"; exit 1 ;;
+        esac
+    fi ;;
+esac
+exec {ssh} "$@"
+"""

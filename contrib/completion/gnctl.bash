@@ -5,7 +5,7 @@
 
 _gnctl() {
     local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}
-    local verbs="list snapshots jobs job update sync rollback build remove prune profiles status config news logs cancel wait packages diff keep unkeep"
+    local verbs="list snapshots jobs job update sync rollback build remove send prune profiles status config news logs cancel wait packages diff keep unkeep"
     local verb="" i resume=""
     local -a host=() args=()
     for ((i = 1; i < COMP_CWORD; i++)); do
@@ -55,6 +55,7 @@ _gnctl() {
             update) options+=" --all --scheduled --no-canary --pretend --keep-failed $waiting" ;;
             build) options+=" --profile --resume --keep-failed $waiting" ;;
             rollback|remove) options+=" $waiting" ;;
+            send) options+=" --move $waiting" ;;
             config) options+=" --keep --replace --merge $waiting" ;;
             news) options+=" --read --json" ;;
             prune|sync) options+=" $following --no-block" ;;
@@ -73,6 +74,13 @@ _gnctl() {
         snapshots|remove|prune)
             ((${#args[@]} == 0)) &&
                 COMPREPLY=($(compgen -W "$(_gnctl_column "$ours" list)" -- "$cur")) ;;
+        send)
+            # A machine of gnspawn's, then a host to send it to.
+            if ((${#args[@]} == 0)); then
+                COMPREPLY=($(compgen -W "$(_gnctl_column "$ours"' && $2 != "incomplete"' list)" -- "$cur"))
+            elif ((${#args[@]} == 1)); then
+                COMPREPLY=($(compgen -A hostname -- "$cur"))
+            fi ;;
         status)
             ((${#args[@]} == 0)) && COMPREPLY=($(compgen -W "$(_gnctl_column "" list)" -- "$cur")) ;;
         rollback|packages|diff|keep|unkeep)

@@ -87,6 +87,11 @@ class NoSuchNewsItem(GnspawnError):
     hint = "'gnctl news NAME' lists the news items NAME has not read."
 
 
+class InvalidHost(GnspawnError):
+    dbus_name = ERROR_PREFIX + "InvalidHost"
+    hint = "Name the target as [USER@]HOST[:PORT], as 'gnctl -H' takes it."
+
+
 class Busy(GnspawnError):
     dbus_name = ERROR_PREFIX + "Busy"
     hint = "Wait for the machine's current job ('gnctl jobs'), or queue without --fail-if-busy."

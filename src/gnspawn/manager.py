@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from gnspawn import log as journal
-from gnspawn import machines, packages, portage
+from gnspawn import machines, packages, portage, receive
 from gnspawn.config import Config, UpdatePolicy
 from gnspawn.errors import Busy, InvalidArgs, NoSuchJob, NoSuchSnapshot, NotCancellable
 from gnspawn.inventory import Inventory, gentoo_root, mounted_root
@@ -28,7 +28,6 @@ from gnspawn.names import (
     JobType,
     MachineState,
     NoticeKind,
-    Phase,
     job_title,
     machine_path,
 )
@@ -200,6 +199,22 @@ class Manager:
         self.queue.add(job)
         return job
 
+    async def prepare_receive(self, name: str, origin: str, flags: int) -> tuple[str, list[str]]:
+        """PrepareReceive: where a sender's machine goes, and the snapshots here of it."""
+        check_flags(flags, Flags(0))
+        return await receive.prepare(self.host, name, origin)
+
+    async def adopt_received(self, name: str, origin: str, flags: int) -> None:
+        """AdoptReceived: what a sender sent is a machine here now."""
+        check_flags(flags, Flags(0))
+        await receive.adopt(self.host, name, origin)
+
+    async def discard_received(self, name: str, origin: str, flags: int) -> None:
+        """DiscardReceived: what a whole send left half received goes."""
+        check_flags(flags, Flags(0))
+        receive.check_origin(origin)
+        await receive.discard(self.host, name)
+
     async def update_all(self, flags: int, *, uid: int) -> list[tuple[str, Job | None]]:
         """One update per Gentoo machine, in an order that compiles each package once.
 
@@ -292,7 +307,7 @@ class Manager:
             self.queue.remove_waiting(job)
             self.recorder.finish(job, JobResult.CANCELED, "it had not started")
             return
-        if not KINDS[job.type].cancellable or job.phase is Phase.ROLLBACK:
+        if not KINDS[job.type].cancellable or job.phase in KINDS[job.type].settled:
             raise NotCancellable(f"job {job_id} is in phase {job.phase}, which must finish")
         task.cancel()
 

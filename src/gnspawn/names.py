@@ -23,6 +23,15 @@ PROFILE_PROPERTY = "org.gnspawn:profile"
 KEEP_PROPERTY = "org.gnspawn:keep"
 """On a snapshot: kept, never pruned; `pinned`, or `pinned:TAG` with its tag."""
 KEPT = "pinned"
+SENT_PROPERTY = "org.gnspawn:sent"
+"""On a snapshot: the hosts it was sent to last (space-separated): the newest snapshot
+each of them has, which the next send to it starts from, so retention keeps it."""
+ORIGIN_PROPERTY = "org.gnspawn:origin"
+"""On a received machine's dataset: the sender (HOST:DATASET) it came from; only that
+sender may update it by another send."""
+RECEIVING_SUFFIX = ":receiving"
+"""A full send is received into NAME:receiving (no machine has a colon in its name)
+and renamed to NAME only once all of it is there."""
 
 
 class Flags(enum.IntFlag):
@@ -40,6 +49,8 @@ class Flags(enum.IntFlag):
     """UpdateAll: do what [updates] policy says (none, check or apply)."""
     NO_CANARY = 32
     """UpdateAll: no canary machine per profile (as with [updates] canary = false)."""
+    MOVE = 64
+    """Send: remove the machine here once the target has picked it up."""
 
 
 class MachineState(enum.StrEnum):
@@ -57,6 +68,7 @@ class MachineState(enum.StrEnum):
     ROLLING_BACK = "rolling-back"
     REMOVING = "removing"
     PRUNING = "pruning"
+    SENDING = "sending"
 
 
 class BuildStep(enum.StrEnum):
@@ -88,6 +100,8 @@ class JobType(enum.StrEnum):
     """Sync the repositories (of the host, machine ""): a barrier in the queue."""
     CONFIG = "config"
     """Settle one pending config file as the admin says (ResolveConfig)."""
+    SEND = "send"
+    """Send a machine to another host's gnspawnd (zfs send over ssh)."""
 
 
 class JobState(enum.StrEnum):
@@ -129,6 +143,7 @@ class Phase(enum.StrEnum):
     HEALTH = "health"
     CONFIGURE = "configure"
     ROLLBACK = "rollback"
+    SEND = "send"
     CLEANUP = "cleanup"
 
 

@@ -14,7 +14,7 @@ import logging
 import os
 import shlex
 import signal
-from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
@@ -145,6 +145,77 @@ async def pipeline(first: Sequence[str], second: Sequence[str]) -> None:
             await _complete(producer, first)
 
     await _to_the_end(work())
+
+
+async def stream(
+    first: Sequence[str],
+    second: Sequence[str],
+    counted: Callable[[int], None],
+    *,
+    env: Mapping[str, str] | None = None,
+    block: int = 1 << 17,
+) -> int:
+    """Run `first | second` with the bytes passing through this process, and say how
+    many went through so far (`counted`) as they go; the total.
+
+    Both die with the daemon. A failure of either raises CommandFailed for the one that
+    failed (the receiving end first: its words say why the sender's pipe broke). On
+    cancel both are killed, and the cancel passes on.
+    """
+    # The producer's output is a pipe of our own, not one of asyncio's: zfs-fuse's
+    # `zfs send` hands it to the zfs-fuse daemon, which writes to it and keeps it open
+    # after the command is gone; an asyncio pipe still open counts the process as
+    # running. Ours is closed when the stream ends, which stops such a writer too.
+    loop = asyncio.get_running_loop()
+    read, write = os.pipe()
+    try:
+        producer = await _start(first, env, stdout=write)
+    finally:
+        os.close(write)
+    source = asyncio.StreamReader(limit=block)
+    pipe, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(source), os.fdopen(read, "rb", 0)
+    )
+    try:
+        consumer = await _start(
+            second, env, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL
+        )
+    except BaseException:
+        pipe.close()
+        kill_group(producer.pid, signal.SIGKILL)
+        await _to_the_end(producer.wait())
+        raise
+    assert consumer.stdin is not None
+    errors = [asyncio.ensure_future(_read_all(p.stderr)) for p in (producer, consumer)]
+    total = 0
+    try:
+        try:
+            while chunk := await source.read(block):
+                consumer.stdin.write(chunk)
+                await consumer.stdin.drain()
+                total += len(chunk)
+                counted(total)
+            consumer.stdin.close()
+        except (BrokenPipeError, ConnectionResetError):
+            kill_group(producer.pid, signal.SIGKILL)  # the far end is gone: stop sending
+        finally:
+            pipe.close()
+        statuses = [await producer.wait(), await consumer.wait()]
+    except BaseException:
+        for proc in (producer, consumer):
+            kill_group(proc.pid, signal.SIGKILL)
+        for proc in (producer, consumer):
+            await _to_the_end(proc.wait())
+        raise
+    said = [(await task).decode(errors="replace") for task in errors]
+    for argv, status, output in reversed(list(zip((first, second), statuses, said, strict=True))):
+        if status != 0:
+            raise CommandFailed(argv, status, output)
+    return total
+
+
+async def _read_all(reader: asyncio.StreamReader | None) -> bytes:
+    return await reader.read() if reader is not None else b""
 
 
 class Process:

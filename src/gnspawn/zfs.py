@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from gnspawn.errors import StorageFailed
-from gnspawn.names import JOB_PROPERTY, KEEP_PROPERTY
+from gnspawn.names import JOB_PROPERTY, KEEP_PROPERTY, SENT_PROPERTY
 from gnspawn.run import CommandFailed, pipeline, run
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,13 @@ class Snapshot(NamedTuple):
     kept: str = ""
     """Its org.gnspawn:keep: "" when retention may prune it, else `pinned` or
     `pinned:TAG`."""
+    sent: str = ""
+    """Its org.gnspawn:sent: the hosts whose newest copy of the machine it is, or ""."""
+
+    @property
+    def sent_to(self) -> list[str]:
+        """The hosts whose newest copy of the machine this snapshot is."""
+        return self.sent.split()
 
     @property
     def tag(self) -> str:
@@ -159,7 +166,9 @@ class Zfs:
     async def snapshots(self, dataset: str) -> list[Snapshot]:
         """Every snapshot of `dataset`, oldest first, gnspawn's and the admin's own."""
         rows = await self._get(
-            dataset, ["creation", "used", JOB_PROPERTY, KEEP_PROPERTY], recursive=True
+            dataset,
+            ["creation", "used", JOB_PROPERTY, KEEP_PROPERTY, SENT_PROPERTY],
+            recursive=True,
         )
         found: dict[str, dict[str, str]] = {}
         prefix = dataset + "@"
@@ -171,6 +180,7 @@ class Zfs:
         for name, props in found.items():
             job = props.get(JOB_PROPERTY, "-")
             kept = props.get(KEEP_PROPERTY, "-")
+            sent = props.get(SENT_PROPERTY, "-")
             result.append(
                 Snapshot(
                     name=name[len(prefix) :],
@@ -179,6 +189,7 @@ class Zfs:
                     used=int(props.get("used", "0")),
                     job=int(job) if job.isdigit() else None,
                     kept="" if kept == "-" else kept,
+                    sent="" if sent == "-" else sent,
                 )
             )
         return result
@@ -219,3 +230,29 @@ class Zfs:
     async def set(self, dataset: str, prop: str, value: str) -> None:
         # zfs-fuse's `set` takes no "--"; dataset names are validated before they get here.
         await self._zfs("set", f"{prop}={value}", dataset)
+
+    async def rename(self, dataset: str, new: str) -> None:
+        await self._zfs("rename", dataset, new)
+
+    async def get(self, dataset: str, prop: str) -> str:
+        """One property's value ("-" when a user property is not set)."""
+        return (await self._get(dataset, [prop], recursive=False))[0][2]
+
+    async def encrypted(self, dataset: str) -> bool:
+        """Whether the dataset uses native encryption (OpenZFS); zfs-fuse has no such
+        property, and a storage without it has no encrypted dataset."""
+        try:
+            value = await self.get(dataset, "encryption")
+        except StorageFailed:
+            return False
+        return value not in ("off", "-", "")
+
+    def send_argv(self, snapshot: str, *, since: str = "", raw: bool = False) -> list[str]:
+        """`zfs send` of `snapshot`: whole, or the snapshots after `since` up to it
+        (-I); raw (-w) keeps an encrypted dataset's blocks encrypted on the way."""
+        argv = [self.command, "send"]
+        if raw:
+            argv.append("-w")
+        if since:
+            argv += ["-I", since]
+        return [*argv, snapshot]

@@ -92,6 +92,35 @@ class ManagerInterface(ServiceInterface):
         job = await self.manager.request(JobType.PRUNE, name, flags, uid=uid)
         return job.id, job_path(job.id)
 
+    @outputs("id", "job")
+    @dbus_method()
+    @translated
+    async def Send(self, name: DBusStr, host: DBusStr, flags: DBusUInt64) -> JobHandle:
+        uid = await self.authority.require_manage()
+        job = await self.manager.request(JobType.SEND, name, flags, uid=uid, argument=host)
+        return job.id, job_path(job.id)
+
+    @outputs("dataset", "snapshots")
+    @dbus_method()
+    @translated
+    async def PrepareReceive(
+        self, name: DBusStr, origin: DBusStr, flags: DBusUInt64
+    ) -> Annotated[tuple[str, list[str]], DBusSignature("sas")]:
+        await self.authority.require_manage()
+        return await self.manager.prepare_receive(name, origin, flags)
+
+    @dbus_method()
+    @translated
+    async def AdoptReceived(self, name: DBusStr, origin: DBusStr, flags: DBusUInt64) -> None:
+        await self.authority.require_manage()
+        await self.manager.adopt_received(name, origin, flags)
+
+    @dbus_method()
+    @translated
+    async def DiscardReceived(self, name: DBusStr, origin: DBusStr, flags: DBusUInt64) -> None:
+        await self.authority.require_manage()
+        await self.manager.discard_received(name, origin, flags)
+
     @outputs("snapshots")
     @dbus_method()
     @translated

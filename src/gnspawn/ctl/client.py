@@ -4,43 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
-import secrets
-import socket
-import struct
 from collections.abc import Callable
 from typing import Any
 
-from dbus_fast import BusType, DBusError, Message, MessageType, Variant
+from dbus_fast import BusType, Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
 from gnspawn.driver import add_match
-from gnspawn.errors import BY_DBUS_NAME, GnspawnError
 from gnspawn.names import BUS_NAME, JOB_INTERFACE, JOB_PATH_PREFIX, MANAGER_INTERFACE, MANAGER_PATH
-
-
-class Unreachable(Exception):
-    """gnspawnd cannot be reached."""
-
-
-def domain_error(err: DBusError) -> Exception:
-    """The D-Bus error as the exception the daemon raised, or Unreachable."""
-    if err.type in BY_DBUS_NAME:
-        return BY_DBUS_NAME[err.type](err.text)
-    if err.type in (
-        "org.freedesktop.DBus.Error.ServiceUnknown",
-        "org.freedesktop.DBus.Error.NameHasNoOwner",
-    ):
-        return Unreachable("gnspawnd is not running (nobody owns org.gnspawn1 on the system bus)")
-    if err.type == "org.freedesktop.DBus.Error.UnknownObject":
-        return Unreachable(f"gnspawnd does not know that object: {err.text}")
-    if err.type in ("org.freedesktop.DBus.Error.NoReply", "org.freedesktop.DBus.Error.Timeout"):
-        return Unreachable(
-            "gnspawnd did not answer in time; 'systemctl status gnspawnd' and "
-            "'journalctl -u gnspawnd' tell why"
-        )
-    return GnspawnError(f"{err.text} ({err.type})")
-
+from gnspawn.remote import Unreachable, call, connect_over_ssh
 
 SYSTEM_BUS_DEFAULT = "unix:path=/run/dbus/system_bus_socket"
 
@@ -61,80 +33,6 @@ def no_system_bus(err: Exception) -> str:
     )
 
 
-HOST = re.compile(
-    r"(?:(?P<user>[^@:/\s-][^@:/\s]*)@)?"
-    r"(?P<host>[^@:/\s-][^@:/\s]*|\[[0-9a-fA-F:]+\])(?::(?P<port>\d+))?"
-)
-
-
-def ssh_argv(host: str, *command: str) -> list[str]:
-    """ssh to [USER@]HOST[:PORT] running COMMAND, as `machinectl -H` runs it: the ssh
-    program is $SYSTEMD_SSH when set, so that one setting serves both tools."""
-    match = HOST.fullmatch(host)
-    if match is None:
-        raise ValueError(f"not a host: {host!r} (expected [USER@]HOST[:PORT])")
-    argv = [os.environ.get("SYSTEMD_SSH") or "ssh", "-xT"]
-    if match["port"]:
-        argv += ["-p", match["port"]]
-    host_name = match["host"].strip("[]")  # [::1]:2222 is ssh's ::1 with -p 2222
-    target = host_name if not match["user"] else f"{match['user']}@{host_name}"
-    return [*argv, "--", target, *command]
-
-
-async def _connect_over_ssh(host: str) -> tuple[MessageBus, asyncio.subprocess.Process]:
-    """The remote system bus through `ssh HOST systemd-stdio-bridge`.
-
-    dbus-fast dials sockets only, so the bus connects to a listening socket of our own
-    (abstract, so nothing is left on disk) and ssh is started on the accepted end. Only a
-    connection from this very process is accepted: the socket has no file permissions.
-    """
-    argv = ssh_argv(host, "systemd-stdio-bridge")
-    loop = asyncio.get_running_loop()
-    name = f"gnctl-{os.getpid()}-{secrets.token_hex(8)}"
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(b"\0" + name.encode())
-    listener.listen(4)
-    listener.setblocking(False)
-
-    async def bridge() -> asyncio.subprocess.Process:
-        while True:
-            conn, _ = await loop.sock_accept(listener)
-            creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-            if struct.unpack("3i", creds)[0] == os.getpid():
-                break
-            conn.close()
-        with conn:
-            return await asyncio.create_subprocess_exec(
-                *argv, stdin=conn.fileno(), stdout=conn.fileno()
-            )
-
-    spawning = asyncio.create_task(bridge())
-    try:
-        bus = await MessageBus(bus_address=f"unix:abstract={name}").connect()
-        return bus, await spawning
-    except (OSError, EOFError, ValueError) as err:  # dbus-fast's AuthError is a ValueError
-        if not spawning.done() or spawning.cancelled():
-            spawning.cancel()
-            raise Unreachable(f"cannot reach {host} over ssh: {err}") from err
-        if (failed := spawning.exception()) is not None:
-            raise Unreachable(f"cannot run {argv[0]}: {failed}") from failed
-        ssh = spawning.result()
-        try:
-            status = await asyncio.wait_for(ssh.wait(), 5)
-        except TimeoutError:
-            ssh.kill()
-            status = await ssh.wait()
-        if status in (0, 127):  # 127: the remote shell found no such command
-            raise Unreachable(
-                f"cannot reach the system bus of {host}: is systemd-stdio-bridge installed "
-                "there, and dbus running?"
-            ) from err
-        raise Unreachable(f"cannot reach {host} over ssh: ssh exited with status {status}") from err
-    finally:
-        spawning.cancel()
-        listener.close()
-
-
 class Client:
     """One connection to the system bus (local, or a remote one over ssh), talking to
     gnspawnd."""
@@ -148,7 +46,7 @@ class Client:
     @classmethod
     async def connect(cls, host: str | None = None) -> Client:
         if host:
-            bus, ssh = await _connect_over_ssh(host)
+            bus, ssh = await connect_over_ssh(host)
             return cls(bus, ssh)
         try:
             bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
@@ -184,22 +82,7 @@ class Client:
     async def call(
         self, path: str, interface: str, member: str, signature: str = "", *body: Any
     ) -> list[Any]:
-        reply = await self.bus.call(
-            Message(
-                destination=BUS_NAME,
-                path=path,
-                interface=interface,
-                member=member,
-                signature=signature,
-                body=list(body),
-            )
-        )
-        assert reply is not None
-        if reply.message_type is MessageType.ERROR:
-            raise domain_error(
-                DBusError(reply.error_name or "", str(reply.body[0]) if reply.body else "")
-            )
-        return list(reply.body)
+        return await call(self.bus, path, interface, member, signature, *body)
 
     async def manager(self, member: str, signature: str = "", *body: Any) -> list[Any]:
         return await self.call(MANAGER_PATH, MANAGER_INTERFACE, member, signature, *body)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from gnspawn import __version__
-from gnspawn.ctl.client import Client, JobWatcher, Unreachable, ssh_argv
+from gnspawn.ctl.client import Client, JobWatcher
 from gnspawn.ctl.progress import Display, printable
 from gnspawn.errors import GnspawnError, NoSuchJob, NoSuchMachine, NoSuchSnapshot
 from gnspawn.machines import valid_name
@@ -27,6 +27,7 @@ from gnspawn.names import (
     job_title,
     pending_line,
 )
+from gnspawn.remote import Unreachable, ssh_argv
 
 EXIT_OK, EXIT_FAILED, EXIT_CANCELED, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
 EXIT_HELD, EXIT_USAGE = 5, 64
@@ -181,6 +182,20 @@ def build_parser() -> Parser:
         "remove", parents=[job_opts], help="destroy a machine's dataset, snapshots and .nspawn file"
     )
     remove.add_argument("name", metavar="NAME")
+    send = verbs.add_parser(
+        "send",
+        parents=[job_opts],
+        help="send a machine to another host's gnspawnd",
+        description="zfs send the machine with its snapshots over ssh into HOST's "
+        "configured dataset (incremental from the newest snapshot HOST has, whole "
+        "otherwise); gnspawnd there picks it up and writes its .nspawn file. The ssh "
+        "program is $SYSTEMD_SSH of gnspawnd when set.",
+    )
+    send.add_argument("name", metavar="NAME")
+    send.add_argument("target", metavar="[USER@]HOST[:PORT]")
+    send.add_argument(
+        "--move", action="store_true", help="remove the machine here once HOST has it ready"
+    )
     config = verbs.add_parser(
         "config",
         parents=[job_opts],
@@ -586,6 +601,8 @@ def job_flags(args: argparse.Namespace) -> int:
         flags |= Flags.SCHEDULED
     if getattr(args, "no_canary", False):
         flags |= Flags.NO_CANARY
+    if getattr(args, "move", False):
+        flags |= Flags.MOVE
     return int(flags)
 
 
@@ -750,6 +767,11 @@ async def cmd_build(client: Client, args: argparse.Namespace) -> int:
 
 async def cmd_remove(client: Client, args: argparse.Namespace) -> int:
     return await queue_one(client, args, "Remove", "st", args.name, job_flags(args))
+
+
+async def cmd_send(client: Client, args: argparse.Namespace) -> int:
+    flags = job_flags(args)
+    return await queue_one(client, args, "Send", "sst", args.name, args.target, flags)
 
 
 async def cmd_config(client: Client, args: argparse.Namespace) -> int:
@@ -952,6 +974,7 @@ COMMANDS = {
     "wait": cmd_wait,
     "build": cmd_build,
     "remove": cmd_remove,
+    "send": cmd_send,
     "profiles": cmd_profiles,
     "status": cmd_status,
     "prune": cmd_prune,
@@ -996,6 +1019,11 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
             verb.error("--no-canary goes with --all only")
         if args.keep_failed and args.pretend:
             verb.error("--pretend changes nothing: there is no failed state to keep")
+    if args.verb == "send":
+        try:
+            ssh_argv(args.target)
+        except ValueError as err:
+            verb.error(str(err))
     if args.verb == "config" and bool(args.path) != bool(args.action):
         verb.error("with PATH give one of --keep, --replace or --merge; without PATH none")
     if args.verb == "diff" and args.all:

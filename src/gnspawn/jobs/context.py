@@ -21,7 +21,7 @@ from gnspawn.jobs.queue import Queue
 from gnspawn.jobs.record import Job
 from gnspawn.jobs.recorder import Recorder
 from gnspawn.machines import Machine
-from gnspawn.names import Flags, JobResult, JobType, MachineState, NoticeKind
+from gnspawn.names import Flags, JobResult, JobType, MachineState, NoticeKind, Phase
 from gnspawn.portage import job_tag
 from gnspawn.services import HostServices, ServiceError, Unavailable
 from gnspawn.zfs import Zfs
@@ -143,6 +143,8 @@ class Kind:
     """The flags a request of this kind may carry."""
     cancellable: ClassVar[bool] = False
     """Whether Cancel stops it while it runs (outside its rollback phase)."""
+    settled: ClassVar[frozenset[Phase]] = frozenset({Phase.ROLLBACK})
+    """The phases in which Cancel is refused even so: what they do must finish."""
     state: ClassVar[MachineState]
     """What ListMachines says of the machine while the job runs."""
     protected: ClassVar[bool] = False

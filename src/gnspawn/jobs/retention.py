@@ -18,9 +18,10 @@ def plan(snapshots: list[Snapshot], keep: int, needed: Mapping[str, int]) -> lis
     """Each snapshot (oldest first) with whether it stays.
 
     gnspawn snapshots beyond the newest `keep` go, oldest first; never a kept one
-    (org.gnspawn:keep), never the admin's own (no org.gnspawn:job), never one a
-    waiting or running job needs (`needed` maps full snapshot names to job ids),
-    never the newest.
+    (org.gnspawn:keep), never the newest one a host it was sent to has
+    (org.gnspawn:sent: the next send to it starts from there), never the admin's own
+    (no org.gnspawn:job), never one a waiting or running job needs (`needed` maps
+    full snapshot names to job ids), never the newest.
     """
     ours = [s for s in snapshots if s.job is not None]
     recent = {s.full_name for s in ours[-keep:]} if keep > 0 else set()
@@ -32,6 +33,8 @@ def plan(snapshots: list[Snapshot], keep: int, needed: Mapping[str, int]) -> lis
             verdicts.append(
                 Verdict(snap, True, f"pinned (tag {snap.tag})" if snap.tag else "pinned")
             )
+        elif snap.sent:
+            verdicts.append(Verdict(snap, True, f"the newest one {' and '.join(snap.sent_to)} has"))
         elif snap.job is None:
             verdicts.append(Verdict(snap, True, "not gnspawn's (no org.gnspawn:job property)"))
         elif name in needed:

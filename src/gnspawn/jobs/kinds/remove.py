@@ -19,24 +19,24 @@ class Remove(Kind):
 
     async def check(self, host: Host, request: Request) -> str:
         await host.inventory.dataset(request.name)
-        await _check_not_running(host, request.name)
+        await check_not_running(host, request.name)
         return ""
 
     async def run(self, ctx: Context) -> JobResult:
         await ctx.host.inventory.dataset(ctx.job.machine, fresh=True)
-        await _remove(ctx)
+        await remove(ctx)
         return JobResult.DONE
 
     async def recover(self, ctx: Context) -> tuple[JobResult, str]:
         # Repeated until done: a dataset already gone is done.
-        await _remove(ctx)
+        await remove(ctx)
         return JobResult.DONE, ""
 
 
-async def _remove(ctx: Context) -> None:
+async def remove(ctx: Context) -> None:
     """What is gone already stays gone, so this can be repeated after a crash."""
     name = ctx.job.machine
-    await _check_not_running(ctx.host, name)
+    await check_not_running(ctx.host, name)
     ctx.change(phase=Phase.CLEANUP)
     settings = nspawn.settings_path(ctx.config.nspawn, name)
     if settings.exists() or settings.is_symlink():
@@ -56,6 +56,6 @@ async def _remove(ctx: Context) -> None:
     ctx.host.recorder.forget_machine(name)
 
 
-async def _check_not_running(host: Host, name: str) -> None:
+async def check_not_running(host: Host, name: str) -> None:
     if await host.services.machine_running(name):
         raise Busy(f"machine {name} is running; stop it first (machinectl poweroff {name})")
