@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import socket
 from collections.abc import Callable
 
@@ -45,6 +46,9 @@ from gnspawn.zfs import Snapshot
 _LOG_EVERY = 64 << 20
 """Bytes between two lines that say how much went through."""
 _DISCARD_TIMEOUT = 30.0
+_DATASET = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*(/[A-Za-z0-9_.:-]+)+")
+"""Where the target receives: it goes into the command ssh runs there, which a shell reads."""
+_SNAPSHOT = re.compile(r"[A-Za-z0-9_.:-]{1,255}")
 
 
 class Send(Kind):
@@ -128,6 +132,8 @@ async def _send(ctx: Context, far: remote.RemoteManager, dataset: str, snapshot:
         raise JobFailed(f"{target} refused {name}: {err}") from err
     except remote.Unreachable as err:
         raise JobFailed(str(err)) from err
+    if not _DATASET.fullmatch(into) or not all(_SNAPSHOT.fullmatch(s) for s in theirs):
+        raise JobFailed(f"{target} answered PrepareReceive with what is no dataset or snapshot")
     ours = await ctx.zfs.snapshots(dataset)
     streams = _streams(ours, snapshot, list(theirs), target)
     raw = await ctx.zfs.encrypted(dataset)
