@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import tarfile
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -137,10 +138,8 @@ def packages(pkgdir: Path) -> dict[str, bytes]:
 def signer_of(package: Path, key: Key, scratch: Path) -> str:
     """The fingerprint whose good signature the package's image carries, checked with
     gpg against the key alone; "" when it has none that verifies."""
-    home = scratch / "verify"
-    subprocess.run(["rm", "-rf", str(home)], check=True)
-    home.mkdir(mode=0o700)
-    gpg = ["gpg", "--homedir", str(home), "--batch", "--status-fd", "1"]
+    home = Path(tempfile.mkdtemp(prefix="verify-", dir=scratch))  # one each: no agent's
+    gpg = ["gpg", "--homedir", str(home), "--batch", "--no-autostart", "--status-fd", "1"]
     subprocess.run([*gpg, "--import", str(key.public)], check=True, capture_output=True)
     with tarfile.open(package) as tar:
         names = tar.getnames()
@@ -264,11 +263,13 @@ def test_host_b_installs_what_host_a_built_and_signed_and_refuses_a_package_sign
     daemon: Testbed, keys: tuple[Key, Key]
 ) -> None:
     builder_key, other_key = keys
-    web = daemon.seed("web", ["=app-misc/hello-1"])
+    write_plain(daemon.repo, "twice", 1)
+    web = daemon.seed("web", ["=app-misc/hello-1", "=app-misc/twice-1"])
     db = daemon.seed("db", ["=app-misc/hello-1"])
     daemon.adopt("web")
     daemon.adopt("db")
     daemon.empty_pkgdir()
+    write_plain(daemon.repo, "twice", 2)  # one emerge on A builds two packages
     pkgdir_a = daemon.work / "packages"
 
     # Host A: its builder root compiles, and what it publishes is signed and indexed.
@@ -285,8 +286,11 @@ def test_host_b_installs_what_host_a_built_and_signed_and_refuses_a_package_sign
     assert result.returncode == 0, result.stdout + result.stderr
     assert job_string(1, "Machine") == BUILDER
 
-    assert ("source", "app-misc/hello-2") in merged(daemon, 1)
+    assert {("source", "app-misc/hello-2"), ("source", "app-misc/twice-2")} <= set(
+        merged(daemon, 1)
+    )
     published = packages(pkgdir_a)
+    assert "app-misc/twice/twice-2-1.gpkg.tar" in published
     assert "app-misc/hello/hello-2-1.gpkg.tar" in published
     assert any(name.startswith("sys-apps/") for name in published)
     for name in published:
@@ -307,7 +311,7 @@ def test_host_b_installs_what_host_a_built_and_signed_and_refuses_a_package_sign
         assert {how for how, _ in builder_merged + db_merged} == {"binary"}
         assert db_merged == [("binary", "app-misc/hello-2")]
         assert hello_version(db) == "2"
-        assert packages(pkgdir_b) == published  # the very files A signed
+        assert packages(pkgdir_b) == published  # the very files A signed (web's too)
         binrepos = (daemon.state / "builders/default/etc/portage/binrepos.conf").read_text()
         assert f"sync-uri = {server.url}\n" in binrepos
         assert "verify-signature = true\n" in binrepos
@@ -344,6 +348,7 @@ def test_host_b_installs_what_host_a_built_and_signed_and_refuses_a_package_sign
         stop_pid(server.proc)
         for version in (3, 4):
             (daemon.repo / f"app-misc/hello/hello-{version}.ebuild").unlink(missing_ok=True)
+        subprocess.run(["rm", "-rf", str(daemon.repo / "app-misc/twice")], check=True)
 
 
 def test_a_binhost_that_does_not_answer_holds_the_updates_or_they_compile(
@@ -488,3 +493,33 @@ def test_gnspawnd_will_not_start_with_keys_it_cannot_use(
     assert [line.split(":")[9] for line in listing.splitlines() if line[:4] == "fpr:"] == [
         other_key.fingerprint
     ]
+
+
+def test_no_sandbox_sees_the_signing_key(daemon: Testbed, keys: tuple[Key, Key]) -> None:
+    """Wherever the admin keeps it: a machine's bashrc lists the signing home."""
+    builder_key, _ = keys
+    home = Path(tempfile.mkdtemp(prefix="gnspawn-test-signing-", dir="/opt"))
+    try:
+        subprocess.run(["cp", "-a", f"{builder_key.home}/.", str(home)], check=True)
+        root = daemon.seed("web", ["=app-misc/hello-1"])
+        leak = root / "leak-signing"
+        (root / "etc/portage/bashrc").write_text(
+            f"[[ ${{EBUILD_PHASE}} == depend ]] || ls -A {home} >> {leak} 2>&1\n"
+        )
+        daemon.empty_pkgdir()
+        restart(
+            daemon,
+            binhost={
+                "publish": True,
+                "signing_key": builder_key.fingerprint,
+                "signing_home": str(home),
+            },
+        )
+        result = gnctl("update", "web")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert hello_version(root) == "2"
+        assert leak.exists() and "pubring" not in leak.read_text()
+        assert "private-keys" not in leak.read_text()
+    finally:
+        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False)
+        subprocess.run(["rm", "-rf", str(home)], check=True)

@@ -46,8 +46,6 @@ _KEYRING_FILES = ("pubring.kbx", "trustdb.gpg")
 _ULTIMATE = 6
 """gpg's ownertrust for a key the admin named: its signatures are valid as they are."""
 _PROBE_TIMEOUT = 10.0
-_SIGN_BATCH = 200
-"""Packages per gpkg-sign: a fleet's first build publishes thousands."""
 _publishing = asyncio.Lock()
 """One signing and indexing at a time: two jobs' emerges may have built the same file."""
 
@@ -322,12 +320,11 @@ async def publish(config: Config, packages: Sequence[Path]) -> None:
     if xpak:
         log.warning("cannot sign %s: only gpkg packages carry a signature", ", ".join(xpak))
     signable = [str(p) for p in packages if p.name.endswith(".gpkg.tar")]
-    for start in range(0, len(signable), _SIGN_BATCH):
-        batch = signable[start : start + _SIGN_BATCH]
+    for package in signable:  # gpkg-sign signs the first file it is given, only
         try:
-            await run([sign, *batch], env=commands.environment(env))
+            await run([sign, package], env=commands.environment(env))
         except (CommandFailed, OSError) as err:
-            raise BinhostError(f"cannot sign the packages built: {_why(err)}") from err
+            raise BinhostError(f"cannot sign {package}: {_why(err)}") from err
     await _fix_index(config, env)
 
 

@@ -45,9 +45,11 @@ def domain_error(err: DBusError) -> Exception:
 
 
 HOST = re.compile(
-    r"(?:(?P<user>[^@:/\s-][^@:/\s]*)@)?"
-    r"(?P<host>[^@:/\s-][^@:/\s]*|\[[0-9a-fA-F:]+\])(?::(?P<port>\d+))?"
+    r"(?:(?P<user>[A-Za-z0-9_][A-Za-z0-9_.-]*)@)?"
+    r"(?P<host>[A-Za-z0-9][A-Za-z0-9_.-]*|\[[0-9a-fA-F:]+\])(?::(?P<port>\d+))?"
 )
+"""[USER@]HOST[:PORT]: names and addresses only (ssh puts them into commands that a
+shell reads, %h and %r of ProxyCommand)."""
 
 
 def ssh_argv(host: str, *command: str) -> list[str]:

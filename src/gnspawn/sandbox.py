@@ -231,8 +231,11 @@ def _host_software(config: Config) -> list[str]:
 
 
 def _hidden(config: Config) -> list[str]:
+    # The binhost signing key: whatever builds in a sandbox must not sign with it.
+    signing = [str(config.binhost.signing_home)] if config.binhost.publish else []
     return [
         *HIDDEN_DIRECTORIES,
+        *signing,
         str(config.storage.machines_directory),
         str(config.daemon.state_directory),
         str(log_directory(config)),

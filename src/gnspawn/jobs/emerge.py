@@ -69,10 +69,10 @@ async def emerge(
     except CommandFailed as err:
         raise JobFailed(progress.failure(err.message)) from err
     finally:
-        await uncancellable(_done(ctx, tmpdir, progress.failed_package))
-        if publish:
-            # What it built is in PKGDIR whether it succeeded or not, and is signed.
-            unpublished = await uncancellable(_published(ctx, progress, started, pretend))
+        # What it built is in PKGDIR whether it succeeded or not, and is signed.
+        unpublished = await uncancellable(
+            _after(ctx, tmpdir, progress, started, pretend=pretend, publish=publish)
+        )
     if unpublished:
         raise JobFailed(unpublished)
     return progress
@@ -130,6 +130,14 @@ async def _done(ctx: Context, tmpdir: Path, failed: str) -> None:
         ],
     )
     await asyncio.to_thread(sandbox.remove_job_tmpdir, ctx.config, ctx.job.id)
+
+
+async def _after(
+    ctx: Context, tmpdir: Path, progress: Progress, since: float, *, pretend: bool, publish: bool
+) -> str:
+    """What follows every emerge, in one piece that a second cancel does not cut."""
+    await _done(ctx, tmpdir, progress.failed_package)
+    return await _published(ctx, progress, since, pretend) if publish else ""
 
 
 async def _published(ctx: Context, progress: Progress, since: float, pretend: bool) -> str:

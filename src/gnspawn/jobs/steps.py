@@ -19,8 +19,11 @@ from gnspawn.portage import PRESERVED_LIBS_REGISTRY, preserved_libraries
 async def fetch(ctx: Context, root: Path, args: Sequence[str], *, publish: bool) -> None:
     """Download what the update will need while nothing has changed yet: a source that
     cannot be fetched fails the job before its snapshot, not halfway through a merge."""
+    # No binary package is fetched here: Portage would put it into PKGDIR's index
+    # unverified; the emerge verifies each one as it unpacks it.
+    argv = ["--fetchonly", "--getbinpkg=n", *args]
     try:
-        await emerge(ctx, root, ["--fetchonly", *args], phase=Phase.FETCH, publish=publish)
+        await emerge(ctx, root, argv, phase=Phase.FETCH, publish=publish)
     except JobFailed as err:
         raise JobFailed(f"fetch failed: {err}") from err
 
