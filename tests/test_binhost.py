@@ -220,7 +220,7 @@ def tamper(package: Path) -> None:
     package.write_bytes(out.getvalue())
 
 
-def package_signed_by(daemon: Testbed, version: int, key: Key, *, tampered: bool) -> None:
+def package_signed_by(daemon: Testbed, version: int, key: Key | None, *, tampered: bool) -> None:
     """app-misc/hello-VERSION built apart, signed with `key` (and changed after that
     when `tampered`) and put into A's PKGDIR and its index: what someone who took the
     binhost's web server over could serve."""
@@ -237,17 +237,21 @@ def package_signed_by(daemon: Testbed, version: int, key: Key, *, tampered: bool
         capture_output=True,
     )
     package = next((daemon.work / "packages" / "app-misc/hello").glob(f"hello-{version}-*"))
+    home, fingerprint = (str(key.home), key.fingerprint) if key else ("", "")
     portage_env = {
         **env,
         "PKGDIR": str(daemon.work / "packages"),
-        "BINPKG_GPG_SIGNING_GPG_HOME": str(key.home),
-        "BINPKG_GPG_SIGNING_KEY": key.fingerprint,
-        "BINPKG_GPG_VERIFY_GPG_HOME": str(key.home),
+        "BINPKG_GPG_SIGNING_GPG_HOME": home,
+        "BINPKG_GPG_SIGNING_KEY": fingerprint,
+        "BINPKG_GPG_VERIFY_GPG_HOME": home,
         "GPG_VERIFY_USER_DROP": "",
         "GPG_VERIFY_GROUP_DROP": "",
     }
     tools = EMERGE.parent
-    subprocess.run([str(tools / "gpkg-sign"), str(package)], env=portage_env, check=True)
+    if key is None:
+        portage_env = {**env, "PKGDIR": str(daemon.work / "packages")}
+    else:
+        subprocess.run([str(tools / "gpkg-sign"), str(package)], env=portage_env, check=True)
     if tampered:
         tamper(package)
     subprocess.run(
@@ -316,13 +320,10 @@ def test_host_b_installs_what_host_a_built_and_signed_and_refuses_a_package_sign
         assert f"sync-uri = {server.url}\n" in binrepos
         assert "verify-signature = true\n" in binrepos
 
-        # A package on A's server signed with a key B does not trust: the builder's
-        # emerge refuses it and the builder root goes back; nothing of it is left in
-        # B's PKGDIR, and db compiles hello-3 itself.
         # Packages on A's server that do not verify: one signed with a key B does not
-        # trust, one changed after the builder signed it. The builder's emerge refuses
-        # each and its root goes back; nothing of it is left in B's PKGDIR or its index,
-        # and db compiles that hello itself.
+        # trust, one changed after the builder signed it, one not signed at all. The
+        # builder's emerge refuses each and its root goes back; nothing of it is left in
+        # B's PKGDIR or its index, and db compiles that hello itself.
         builder_root = daemon.state / "builders" / "default"
         cases = [(3, other_key, False, 5), (4, builder_key, True, 7)]
         for version, key, tampered, builder in cases:
@@ -344,9 +345,25 @@ def test_host_b_installs_what_host_a_built_and_signed_and_refuses_a_package_sign
             assert f"hello-{version}" not in (pkgdir_b / "Packages").read_text()
             assert merged(daemon, builder + 1) == [("source", f"app-misc/hello-{version}")]
             assert hello_version(db) == str(version)
+
+        # A package without any signature: Portage's verify-signature checks only the
+        # signatures there are, so the builder root installs it (an open problem, see
+        # the README); gnspawnd removes it from PKGDIR and its index after the emerge,
+        # so that no machine installs it, and db compiles hello-5 itself.
+        package_signed_by(daemon, 5, None, tampered=False)
+        assert gnctl("update", "db").returncode == 0
+        assert merged(daemon, 9) == [("binary", "app-misc/hello-5")]
+        assert not list((pkgdir_b / "app-misc/hello").glob("hello-5*"))
+        assert "hello-5" not in (pkgdir_b / "Packages").read_text()
+        assert any(
+            e["MESSAGE"].endswith("hello-5-1.gpkg.tar: fetched without a signature")
+            for e in daemon.daemon_journal("GNSPAWN_JOB=9")
+        )
+        assert merged(daemon, 10) == [("source", "app-misc/hello-5")]
+        assert hello_version(db) == "5"
     finally:
         stop_pid(server.proc)
-        for version in (3, 4):
+        for version in (3, 4, 5):
             (daemon.repo / f"app-misc/hello/hello-{version}.ebuild").unlink(missing_ok=True)
         subprocess.run(["rm", "-rf", str(daemon.repo / "app-misc/twice")], check=True)
 
@@ -490,9 +507,8 @@ def test_gnspawnd_will_not_start_with_keys_it_cannot_use(
         text=True,
         check=True,
     ).stdout
-    assert [line.split(":")[9] for line in listing.splitlines() if line[:4] == "fpr:"] == [
-        other_key.fingerprint
-    ]
+    trusted = {line.split(":")[9] for line in listing.splitlines() if line[:4] == "fpr:"}
+    assert trusted == {other_key.fingerprint}
 
 
 def test_no_sandbox_sees_the_signing_key(daemon: Testbed, keys: tuple[Key, Key]) -> None:

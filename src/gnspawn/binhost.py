@@ -29,6 +29,7 @@ import logging
 import os
 import shutil
 import stat
+import tarfile
 import tempfile
 import urllib.error
 import urllib.request
@@ -259,6 +260,50 @@ async def discard(config: Config, refused: Sequence[str]) -> None:
             "BINPKG_GPG_VERIFY_GPG_HOME": str(keyring_directory(config)),
         }
         await _fix_index(config, env)
+
+
+def package_files(pkgdir: Path) -> set[Path]:
+    """Every binary package file in PKGDIR."""
+    return {
+        Path(directory, name)
+        for directory, _, files in os.walk(pkgdir)
+        for name in files
+        if name.endswith(".gpkg.tar")
+    }
+
+
+async def remove_unsigned(config: Config, fetched: Sequence[Path]) -> list[Path]:
+    """Remove from PKGDIR (and its index) each of `fetched`, packages a builder's emerge
+    put there without building them, that carries no signature: Portage indexes a
+    download before it verifies it, and verifies an unsigned package only when it
+    unpacks it (an emerge cut short, a package --keep-going dropped, never do). A signed
+    one is verified whenever any root installs it. Returns what was removed."""
+
+    def remove() -> list[Path]:
+        return [p for p in fetched if not _signed(p) and _remove_file(p)]
+
+    removed = await asyncio.to_thread(remove)
+    if removed:
+        env = {
+            **_portage_environment(config),
+            "BINPKG_GPG_VERIFY_GPG_HOME": str(keyring_directory(config)),
+        }
+        await _fix_index(config, env)
+    return removed
+
+
+def _signed(package: Path) -> bool:
+    """Whether a gpkg carries signatures: its members' names are read, nothing else."""
+    try:
+        with tarfile.open(package, "r:") as tar:
+            for number, member in enumerate(tar):
+                if member.name.endswith(".sig"):
+                    return True
+                if number > 16:
+                    break
+    except (OSError, tarfile.TarError):
+        pass
+    return False
 
 
 def _remove_file(path: Path, *, empty: bool = False) -> bool:

@@ -62,8 +62,14 @@ async def emerge(
             )
 
     started = time.time()
+    # What a builder fetches from the binhosts must carry a signature (_after).
+    before = None
+    if binhosts:
+        before = await asyncio.to_thread(binhost.package_files, config.portage.pkgdir)
     if publish and config.binhost.publish and not pretend:
         await asyncio.to_thread(binhost.begin, config, ctx.job.id, started)
+    if publish:
+        _publishing[id(progress)] = progress
     try:
         await confined(ctx, root, argv, env=env, tmpdir=tmpdir, publish=publish, line=line)
     except CommandFailed as err:
@@ -71,7 +77,7 @@ async def emerge(
     finally:
         # What it built is in PKGDIR whether it succeeded or not, and is signed.
         unpublished = await uncancellable(
-            _after(ctx, tmpdir, progress, started, pretend=pretend, publish=publish)
+            _after(ctx, tmpdir, progress, started, before, pretend=pretend, publish=publish)
         )
     if unpublished:
         raise JobFailed(unpublished)
@@ -133,11 +139,65 @@ async def _done(ctx: Context, tmpdir: Path, failed: str) -> None:
 
 
 async def _after(
-    ctx: Context, tmpdir: Path, progress: Progress, since: float, *, pretend: bool, publish: bool
+    ctx: Context,
+    tmpdir: Path,
+    progress: Progress,
+    since: float,
+    before: set[Path] | None,
+    *,
+    pretend: bool,
+    publish: bool,
 ) -> str:
     """What follows every emerge, in one piece that a second cancel does not cut."""
-    await _done(ctx, tmpdir, progress.failed_package)
+    try:
+        await _done(ctx, tmpdir, progress.failed_package)
+    finally:
+        if publish:
+            del _publishing[id(progress)]
+            _compiled_lately(progress.compiled)
+    if before is not None:
+        pkgdir = ctx.config.portage.pkgdir
+        after = await asyncio.to_thread(binhost.package_files, pkgdir)
+        compiled = _compiled_lately()
+        fetched = [p for p in after - before if _cpv(pkgdir, p) not in compiled]
+        try:
+            for path in await binhost.remove_unsigned(ctx.config, sorted(fetched)):
+                ctx.log(journal.ERR, f"removed {path}: fetched without a signature")
+        except binhost.BinhostError as err:
+            ctx.log(journal.ERR, str(err))
+            return str(err)
     return await _published(ctx, progress, since, pretend) if publish else ""
+
+
+_publishing: dict[int, Progress] = {}
+"""The emerges running that write PKGDIR, by id of their progress."""
+_compiled: dict[str, float] = {}
+"""What the emerges that wrote PKGDIR built from source lately, and when they ended."""
+_LATELY = 86400.0
+
+
+def _compiled_lately(ended: set[str] | None = None) -> set[str]:
+    """What emerges of this daemon that write PKGDIR built from source, those running
+    and those that ended within a day (a builder's emerge finds their packages new in
+    PKGDIR, and must not take them for downloads); `ended` are added first."""
+    now = time.monotonic()
+    for cpv in ended or ():
+        _compiled[cpv] = now
+    for cpv, when in list(_compiled.items()):
+        if now - when > _LATELY:
+            del _compiled[cpv]
+    running = (cpv for progress in _publishing.values() for cpv in progress.compiled)
+    return {*_compiled, *running}
+
+
+def _cpv(pkgdir: Path, package: Path) -> str:
+    """category/name-version of a package file: CATEGORY/NAME/NAME-VERSION-BUILDID.gpkg.tar
+    with binpkg-multi-instance, CATEGORY/NAME-VERSION.gpkg.tar without."""
+    parts = package.relative_to(pkgdir).parts
+    stem = package.name.removesuffix(".gpkg.tar")
+    if len(parts) == 3:
+        stem = stem.rpartition("-")[0]
+    return f"{parts[0]}/{stem}"
 
 
 async def _published(ctx: Context, progress: Progress, since: float, pretend: bool) -> str:
