@@ -326,10 +326,13 @@ def keep_errors(name: str, snapshot: str, tag: str, flags: int) -> Errors:
 
 
 def valid_host(host: str) -> bool:
-    """The README's rule for a host to send to: [USER@]HOST[:PORT], as gnctl -H takes it."""
+    """The README's rule for a host to send to: [USER@]HOST[:PORT], as gnctl -H takes it,
+    names and addresses only."""
     return len(host) <= 255 and bool(
         re.fullmatch(
-            r"(?:[^@:/\s-][^@:/\s]*@)?(?:[^@:/\s-][^@:/\s]*|\[[0-9a-fA-F:]+\])(?::\d+)?", host
+            r"(?:[A-Za-z0-9_][A-Za-z0-9_.-]*@)?"
+            r"(?:[A-Za-z0-9][A-Za-z0-9_.-]*|\[[0-9a-fA-F:]+\])(?::\d+)?",
+            host,
         )
     )
 
