@@ -47,20 +47,21 @@ def held(ctx: Context) -> str:
     builder that was held (its binhost does not answer), or the update of its profile's
     canary, which failed (unless the job goes without a canary: NO_CANARY)."""
     seen: set[int] = set()
+    builder_held = ""  # the sync before a held builder, if any, says why first
     follows = ctx.job.follows
     while follows and follows not in seen:
         seen.add(follows)
         recorder = ctx.host.recorder
         before: Job | None = recorder.history.get(follows) or recorder.store.get(follows)
         if before is None:
-            return ""
+            return builder_held
         if before.type is JobType.SYNC:
             if before.result in (JobResult.DONE, JobResult.SKIPPED):
-                return ""
+                return builder_held
             why = f": {before.error}" if before.error else ""
             return f"the repositories were not synced (sync job {before.id} {before.result}{why})"
         if before.type is JobType.BUILDER and before.result is JobResult.HELD:
-            return f"builder job {before.id} held: {before.error}"
+            builder_held = builder_held or f"builder job {before.id} held: {before.error}"
         if (
             before.type is JobType.UPDATE
             and before.result in (JobResult.FAILED, JobResult.CANCELED)
@@ -69,7 +70,7 @@ def held(ctx: Context) -> str:
             why = f": {before.error}" if before.error else ""
             return f"canary {before.machine} {before.result} (job {before.id}){why}"
         follows = before.follows
-    return ""
+    return builder_held
 
 
 async def recover(ctx: Context) -> None:
