@@ -87,7 +87,10 @@ def test_the_fetch_comes_before_the_snapshot_and_pretend_fetches_nothing(
         for e in daemon.daemon_journal("GNSPAWN_JOB=2", "GNSPAWN_PHASE=fetch")
         if e["MESSAGE"].startswith("running ")
     ]
-    assert len(fetch) == 1 and " --fetchonly --update --deep " in fetch[0], fetch
+    assert len(fetch) == 1, fetch
+    argv = fetch[0].split()
+    assert "--fetchonly" in argv and "--getbinpkg=n" in argv, argv
+    assert argv[-5:] == ["--update", "--deep", "--newuse", "--with-bdeps=y", "@world"], argv
     assert hello_version(root) == "2"
 
 
