@@ -19,6 +19,11 @@ signing key, and every sandbox sees it read-only at sandbox.KEYRING: a container
 neither change the keys its packages are checked with nor lose a keyring of its own
 (getuto's, for Gentoo's binhost) in its /etc/portage/gnupg. A package whose signature
 does not verify is not installed, nor put into PKGDIR's index.
+
+Portage checks only the signatures a package has, unless binpkg-request-signature is
+set, and with it also refuses the builder root's own unsigned builds (on a host that
+does not publish). So a builder downloads in an emerge of its own, --fetchonly before
+its snapshot, that requests signatures; its other emerges fetch nothing.
 """
 
 from __future__ import annotations
@@ -273,11 +278,10 @@ def package_files(pkgdir: Path) -> set[Path]:
 
 
 async def remove_unsigned(config: Config, fetched: Sequence[Path]) -> list[Path]:
-    """Remove from PKGDIR (and its index) each of `fetched`, packages a builder's emerge
-    put there without building them, that carries no signature: Portage indexes a
-    download before it verifies it, and verifies an unsigned package only when it
-    unpacks it (an emerge cut short, a package --keep-going dropped, never do). A signed
-    one is verified whenever any root installs it. Returns what was removed."""
+    """Remove from PKGDIR (and its index) each of `fetched`, packages a builder's
+    download put there, that carries no signature: the download requests signatures,
+    and this is the second line should Portage ever let one through. A signed one is
+    verified whenever any root installs it. Returns what was removed."""
 
     def remove() -> list[Path]:
         return [p for p in fetched if not _signed(p) and _remove_file(p)]

@@ -54,14 +54,15 @@ def emerge_argv(
     *,
     pretend: bool = False,
     publish: bool = False,
-    getbinpkg: bool = False,
+    getbinpkg: bool | None = None,
 ) -> list[str]:
     """emerge into `root`, with its configuration read from `root` as well.
 
     Every merge installs the binary packages in the shared PKGDIR that fit; only a
     root that `publish`es (a builder root, a trusted machine) adds the ones it builds
-    there: what it compiled, the others install. With `getbinpkg` it fetches those of the
-    binhosts its binrepos.conf names (a builder root's puts them into PKGDIR).
+    there: what it compiled, the others install. `getbinpkg` True or False overrides
+    FEATURES=getbinpkg: whether it fetches from the binhosts its binrepos.conf names (a
+    builder root's puts them into PKGDIR).
     """
     argv = [
         config.emerge,
@@ -72,8 +73,8 @@ def emerge_argv(
         "--usepkg=y",
         f"--buildpkg={'y' if publish else 'n'}",
     ]
-    if getbinpkg:
-        argv.append("--getbinpkg=y")
+    if getbinpkg is not None:
+        argv.append(f"--getbinpkg={'y' if getbinpkg else 'n'}")
     if pretend:
         argv.append("--pretend")
     return [*argv, *args]
@@ -251,6 +252,8 @@ class Progress:
         if not self.failed_package:
             during = f" while merging {self.current}" if self.current else ""
             why = self.last_error or last_words
+            if self.refusal:
+                why = f"binary package refused: {self.refusal}"
             return f"emerge failed{during}" + (f": {why}" if why else "")
         text = f"{self.failed_package} failed"
         if self.refusal:

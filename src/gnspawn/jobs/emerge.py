@@ -24,24 +24,37 @@ async def emerge(
     pretend: bool = False,
     phase: Phase = Phase.EMERGE,
     publish: bool = False,
+    download: bool = False,
 ) -> Progress:
     """Run emerge on `root`, confined to it, streaming its output and progress;
-    JobFailed if it fails. Only a root that `publish`es writes binary packages.
-    The job records the revision of the repositories it emerges from: no sync changes
-    them while it runs (a sync is a barrier in the queue)."""
+    JobFailed if it fails (Refused if Portage refused a binary package). Only a root
+    that `publish`es writes binary packages. The job records the revision of the
+    repositories it emerges from: no sync changes them while it runs (a sync is a
+    barrier in the queue).
+
+    A builder root's emerge fetches from the binhosts only to `download` (see
+    downloads()); every other emerge of a builder root installs from PKGDIR alone."""
     config = ctx.config
     revision = await tree_revision(config.portage.repos)
     ctx.change(phase=phase, tree_revision=revision, **FRESH_COUNTERS)
-    # Only a builder root fetches from the binhosts: the machines install from PKGDIR.
-    binhosts = publish and ctx.job.type is JobType.BUILDER and bool(config.portage.binrepos)
+    builder = publish and ctx.job.type is JobType.BUILDER
     argv = emerge_argv(
-        config.portage, root, args, pretend=pretend, publish=publish, getbinpkg=binhosts
+        config.portage,
+        root,
+        args,
+        pretend=pretend,
+        publish=publish,
+        getbinpkg=download if builder else None,
     )
     env = {
         **emerge_environment(config.portage, job=ctx.job.id, tag=ctx.tag),
         **sandbox.directories(config, ctx.job.machine),
         **elog.environment(sandbox.portage_tmpdir(config)),
     }
+    if download:
+        # Portage checks the signatures a package has; this makes it refuse one that
+        # has none (inject() reads each download before it indexes it).
+        env["FEATURES"] = f"{env.get('FEATURES', '')} binpkg-request-signature".lstrip()
     ctx.log(journal.INFO, "running " + " ".join(argv))
     tmpdir = sandbox.make_job_tmpdir(config, ctx.job.id)
     unpublished = ""
@@ -64,7 +77,7 @@ async def emerge(
     started = time.time()
     # What a builder fetches from the binhosts must carry a signature (_after).
     before = None
-    if binhosts:
+    if download:
         before = await asyncio.to_thread(binhost.package_files, config.portage.pkgdir)
     if publish and config.binhost.publish and not pretend:
         await asyncio.to_thread(binhost.begin, config, ctx.job.id, started)
@@ -73,7 +86,8 @@ async def emerge(
     try:
         await confined(ctx, root, argv, env=env, tmpdir=tmpdir, publish=publish, line=line)
     except CommandFailed as err:
-        raise JobFailed(progress.failure(err.message)) from err
+        failed = Refused if progress.refused else JobFailed
+        raise failed(progress.failure(err.message)) from err
     finally:
         # What it built is in PKGDIR whether it succeeded or not, and is signed.
         unpublished = await uncancellable(
@@ -82,6 +96,18 @@ async def emerge(
     if unpublished:
         raise JobFailed(unpublished)
     return progress
+
+
+class Refused(JobFailed):
+    """Portage refused a binary package: its signature is missing or does not verify."""
+
+
+def downloads(ctx: Context) -> bool:
+    """Whether the job's fetch downloads from the binhosts: a builder's, on a host that
+    lists them. It does so before the job's snapshot, in an emerge of its own that
+    refuses unsigned packages, and what it fetched is checked again before any emerge
+    installs it (_after); the builder's other emerges do not fetch."""
+    return ctx.job.type is JobType.BUILDER and bool(ctx.config.portage.binrepos)
 
 
 async def confined(

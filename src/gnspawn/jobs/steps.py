@@ -11,19 +11,26 @@ from gnspawn import binhost
 from gnspawn import log as journal
 from gnspawn.config import DepcleanPolicy
 from gnspawn.jobs.context import Context, JobFailed
-from gnspawn.jobs.emerge import emerge
+from gnspawn.jobs.emerge import Refused, downloads, emerge
 from gnspawn.names import NoticeKind, Phase, counted
 from gnspawn.portage import PRESERVED_LIBS_REGISTRY, preserved_libraries
 
 
 async def fetch(ctx: Context, root: Path, args: Sequence[str], *, publish: bool) -> None:
-    """Download what the update will need while nothing has changed yet: a source that
-    cannot be fetched fails the job before its snapshot, not halfway through a merge."""
-    # No binary package is fetched here: Portage would put it into PKGDIR's index
-    # unverified; the emerge verifies each one as it unpacks it.
-    argv = ["--fetchonly", "--getbinpkg=n", *args]
+    """Download what the job will need while nothing has changed yet: a source that
+    cannot be fetched fails the job before its snapshot, not halfway through a merge.
+    A builder on a host with binhosts downloads their packages here too, each one
+    signed and verified or refused (Refused: the job fails, nothing changed)."""
+    download = downloads(ctx)
+    argv = ["--fetchonly", *args]
+    if not download:
+        # A machine fetches no binary package: Portage would put it into PKGDIR's
+        # index before it verifies it. (A builder's downloads are checked: emerge.)
+        argv.insert(1, "--getbinpkg=n")
     try:
-        await emerge(ctx, root, argv, phase=Phase.FETCH, publish=publish)
+        await emerge(ctx, root, argv, phase=Phase.FETCH, publish=publish, download=download)
+    except Refused:
+        raise
     except JobFailed as err:
         raise JobFailed(f"fetch failed: {err}") from err
 

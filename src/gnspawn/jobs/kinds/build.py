@@ -12,7 +12,7 @@ from gnspawn.errors import MachineExists, NoSuchMachine, NoSuchProfile
 from gnspawn.inventory import mounted_root
 from gnspawn.jobs import changes, snapshots, steps
 from gnspawn.jobs.context import Context, Host, JobFailed, Kind, Request
-from gnspawn.jobs.emerge import emerge
+from gnspawn.jobs.emerge import downloads, emerge
 from gnspawn.names import (
     BUILD_PROPERTY,
     PROFILE_PROPERTY,
@@ -122,6 +122,8 @@ async def build_steps(
     for step, argv, phase in passes:
         if done.order >= step.order:
             continue
+        if downloads(ctx):  # the binhosts' packages, each verified, before the snapshot
+            await steps.fetch(ctx, root, argv, publish=publish)
         async with snapshots.protected(ctx, dataset, step) as snapshot:
             await changes.record(ctx, snapshot.full_name, root)
             await emerge(ctx, root, argv, phase=phase, publish=publish)

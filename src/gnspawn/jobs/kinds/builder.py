@@ -17,6 +17,7 @@ binaries and compile only what differs (their USE, say), for themselves.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from gnspawn import binhost, machines, portage
 from gnspawn import log as journal
@@ -24,7 +25,7 @@ from gnspawn.config import UnreachablePolicy
 from gnspawn.inventory import mounted_root
 from gnspawn.jobs import snapshots, steps
 from gnspawn.jobs.context import Context, JobFailed, Kind
-from gnspawn.jobs.emerge import emerge
+from gnspawn.jobs.emerge import Refused, emerge
 from gnspawn.jobs.kinds.build import build_steps, recorded_step, step_done
 from gnspawn.names import (
     BUILD_PROPERTY,
@@ -81,11 +82,7 @@ class Builder(Kind):
         # was built stays in PKGDIR for the machines.
         args = [*ctx.config.portage.update_args, "--keep-going=y"]
         wanted = [*args, *sorted(atoms)]
-        try:
-            await steps.fetch(ctx, root, wanted, publish=True)
-        except JobFailed as err:
-            # As --keep-going does: what could be fetched is still built and published.
-            ctx.log(journal.WARNING, f"{err}; building what can be built")
+        await self._fetch(ctx, root, wanted)
         async with snapshots.protected(ctx, dataset, spent=True) as snapshot:
             try:
                 progress = await emerge(ctx, root, wanted, publish=True)
@@ -96,6 +93,7 @@ class Builder(Kind):
                 # (blockers, a package one of them unmasked). The profile's own sets
                 # still do, and are worth publishing.
                 ctx.log(journal.WARNING, f"the machines' packages do not resolve: {err}")
+                await self._fetch(ctx, root, args)  # the root is not changed by it
                 progress = await emerge(ctx, root, args, publish=True)
         if progress.merged_nothing:
             await ctx.zfs.destroy(snapshot.full_name)
@@ -111,6 +109,18 @@ class Builder(Kind):
         # A step of the root's build that finished is recorded on the dataset: the next
         # builder job goes on from there.
         return await snapshots.undo_interrupted(ctx, spent=True)
+
+    @staticmethod
+    async def _fetch(ctx: Context, root: Path, args: list[str]) -> None:
+        """The fetch step, and on a host with binhosts the download of their packages:
+        a package refused fails the job; what cannot be fetched is left to the emerge,
+        which builds what it can (as --keep-going does) and publishes it."""
+        try:
+            await steps.fetch(ctx, root, args, publish=True)
+        except Refused:
+            raise
+        except JobFailed as err:
+            ctx.log(journal.WARNING, f"{err}; building what can be built")
 
     @staticmethod
     async def _binhosts_down(ctx: Context) -> str:
