@@ -281,6 +281,25 @@ def test_a_send_canceled_midway_leaves_nothing_there(bed: Testbed, other: OtherH
     assert not gnspawn_processes(job), "a process of the send runs on"
 
 
+def test_a_send_canceled_while_it_connects_leaves_nothing(bed: Testbed, other: OtherHost) -> None:
+    root = seed(bed)
+    before = tree_hash(root)
+    other.cut("connect")
+    job = queued(call("Send", "sst", "web", other.host, "0").stdout)
+    wait_until(other.paused.exists, "the connection to hang")
+    ssh = Path("/proc", other.paused.read_text().strip())
+    assert job_string(job, "Phase") == "send"
+
+    canceled = gnctl("cancel", str(job))
+
+    assert canceled.returncode == 0, canceled.stderr
+    assert wait_job(job) == "canceled"
+    assert snapshots(f"{bed.dataset}/web") == []
+    assert not ssh.exists(), "the ssh of the bus connection runs on"
+    assert other.zfs_list() == [OTHER_POOL, OTHER_MACHINES]
+    assert tree_hash(root) == before
+
+
 def test_a_daemon_killed_mid_send_fails_the_job_and_leaves_nothing_there(
     bed: Testbed, other: OtherHost
 ) -> None:

@@ -751,7 +751,8 @@ class OtherHost:
     def cut(self, *plan: str) -> None:
         """What the next `zfs receive` streams get, one each: `all`, a number of bytes
         after which the stream is cut, or `pause:BYTES` (that many, then nothing more
-        until the sender dies; the file `paused` says it is there)."""
+        until the sender dies; the file `paused` says it is there). `connect` first:
+        the next bus connection hangs before ssh runs (`paused` holds its PID)."""
         self.cuts.write_text("".join(f"{step}\n" for step in plan))
 
     def run(self, *argv: str) -> subprocess.CompletedProcess[str]:
@@ -784,8 +785,13 @@ class OtherHost:
 
 
 CUTTING_SSH = """#!/bin/sh
-# ssh, but the stream of a `zfs receive` goes as the first line of {cuts} says.
+# ssh, but the stream of a `zfs receive` goes as the first line of {cuts} says; with
+# `connect` there, the next bus connection hangs (its PID in {paused}).
 case "$*" in
+*"systemd-stdio-bridge"*)
+    if [ "$(head -n 1 {cuts} 2>/dev/null)" = connect ]; then
+        sed -i 1d {cuts}; echo $$ > {paused}.new; mv {paused}.new {paused}; exec sleep 600
+    fi ;;
 *"zfs receive"*)
     if [ -s {cuts} ]; then
         step=$(head -n 1 {cuts}); sed -i 1d {cuts}

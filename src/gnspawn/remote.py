@@ -7,6 +7,7 @@ system bus is carried by `systemd-stdio-bridge` there.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import secrets
@@ -115,6 +116,13 @@ async def connect_over_ssh(host: str) -> tuple[MessageBus, asyncio.subprocess.Pr
                 "there, and dbus running?"
             ) from err
         raise Unreachable(f"cannot reach {host} over ssh: ssh exited with status {status}") from err
+    except BaseException:  # cancelled, say, while ssh connects: no ssh is left running
+        if spawning.done() and not spawning.cancelled() and spawning.exception() is None:
+            ssh = spawning.result()
+            with contextlib.suppress(ProcessLookupError):
+                ssh.kill()
+            await ssh.wait()
+        raise
     finally:
         spawning.cancel()
         listener.close()

@@ -31,7 +31,6 @@ from gnspawn.jobs.context import (
 )
 from gnspawn.jobs.kinds.remove import check_not_running, remove
 from gnspawn.names import (
-    RECEIVING_SUFFIX,
     SENT_PROPERTY,
     SNAPSHOT_PREFIX,
     Flags,
@@ -77,18 +76,18 @@ class Send(Kind):
         ctx.change(snapshot=snapshot.full_name)
         ctx.log(journal.NOTICE, f"snapshot {snapshot.full_name} taken")
         ctx.change(phase=Phase.SEND)
+        far = None
         try:
             far = await remote.RemoteManager.connect(target)
-        except remote.Unreachable as err:
-            await _drop_unsent(ctx, snapshot.full_name)
-            raise JobFailed(str(err)) from err
-        try:
             await _send(ctx, far, dataset, snapshot)
-        except BaseException:
+        except BaseException as err:
             await uncancellable(_undo(ctx, far, snapshot.full_name))
+            if isinstance(err, remote.Unreachable):
+                raise JobFailed(str(err)) from err
             raise
         finally:
-            await far.close()
+            if far is not None:
+                await far.close()
         if Flags.MOVE in job.flags:
             await remove(ctx)
             ctx.log(journal.NOTICE, f"removed {job.machine} here: {target} has it now")
@@ -152,24 +151,22 @@ async def _send(ctx: Context, far: remote.RemoteManager, dataset: str, snapshot:
         except CommandFailed as err:
             raise JobFailed(f"sending {name} to {target} failed: {err.message}") from err
     ctx.log(journal.NOTICE, f"sent {total} bytes to {target}")
-    whole = into.endswith(RECEIVING_SUFFIX)
-    await uncancellable(_adopt(ctx, far, dataset, snapshot.name, whole=whole))
+    await uncancellable(_adopt(ctx, far, dataset, snapshot.name))
 
 
-async def _adopt(
-    ctx: Context, far: remote.RemoteManager, dataset: str, snapshot: str, *, whole: bool
-) -> None:
-    """The target picks the machine up; `snapshot` is then the newest it has. Not
-    cancelled half way: the mark must say what the target has."""
+async def _adopt(ctx: Context, far: remote.RemoteManager, dataset: str, snapshot: str) -> None:
+    """The target picks the machine up; `snapshot` is then the newest it has. It is
+    marked sent first: should the answer be lost, or this daemon die before it, the
+    target may well have it, and the next send must find it here (a mark the target
+    turns out not to have only keeps a snapshot until the next send moves it). Not
+    cancelled half way."""
     name, target = ctx.job.machine, ctx.job.argument
+    await _mark_sent(ctx, dataset, snapshot, target)
     try:
         await far.call("AdoptReceived", "sst", name, origin(dataset), 0)
     except (GnspawnError, remote.Unreachable) as err:
-        if not whole:  # its copy has the snapshot all the same: the next send starts there
-            await _mark_sent(ctx, dataset, snapshot, target)
         raise JobFailed(f"{target} did not pick {name} up: {err}") from err
     ctx.log(journal.NOTICE, f"{target} has {name} ready")
-    await _mark_sent(ctx, dataset, snapshot, target)
     ctx.change(phase=Phase.CLEANUP)
 
 
@@ -216,10 +213,12 @@ def _counter(ctx: Context, before: int, size: int) -> Callable[[int], None]:
     return counted
 
 
-async def _undo(ctx: Context, far: remote.RemoteManager, snapshot: str) -> None:
-    """After a failed or cancelled send: nothing half received left on the target,
-    and the job's snapshot gone here unless the target has it."""
-    await _discard(ctx, far)
+async def _undo(ctx: Context, far: remote.RemoteManager | None, snapshot: str) -> None:
+    """After a failed or cancelled send: nothing half received left on the target
+    (`far`, None when it was never reached), and the job's snapshot gone here unless
+    the target has it."""
+    if far is not None:
+        await _discard(ctx, far)
     await _drop_unsent(ctx, snapshot)
 
 
