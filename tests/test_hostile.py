@@ -372,10 +372,11 @@ def prepare_receive_errors(name: str, origin: str, flags: int) -> Errors:
 
 
 def adopt_received_errors(name: str, origin: str, flags: int) -> Errors:
-    """Nothing was received here: a dataset that came from no sender is not taken up."""
+    """Nothing was received here on the caller's connection (it called no
+    PrepareReceive): nothing is taken up, a dataset that came from no sender least."""
     errors = discard_received_errors(name, origin, flags)
     if valid_name(name) and valid_origin(origin):
-        errors |= {MACHINE_EXISTS if name in DATASETS else NO_SUCH_MACHINE}
+        errors |= {NO_SUCH_MACHINE}
     return errors
 
 
@@ -730,7 +731,7 @@ EXPECTED: list[tuple[str, tuple[Value, ...], str]] = [
     ("PrepareReceive", ("web@x", "h:p", 0), INVALID_NAME),
     ("PrepareReceive", (FRESH, "h p", 0), INVALID_ARGS),
     ("PrepareReceive", (FRESH, "h:p", MOVE), INVALID_ARGS),
-    ("AdoptReceived", (WEB, "h:pool/machines/web", 0), MACHINE_EXISTS),
+    ("AdoptReceived", (WEB, "h:pool/machines/web", 0), NO_SUCH_MACHINE),
     ("AdoptReceived", (FRESH, "h:pool/machines/fresh", 0), NO_SUCH_MACHINE),
     ("AdoptReceived", ("..", "h:p", 0), INVALID_NAME),
     ("AdoptReceived", (FRESH, "", 0), INVALID_ARGS),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -279,6 +280,42 @@ def test_a_send_canceled_midway_leaves_nothing_there(bed: Testbed, other: OtherH
     assert snapshots(f"{bed.dataset}/web") == []
     wait_until(lambda: other.zfs_list() == [OTHER_POOL, OTHER_MACHINES], "nothing there")
     assert not gnspawn_processes(job), "a process of the send runs on"
+
+
+def test_a_machine_being_received_is_the_senders_alone_while_it_is_connected(
+    bed: Testbed, other: OtherHost
+) -> None:
+    root = seed(bed)
+    assert gnctl("send", "web", other.host).returncode == 0
+    (root / "etc" / "motd").write_text("sent twice\n")
+    other.cut(f"pause:{1 << 10}")
+    job = queued(call("Send", "sst", "web", other.host, "0").stdout)
+    wait_until(other.paused.exists, "the stream to pause")
+    sender = f"{socket.gethostname()}:{bed.dataset}/web"
+    busy = f"org.gnspawn1.Error.Busy: machine web is being received here from {sender}"
+
+    # Another sender, a job there, another connection adopting or discarding it.
+    assert other_error(other, "PrepareReceive", "web", "elsewhere:p/m/web", "0").startswith(busy)
+    assert other_error(other, "Update", "web", "0").startswith(busy)
+    assert other_error(other, "DiscardReceived", "web", sender, "0").startswith(busy)
+    assert other_error(other, "AdoptReceived", "web", sender, "0").startswith(
+        f"org.gnspawn1.Error.NoSuchMachine: nothing of web was received from {sender} "
+        "on this connection"
+    )
+    assert other_gnctl(other, "jobs", "--no-legend").stdout == ""
+
+    # The sender's connection ends with its job, and the machine is free again.
+    assert gnctl("cancel", str(job)).returncode == 0
+    assert wait_job(job) == "canceled"
+    wait_until(
+        lambda: other_error(other, "PrepareReceive", "web", "elsewhere:p/m/web", "0").startswith(
+            "org.gnspawn1.Error.MachineExists: machine web exists here and was not sent from "
+        ),
+        "the reception to end with its connection",
+    )
+    again = gnctl("send", "web", other.host)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert tree_hash(other.root(other.machines / "web")) == tree_hash(root)
 
 
 def test_a_send_canceled_while_it_connects_leaves_nothing(bed: Testbed, other: OtherHost) -> None:

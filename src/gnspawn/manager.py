@@ -146,7 +146,9 @@ class Manager:
         argument = await job_kind.check(self.host, request)
         builders = self.config.portage.builders and not follows
         profile = await job_kind.profile(self.host, request, argument) if builders else ""
+        await receive.receiver(self.host, name)  # a reception whose sender went ends
         # No await from here on: what is checked holds when the jobs are queued.
+        receive.check_not_receiving(self.host, name)
         if Flags.FAIL_IF_BUSY in checked and self.queue.busy(name):
             raise Busy(f"machine {name} has a job waiting or running")
         # Like systemd's jobs: a request equal to one that has not started yet is that one;
@@ -199,21 +201,23 @@ class Manager:
         self.queue.add(job)
         return job
 
-    async def prepare_receive(self, name: str, origin: str, flags: int) -> tuple[str, list[str]]:
-        """PrepareReceive: where a sender's machine goes, and the snapshots here of it."""
+    async def prepare_receive(
+        self, name: str, origin: str, flags: int, *, sender: str
+    ) -> tuple[str, list[str]]:
+        """PrepareReceive: where a sender's machine goes, and the snapshots here of it;
+        the name is the `sender` connection's until it adopts, discards or goes."""
         check_flags(flags, Flags(0))
-        return await receive.prepare(self.host, name, origin)
+        return await receive.prepare(self.host, name, origin, sender)
 
-    async def adopt_received(self, name: str, origin: str, flags: int) -> None:
+    async def adopt_received(self, name: str, origin: str, flags: int, *, sender: str) -> None:
         """AdoptReceived: what a sender sent is a machine here now."""
         check_flags(flags, Flags(0))
-        await receive.adopt(self.host, name, origin)
+        await receive.adopt(self.host, name, origin, sender)
 
-    async def discard_received(self, name: str, origin: str, flags: int) -> None:
+    async def discard_received(self, name: str, origin: str, flags: int, *, sender: str) -> None:
         """DiscardReceived: what a whole send left half received goes."""
         check_flags(flags, Flags(0))
-        receive.check_origin(origin)
-        await receive.discard(self.host, name)
+        await receive.discard(self.host, name, origin, sender)
 
     async def update_all(self, flags: int, *, uid: int) -> list[tuple[str, Job | None]]:
         """One update per Gentoo machine, in an order that compiles each package once.

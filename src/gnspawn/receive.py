@@ -3,6 +3,10 @@
 The sender pipes `zfs send` through ssh into `zfs receive` itself; gnspawnd here says
 where (below [storage] dataset only), refuses what must not be overwritten, and takes
 the received dataset up as a machine once all of it is there.
+
+From PrepareReceive on, the name is the sender's (Host.receiving) for as long as its
+bus connection lives: no second sender, no job here, and only that connection adopts
+or discards what arrives. A sender that dies closes its connection, and with it this.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import re
 from gnspawn import machines, nspawn
 from gnspawn.errors import Busy, InvalidArgs, MachineExists, NoSuchMachine
 from gnspawn.inventory import gentoo_root
-from gnspawn.jobs.context import Host
+from gnspawn.jobs.context import Host, Reception
 from gnspawn.names import ORIGIN_PROPERTY, RECEIVING_SUFFIX, shown
 
 log = logging.getLogger(__name__)
@@ -28,22 +32,53 @@ def check_origin(origin: str) -> str:
     return origin
 
 
-async def prepare(host: Host, name: str, origin: str) -> tuple[str, list[str]]:
+async def receiver(host: Host, name: str) -> Reception | None:
+    """Who is sending machine `name` here: None when nobody is, or the connection that
+    was has gone (its reservation is dropped then)."""
+    held = host.receiving.get(name)
+    if held is not None and not await host.services.connected(held.sender):
+        if host.receiving.get(name) is held:
+            del host.receiving[name]
+        return None
+    return host.receiving.get(name)
+
+
+def check_not_receiving(host: Host, name: str) -> None:
+    """Busy while a sender sends machine `name` here (see receiver())."""
+    if (held := host.receiving.get(name)) is not None:
+        raise Busy(f"machine {name} is being received here from {held.origin}")
+
+
+async def prepare(host: Host, name: str, origin: str, sender: str) -> tuple[str, list[str]]:
     """Where machine `name` from `origin` is to be received, and the snapshots this
-    host has of it (oldest first; none: send it whole, into NAME:receiving).
+    host has of it (oldest first; none: send it whole, into NAME:receiving). The name
+    is reserved for the `sender` connection from now on.
 
     A machine of that name is updated only when it came from the same sender, has no
     job, and does not run; anything half received before is discarded.
     """
     machines.check_name(name)
     check_origin(origin)
-    dataset = machines.dataset(host.config, name)
+    held = await receiver(host, name)
+    if held is not None and held.sender != sender:
+        check_not_receiving(host, name)
     if host.queue.busy(name):
         raise Busy(f"machine {name} has a job waiting or running here")
+    reception = host.receiving[name] = Reception(origin, sender)
+    try:
+        return await _prepare(host, name, origin)
+    except BaseException:
+        if host.receiving.get(name) is reception:
+            del host.receiving[name]
+        raise
+
+
+async def _prepare(host: Host, name: str, origin: str) -> tuple[str, list[str]]:
+    dataset = machines.dataset(host.config, name)
     found = await host.zfs.filesystem(dataset, [ORIGIN_PROPERTY])
     if found is None:
         await host.inventory.check_free(name)
-        await discard(host, name)
+        await _destroy_received(host, name)
         return dataset + RECEIVING_SUFFIX, []
     if found.get(ORIGIN_PROPERTY) != origin:
         raise MachineExists(f"machine {name} exists here and was not sent from {origin}")
@@ -52,16 +87,23 @@ async def prepare(host: Host, name: str, origin: str) -> tuple[str, list[str]]:
     return dataset, [s.name for s in await host.zfs.snapshots(dataset)]
 
 
-async def adopt(host: Host, name: str, origin: str) -> None:
+async def adopt(host: Host, name: str, origin: str, sender: str) -> None:
     """Take up what was received as machine `name`: renamed into place when it came
     whole, mounted where machines are, its sender recorded, its .nspawn file written
-    unless the admin has one."""
+    unless the admin has one. Only the connection that prepared it may."""
     machines.check_name(name)
     check_origin(origin)
+    held = host.receiving.get(name)
+    if held is None or held != Reception(origin, sender):
+        raise NoSuchMachine(f"nothing of {name} was received from {origin} on this connection")
+    await _adopt(host, name, origin)
+    if host.receiving.get(name) is held:
+        del host.receiving[name]
+
+
+async def _adopt(host: Host, name: str, origin: str) -> None:
     dataset = machines.dataset(host.config, name)
     received = dataset + RECEIVING_SUFFIX
-    if host.queue.busy(name):
-        raise Busy(f"machine {name} has a job waiting or running here")
     if await host.zfs.exists(received):
         await host.inventory.check_free(name)
         await host.zfs.rename(received, dataset)
@@ -80,10 +122,20 @@ async def adopt(host: Host, name: str, origin: str) -> None:
     log.info("machine %s received from %s", name, origin)
 
 
-async def discard(host: Host, name: str) -> bool:
-    """Destroy what a whole send left half received of machine `name`; whether there
-    was anything."""
+async def discard(host: Host, name: str, origin: str, sender: str) -> bool:
+    """Destroy what a whole send left half received of machine `name`, and end its
+    reception; whether there was anything. Busy while another connection sends it."""
     machines.check_name(name)
+    check_origin(origin)
+    held = await receiver(host, name)
+    if held is not None and held.sender != sender:
+        check_not_receiving(host, name)
+    if held is not None:
+        del host.receiving[name]
+    return await _destroy_received(host, name)
+
+
+async def _destroy_received(host: Host, name: str) -> bool:
     received = machines.dataset(host.config, name) + RECEIVING_SUFFIX
     if not await host.zfs.exists(received):
         return False

@@ -29,6 +29,7 @@ MACHINED = (
     "/org/freedesktop/machine1",
     "org.freedesktop.machine1.Manager",
 )
+BUS = ("org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus")
 _ABSENT = {
     "org.freedesktop.DBus.Error.ServiceUnknown",
     "org.freedesktop.DBus.Error.NameHasNoOwner",
@@ -182,6 +183,14 @@ class HostServices:
             name = reply.error_name or ""
             raise ServiceError(f"{name}: {text}", name=name)
         return list(reply.body)
+
+    async def connected(self, name: str) -> bool:
+        """Whether a connection of this unique name is on the bus (True without a bus:
+        nothing can be told then)."""
+        if self.bus is None:
+            return True
+        (found,) = await self._call(BUS, "NameHasOwner", "s", name)
+        return bool(found)
 
     async def machine_running(self, name: str) -> bool:
         """Whether machined knows a running machine of this name; False without machined."""

@@ -43,6 +43,10 @@ class Authority:
         if msg.message_type is MessageType.METHOD_CALL:
             _message.set(msg)
 
+    def sender(self) -> str:
+        """The unique bus name of the caller of the current method."""
+        return self._sender()
+
     def _sender(self) -> str:
         msg = _message.get()
         if msg is None or not msg.sender:

@@ -107,19 +107,21 @@ class ManagerInterface(ServiceInterface):
         self, name: DBusStr, origin: DBusStr, flags: DBusUInt64
     ) -> Annotated[tuple[str, list[str]], DBusSignature("sas")]:
         await self.authority.require_manage()
-        return await self.manager.prepare_receive(name, origin, flags)
+        return await self.manager.prepare_receive(
+            name, origin, flags, sender=self.authority.sender()
+        )
 
     @dbus_method()
     @translated
     async def AdoptReceived(self, name: DBusStr, origin: DBusStr, flags: DBusUInt64) -> None:
         await self.authority.require_manage()
-        await self.manager.adopt_received(name, origin, flags)
+        await self.manager.adopt_received(name, origin, flags, sender=self.authority.sender())
 
     @dbus_method()
     @translated
     async def DiscardReceived(self, name: DBusStr, origin: DBusStr, flags: DBusUInt64) -> None:
         await self.authority.require_manage()
-        await self.manager.discard_received(name, origin, flags)
+        await self.manager.discard_received(name, origin, flags, sender=self.authority.sender())
 
     @outputs("snapshots")
     @dbus_method()

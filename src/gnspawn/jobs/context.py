@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 from gnspawn import log as journal
 from gnspawn import nspawn
@@ -54,6 +54,16 @@ class Host:
     inventory: Inventory
     recorder: Recorder
     queue: Queue
+    receiving: dict[str, Reception] = dataclasses.field(default_factory=dict)
+    """The machines a sender is sending here, by name (gnspawn.receive)."""
+
+
+class Reception(NamedTuple):
+    """A machine being received: from `origin`, over the bus connection `sender`, for as
+    long as that connection lives (a send keeps it open from PrepareReceive on)."""
+
+    origin: str
+    sender: str
 
 
 @dataclasses.dataclass(frozen=True)
