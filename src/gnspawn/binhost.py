@@ -360,21 +360,31 @@ def publish_environment(config: Config) -> dict[str, str]:
     }
 
 
-async def publish(config: Config, packages: Sequence[Path]) -> None:
-    """Sign `packages` (a publishing host's new ones) and bring PKGDIR's index up to
-    date; raises BinhostError."""
+async def publish(config: Config, packages: Sequence[Path]) -> int:
+    """Sign those of `packages` (a publishing host's new ones) that carry no signature
+    yet, and bring PKGDIR's index up to date; how many it signed. Signing the same
+    packages again signs none twice (a pending note, see begin). Raises BinhostError
+    after it tried them all."""
     env = publish_environment(config)
     sign = portage.tool(config.portage, "gpkg-sign")
     xpak = [str(p) for p in packages if not p.name.endswith(".gpkg.tar")]
     if xpak:
         log.warning("cannot sign %s: only gpkg packages carry a signature", ", ".join(xpak))
-    signable = [str(p) for p in packages if p.name.endswith(".gpkg.tar")]
-    for package in signable:  # gpkg-sign signs the first file it is given, only
+
+    def unsigned() -> list[Path]:
+        return [p for p in packages if p.name.endswith(".gpkg.tar") and not _signed(p)]
+
+    failed, signed = [], 0
+    for package in await asyncio.to_thread(unsigned):  # gpkg-sign signs its first file only
         try:
-            await run([sign, package], env=commands.environment(env))
+            await run([sign, str(package)], env=commands.environment(env))
+            signed += 1
         except (CommandFailed, OSError) as err:
-            raise BinhostError(f"cannot sign {package}: {_why(err)}") from err
+            failed.append(f"cannot sign {package}: {_why(err)}")
     await _fix_index(config, env)
+    if failed:
+        raise BinhostError("; ".join(failed))
+    return signed
 
 
 def _pending(config: Config) -> Path:
@@ -396,15 +406,16 @@ async def publish_since(config: Config, job: int, since: float) -> int:
     how many packages that was. Raises BinhostError (the job's note then stays)."""
     async with _publishing:
         built = await asyncio.to_thread(new_packages, config.portage.pkgdir, since)
-        if built:
-            await publish(config, built)
+        count = await publish(config, built) if built else 0
         await asyncio.to_thread((_pending(config) / str(job)).unlink, True)
-    return len(built)
+    return count
 
 
 async def publish_pending(config: Config) -> None:
     """Sign what the emerges of a gnspawnd that died did not sign (see begin); on a
-    host that no longer publishes, forget it. Failures are logged: the daemon starts."""
+    host that no longer publishes, forget it. Run beside the jobs once gnspawnd is
+    ready (a backlog must not hold its start up); failures are logged, and a note is
+    tried again at the next start while a package of it is left unsigned."""
     directory = _pending(config)
     notes = await asyncio.to_thread(lambda: sorted(directory.glob("*")))
     for note in notes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -74,7 +75,6 @@ class Daemon:
             await binhost.make_keyring(self.config)
         except binhost.BinhostError as err:
             raise StartFailed(str(err)) from err
-        await binhost.publish_pending(self.config)
         store = JobStore(self.config.daemon.state_directory / "jobs.sqlite")
         try:
             bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
@@ -95,6 +95,9 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
+        # The jobs wait for what a gnspawnd that died left unsigned in PKGDIR: signing
+        # changes a package that an emerge would be reading (_publish_pending).
+        manager.queue.paused = True
         try:
             await manager.start()
             service.export_known()
@@ -106,7 +109,11 @@ class Daemon:
             log.info("gnspawnd %s ready on %s", __version__, BUS_NAME)
             _notify("READY=1")
             self._status(manager)
+            pending = asyncio.create_task(self._publish_pending(manager))
             await self.stopping.wait()
+            pending.cancel()  # what it did not sign, the next start does
+            with contextlib.suppress(asyncio.CancelledError):
+                await pending
             log.info("stopping: running jobs are rolled back, waiting jobs are kept")
             _notify("STOPPING=1")
             await bus.release_name(BUS_NAME)
@@ -117,6 +124,16 @@ class Daemon:
             store.close()
             journal.flush()  # the last lines, e.g. of jobs rolled back while stopping
         return 0
+
+    async def _publish_pending(self, manager: Manager) -> None:
+        """Sign what a gnspawnd that died left unsigned, once this one is ready (a
+        backlog must not hold its start up), then let the jobs start."""
+        try:
+            await binhost.publish_pending(self.config)
+        finally:
+            if not self.stopping.is_set():
+                manager.queue.paused = False
+                manager.queue.schedule()
 
 
 SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)

@@ -115,11 +115,23 @@ async def _adopt(host: Host, name: str, origin: str) -> None:
             raise MachineExists(f"machine {name} exists here and was not sent from {origin}")
     await host.zfs.set(dataset, ORIGIN_PROPERTY, origin)
     await host.zfs.set(dataset, "mountpoint", str(machines.directory(host.config, name)))
-    gentoo_root(await host.inventory.machine(name, fresh=True))
+    locked = await host.zfs.locked(dataset)
+    if not locked:  # a raw receive of an encrypted one is mounted once its key is loaded
+        gentoo_root(await host.inventory.machine(name, fresh=True))
     settings = nspawn.settings_path(host.config.nspawn, name)
     if not (settings.exists() or settings.is_symlink()):
         nspawn.write_settings(host.config, name)
-    log.info("machine %s received from %s", name, origin)
+    if locked:
+        log.warning(
+            "machine %s received from %s, encrypted: load its key (zfs load-key %s) and "
+            "mount it (zfs mount %s) before it starts",
+            name,
+            origin,
+            dataset,
+            dataset,
+        )
+    else:
+        log.info("machine %s received from %s", name, origin)
 
 
 async def discard(host: Host, name: str, origin: str, sender: str) -> bool:

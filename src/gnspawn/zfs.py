@@ -247,6 +247,14 @@ class Zfs:
             return False
         return value not in ("off", "-", "")
 
+    async def locked(self, dataset: str) -> bool:
+        """Whether the dataset is encrypted and its key not loaded (a raw receive
+        leaves it so); False on a storage without native encryption."""
+        try:
+            return await self.get(dataset, "keystatus") == "unavailable"
+        except StorageFailed:
+            return False
+
     def send_argv(self, snapshot: str, *, since: str = "", raw: bool = False) -> list[str]:
         """`zfs send` of `snapshot`: whole, or the snapshots after `since` up to it
         (-I); raw (-w) keeps an encrypted dataset's blocks encrypted on the way."""
