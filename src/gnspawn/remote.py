@@ -15,9 +15,10 @@ import socket
 import struct
 from typing import Any
 
-from dbus_fast import DBusError, Message, MessageType
+from dbus_fast import DBusError, MessageType
 from dbus_fast.aio import MessageBus
 
+from gnspawn.driver import reply_to
 from gnspawn.errors import BY_DBUS_NAME, GnspawnError, InvalidHost
 from gnspawn.names import BUS_NAME, MANAGER_INTERFACE, MANAGER_PATH, shown
 
@@ -139,17 +140,7 @@ async def call(
     bus: MessageBus, path: str, interface: str, member: str, signature: str = "", *body: Any
 ) -> list[Any]:
     """Call gnspawnd on `bus`; its errors come back as the exceptions it raised."""
-    reply = await bus.call(
-        Message(
-            destination=BUS_NAME,
-            path=path,
-            interface=interface,
-            member=member,
-            signature=signature,
-            body=list(body),
-        )
-    )
-    assert reply is not None
+    reply = await reply_to(bus, (BUS_NAME, path, interface), member, signature, *body)
     if reply.message_type is MessageType.ERROR:
         raise domain_error(
             DBusError(reply.error_name or "", str(reply.body[0]) if reply.body else "")

@@ -15,7 +15,7 @@ from typing import Any
 from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 
-from gnspawn.driver import add_match
+from gnspawn.driver import BUS, add_match, reply_to
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,6 @@ MACHINED = (
     "/org/freedesktop/machine1",
     "org.freedesktop.machine1.Manager",
 )
-BUS = ("org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus")
 _ABSENT = {
     "org.freedesktop.DBus.Error.ServiceUnknown",
     "org.freedesktop.DBus.Error.NameHasNoOwner",
@@ -164,22 +163,11 @@ class HostServices:
     ) -> list[Any]:
         if self.bus is None:
             raise Unavailable(f"{target[0]} is not reachable")
-        destination, path, interface = target
-        reply = await self.bus.call(
-            Message(
-                destination=destination,
-                path=path,
-                interface=interface,
-                member=member,
-                signature=signature,
-                body=list(body),
-            )
-        )
-        assert reply is not None
+        reply = await reply_to(self.bus, target, member, signature, *body)
         if reply.message_type is MessageType.ERROR:
             text = str(reply.body[0]) if reply.body else ""
             if reply.error_name in _ABSENT:
-                raise Unavailable(f"{destination} is not on the bus")
+                raise Unavailable(f"{target[0]} is not on the bus")
             name = reply.error_name or ""
             raise ServiceError(f"{name}: {text}", name=name)
         return list(reply.body)

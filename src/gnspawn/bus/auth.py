@@ -8,7 +8,7 @@ from collections import OrderedDict
 from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
-from gnspawn.driver import bus_driver
+from gnspawn.driver import bus_driver, reply_to
 from gnspawn.errors import AccessDenied
 from gnspawn.names import POLKIT_ACTION
 
@@ -56,18 +56,7 @@ class Authority:
     async def _call(
         self, target: tuple[str, str, str], member: str, signature: str, body: list[object]
     ) -> Message:
-        destination, path, interface = target
-        message = Message(
-            destination=destination,
-            path=path,
-            interface=interface,
-            member=member,
-            signature=signature,
-            body=body,
-        )
-        reply = await self.bus.call(message)
-        assert reply is not None
-        return reply
+        return await reply_to(self.bus, target, member, signature, *body)
 
     async def caller_uid(self) -> int:
         sender = self._sender()
