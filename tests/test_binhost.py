@@ -321,31 +321,41 @@ def test_host_b_installs_what_host_a_built_and_signed_and_refuses_a_package_sign
         assert "verify-signature = true\n" in binrepos
 
         # Packages on A's server that do not verify: one signed with a key B does not
-        # trust, one changed after the builder signed it, one not signed at all. The
-        # builder refuses each (the first and last as it downloads them, before its
-        # snapshot; the changed one as it unpacks it) and its root is as it was; nothing
-        # of it is left in B's PKGDIR or its index, and db compiles that hello itself.
+        # trust, one not signed at all (or not signed yet), one changed after the
+        # builder signed it. The builder refuses each and its root goes back; what it
+        # downloaded is gone from B's PKGDIR and its index. The first two are refused
+        # as they are downloaded, before the snapshot: the builder compiles that hello
+        # itself, publishes it, and db installs that. The changed one passes the
+        # download and is refused as it is unpacked: db compiles it itself.
         builder_root = daemon.state / "builders" / "default"
-        cases = [(3, other_key, False, 5), (4, builder_key, True, 7), (5, None, False, 9)]
+        cases = [(3, other_key, False, 5), (4, None, False, 7), (5, builder_key, True, 9)]
         for version, key, tampered, builder in cases:
             package_signed_by(daemon, version, key, tampered=tampered)
+            served = (pkgdir_a / f"app-misc/hello/hello-{version}-1.gpkg.tar").read_bytes()
             before = installed(builder_root)
             before_snapshots = snapshots(f"{daemon.dataset}/{BUILDER}")
             result = gnctl("update", "db")
             assert result.returncode == 0, result.stdout + result.stderr
             assert job_string(builder, "Machine") == BUILDER
             assert wait_job(builder) == "failed"
+            assert job_string(builder, "Phase") == "rollback"
             error = job_string(builder, "Error")
-            assert job_string(builder, "Phase") == ("rollback" if tampered else "fetch")
             assert error.startswith(
                 f"app-misc/hello-{version} failed: binary package refused: "
                 "GnuPG verification failed"
             ), error
             assert installed(builder_root) == before
             assert snapshots(f"{daemon.dataset}/{BUILDER}") == before_snapshots
-            assert not list((pkgdir_b / "app-misc/hello").glob(f"hello-{version}*"))
-            assert f"hello-{version}" not in (pkgdir_b / "Packages").read_text()
-            assert merged(daemon, builder + 1) == [("source", f"app-misc/hello-{version}")]
+            fetched = list((pkgdir_b / "app-misc/hello").glob(f"hello-{version}*"))
+            if tampered:
+                assert fetched == []
+                assert f"hello-{version}" not in (pkgdir_b / "Packages").read_text()
+                assert merged(daemon, builder + 1) == [("source", f"app-misc/hello-{version}")]
+            else:
+                assert ("source", f"app-misc/hello-{version}") in merged(daemon, builder)
+                assert len(fetched) == 1 and fetched[0].read_bytes() != served, fetched
+                assert f"app-misc/hello/{fetched[0].name}" in index(pkgdir_b)
+                assert merged(daemon, builder + 1) == [("binary", f"app-misc/hello-{version}")]
             assert hello_version(db) == str(version)
     finally:
         stop_pid(server.proc)

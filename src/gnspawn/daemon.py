@@ -128,12 +128,16 @@ class Daemon:
     async def _publish_pending(self, manager: Manager) -> None:
         """Sign what a gnspawnd that died left unsigned, once this one is ready (a
         backlog must not hold its start up), then let the jobs start."""
+        _notify("STATUS=signing the binary packages a gnspawnd that died left; jobs wait")
         try:
             await binhost.publish_pending(self.config)
+        except Exception:  # the jobs must not wait for ever, nor the stop fail on it
+            log.exception("signing the binary packages left unsigned failed")
         finally:
             if not self.stopping.is_set():
                 manager.queue.paused = False
                 manager.queue.schedule()
+                self._status(manager)
 
 
 SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)

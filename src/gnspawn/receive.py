@@ -5,8 +5,9 @@ where (below [storage] dataset only), refuses what must not be overwritten, and 
 the received dataset up as a machine once all of it is there.
 
 From PrepareReceive on, the name is the sender's (Host.receiving) for as long as its
-bus connection lives: no second sender, no job here, and only that connection adopts
-or discards what arrives. A sender that dies closes its connection, and with it this.
+bus connection lives: no other sender, no job here, and only that connection adopts
+what arrives (the same sender, on a new connection, may discard it or start again).
+A sender that dies closes its connection, and with it this.
 """
 
 from __future__ import annotations
@@ -36,11 +37,10 @@ async def receiver(host: Host, name: str) -> Reception | None:
     """Who is sending machine `name` here: None when nobody is, or the connection that
     was has gone (its reservation is dropped then)."""
     held = host.receiving.get(name)
-    if held is not None and not await host.services.connected(held.sender):
-        if host.receiving.get(name) is held:
-            del host.receiving[name]
-        return None
-    return host.receiving.get(name)
+    gone = held is not None and not await host.services.connected(held.sender)
+    if gone and host.receiving.get(name) is held:
+        del host.receiving[name]
+    return host.receiving.get(name)  # another may have taken it meanwhile
 
 
 def check_not_receiving(host: Host, name: str) -> None:
@@ -60,8 +60,10 @@ async def prepare(host: Host, name: str, origin: str, sender: str) -> tuple[str,
     machines.check_name(name)
     check_origin(origin)
     held = await receiver(host, name)
-    if held is not None and held.sender != sender:
+    if held is not None and held.sender != sender and held.origin != origin:
         check_not_receiving(host, name)
+    # The same sender again (a connection of its that hangs in a broken network may
+    # outlive the send): the new send takes the name over.
     if host.queue.busy(name):
         raise Busy(f"machine {name} has a job waiting or running here")
     reception = host.receiving[name] = Reception(origin, sender)
@@ -136,13 +138,13 @@ async def _adopt(host: Host, name: str, origin: str) -> None:
 
 async def discard(host: Host, name: str, origin: str, sender: str) -> bool:
     """Destroy what a whole send left half received of machine `name`, and end its
-    reception; whether there was anything. Busy while another connection sends it."""
+    reception; whether there was anything. Busy while another sender sends it."""
     machines.check_name(name)
     check_origin(origin)
     held = await receiver(host, name)
-    if held is not None and held.sender != sender:
+    if held is not None and held.sender != sender and held.origin != origin:
         check_not_receiving(host, name)
-    if held is not None:
+    if held is not None and host.receiving.get(name) is held:
         del host.receiving[name]
     return await _destroy_received(host, name)
 

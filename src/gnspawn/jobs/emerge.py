@@ -51,7 +51,8 @@ async def emerge(
         **sandbox.directories(config, ctx.job.machine),
         **elog.environment(sandbox.portage_tmpdir(config)),
     }
-    if download:
+    signed = download and bool(config.portage.binrepos)  # [portage] binhost is not
+    if signed:
         # Portage checks the signatures a package has; this makes it refuse one that
         # has none (inject() reads each download before it indexes it).
         env["FEATURES"] = f"{env.get('FEATURES', '')} binpkg-request-signature".lstrip()
@@ -77,7 +78,7 @@ async def emerge(
     started = time.time()
     # What a builder fetches from the binhosts must carry a signature (_after).
     before = None
-    if download:
+    if signed:
         before = await asyncio.to_thread(binhost.package_files, config.portage.pkgdir)
     if publish and config.binhost.publish and not pretend:
         await asyncio.to_thread(binhost.begin, config, ctx.job.id, started)
@@ -104,10 +105,12 @@ class Refused(JobFailed):
 
 def downloads(ctx: Context) -> bool:
     """Whether the job's fetch downloads from the binhosts: a builder's, on a host that
-    lists them. It does so before the job's snapshot, in an emerge of its own that
-    refuses unsigned packages, and what it fetched is checked again before any emerge
-    installs it (_after); the builder's other emerges do not fetch."""
-    return ctx.job.type is JobType.BUILDER and bool(ctx.config.portage.binrepos)
+    has any. It does so before the job's snapshot, in an emerge of its own that refuses
+    the unsigned packages of `[portage] binrepos`, and what it fetched from those is
+    checked again before any emerge installs it (_after); the builder's other emerges
+    do not fetch. (`[portage] binhost`, PORTAGE_BINHOST, is not verified.)"""
+    portage = ctx.config.portage
+    return ctx.job.type is JobType.BUILDER and bool(portage.binrepos or portage.binhost)
 
 
 async def confined(

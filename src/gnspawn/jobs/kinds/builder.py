@@ -82,7 +82,7 @@ class Builder(Kind):
         # was built stays in PKGDIR for the machines.
         args = [*ctx.config.portage.update_args, "--keep-going=y"]
         wanted = [*args, *sorted(atoms)]
-        await self._fetch(ctx, root, wanted)
+        refused = await self._fetch(ctx, root, wanted)
         async with snapshots.protected(ctx, dataset, spent=True) as snapshot:
             try:
                 progress = await emerge(ctx, root, wanted, publish=True)
@@ -93,8 +93,10 @@ class Builder(Kind):
                 # (blockers, a package one of them unmasked). The profile's own sets
                 # still do, and are worth publishing.
                 ctx.log(journal.WARNING, f"the machines' packages do not resolve: {err}")
-                await self._fetch(ctx, root, args)  # the root is not changed by it
+                refused = await self._fetch(ctx, root, args) or refused  # changes no root
                 progress = await emerge(ctx, root, args, publish=True)
+            if refused:  # built here instead, and published; the root goes back
+                raise JobFailed(refused)
         if progress.merged_nothing:
             await ctx.zfs.destroy(snapshot.full_name)
             ctx.change(snapshot="")
@@ -111,16 +113,20 @@ class Builder(Kind):
         return await snapshots.undo_interrupted(ctx, spent=True)
 
     @staticmethod
-    async def _fetch(ctx: Context, root: Path, args: list[str]) -> None:
-        """The fetch step, and on a host with binhosts the download of their packages:
-        a package refused fails the job; what cannot be fetched is left to the emerge,
-        which builds what it can (as --keep-going does) and publishes it."""
+    async def _fetch(ctx: Context, root: Path, args: list[str]) -> str:
+        """The fetch step, and on a host with binhosts the download of their packages.
+        What cannot be fetched is left to the emerge, which builds what it can (as
+        --keep-going does) and publishes it; so is a binhost's package that is refused
+        (unsigned, not signed yet, or signed otherwise), but the job fails for it once
+        that is done. Why it was refused, or ""."""
         try:
             await steps.fetch(ctx, root, args, publish=True)
-        except Refused:
-            raise
+        except Refused as err:
+            ctx.log(journal.ERR, f"{err}; building it here, and the job fails after that")
+            return str(err)
         except JobFailed as err:
             ctx.log(journal.WARNING, f"{err}; building what can be built")
+        return ""
 
     @staticmethod
     async def _binhosts_down(ctx: Context) -> str:

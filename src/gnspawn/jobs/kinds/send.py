@@ -31,6 +31,7 @@ from gnspawn.jobs.context import (
 )
 from gnspawn.jobs.kinds.remove import check_not_running, remove
 from gnspawn.names import (
+    RECEIVING_SUFFIX,
     SENT_PROPERTY,
     SNAPSHOT_PREFIX,
     Flags,
@@ -151,20 +152,25 @@ async def _send(ctx: Context, far: remote.RemoteManager, dataset: str, snapshot:
         except CommandFailed as err:
             raise JobFailed(f"sending {name} to {target} failed: {err.message}") from err
     ctx.log(journal.NOTICE, f"sent {total} bytes to {target}")
-    await uncancellable(_adopt(ctx, far, dataset, snapshot.name))
+    whole = into.endswith(RECEIVING_SUFFIX)
+    await uncancellable(_adopt(ctx, far, dataset, snapshot.name, whole=whole))
 
 
-async def _adopt(ctx: Context, far: remote.RemoteManager, dataset: str, snapshot: str) -> None:
+async def _adopt(
+    ctx: Context, far: remote.RemoteManager, dataset: str, snapshot: str, *, whole: bool
+) -> None:
     """The target picks the machine up; `snapshot` is then the newest it has. It is
     marked sent first: should the answer be lost, or this daemon die before it, the
     target may well have it, and the next send must find it here (a mark the target
-    turns out not to have only keeps a snapshot until the next send moves it). Not
-    cancelled half way."""
+    turns out not to have only keeps a snapshot until the next send moves it). A whole
+    send the target refuses is discarded there: the mark goes. Not cancelled half way."""
     name, target = ctx.job.machine, ctx.job.argument
     await _mark_sent(ctx, dataset, snapshot, target)
     try:
         await far.call("AdoptReceived", "sst", name, origin(dataset), 0)
     except (GnspawnError, remote.Unreachable) as err:
+        if whole and isinstance(err, GnspawnError):
+            await _mark_sent(ctx, dataset, None, target)
         raise JobFailed(f"{target} did not pick {name} up: {err}") from err
     ctx.log(journal.NOTICE, f"{target} has {name} ready")
     ctx.change(phase=Phase.CLEANUP)
@@ -250,8 +256,8 @@ async def _drop_unsent(ctx: Context, snapshot: str) -> None:
             ctx.change(snapshot="")
 
 
-async def _mark_sent(ctx: Context, dataset: str, name: str, target: str) -> None:
-    """Mark `name` as the newest snapshot `target` has, and no other one."""
+async def _mark_sent(ctx: Context, dataset: str, name: str | None, target: str) -> None:
+    """Mark `name` as the newest snapshot `target` has, and no other one (None: none)."""
     for snap in await ctx.zfs.snapshots(dataset):
         hosts = [h for h in snap.sent_to if h != target]
         if snap.name == name:
