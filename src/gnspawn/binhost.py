@@ -411,6 +411,13 @@ async def publish_since(config: Config, job: int, since: float) -> int:
     return count
 
 
+def has_pending(config: Config) -> bool:
+    """Whether a gnspawnd that died left packages to sign (see begin)."""
+    with contextlib.suppress(OSError), os.scandir(_pending(config)) as notes:
+        return any(True for _ in notes)
+    return False
+
+
 async def publish_pending(config: Config) -> None:
     """Sign what the emerges of a gnspawnd that died did not sign (see begin); on a
     host that no longer publishes, forget it. Run beside the jobs once gnspawnd is

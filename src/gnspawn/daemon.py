@@ -128,7 +128,9 @@ class Daemon:
     async def _publish_pending(self, manager: Manager) -> None:
         """Sign what a gnspawnd that died left unsigned, once this one is ready (a
         backlog must not hold its start up), then let the jobs start."""
-        _notify("STATUS=signing the binary packages a gnspawnd that died left; jobs wait")
+        signing = await asyncio.to_thread(binhost.has_pending, self.config)
+        if signing:
+            _notify("STATUS=signing the binary packages a gnspawnd that died left; jobs wait")
         try:
             await binhost.publish_pending(self.config)
         except Exception:  # the jobs must not wait for ever, nor the stop fail on it
@@ -137,7 +139,8 @@ class Daemon:
             if not self.stopping.is_set():
                 manager.queue.paused = False
                 manager.queue.schedule()
-                self._status(manager)
+                if signing:
+                    self._status(manager)
 
 
 SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)

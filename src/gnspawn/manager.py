@@ -20,6 +20,7 @@ from gnspawn.jobs.record import Job, LastJob, now_usec
 from gnspawn.jobs.recorder import Listener, Recorder
 from gnspawn.jobs.retention import Verdict
 from gnspawn.jobs.store import JobStore
+from gnspawn.jobs.waves import Waves
 from gnspawn.machines import Machine, MachineInfo
 from gnspawn.names import (
     Flags,
@@ -257,31 +258,15 @@ class Manager:
         marks = Flags(0) if canary else Flags.NO_CANARY
         found = await self.inventory.all()
         names = self.inventory.names(found)
+        waves = Waves(self.config, found, canary=canary, pretend=Flags.PRETEND in checked)
         result: dict[str, Job | None] = {}
-        leaders: dict[str, Job] = {}
-
-        def order(name: str) -> tuple[bool, bool]:
-            # Trusted machines first, then those whose profile the admin chose: the
-            # first of a profile leads its wave, and no machine goes before its leader.
-            machine = found.get(name)
-            chosen = machine is not None and machines.chosen_profile(self.config, machine)
-            return not self.config.machine(name).trusted, not chosen
-
-        for name in sorted(names, key=order):
+        for name in waves.order(names):
             machine = found.get(name)
             if machine is None or machine.root is None or not machines.is_gentoo(machine.root):
                 log.info("update-all: skipping %s, not a Gentoo root", name)
                 result[name] = None
                 continue
-            follows, profile = 0, ""
-            if (canary or not self.config.portage.builders) and Flags.PRETEND not in checked:
-                # A wave is a profile: the admin's choice, else what the root names.
-                # Only a machine whose profile the admin chose, or a trusted one, leads
-                # a wave: a container that names another's profile can follow its
-                # canary, never become it and hold the others.
-                chosen = machines.chosen_profile(self.config, machine)
-                profile = chosen or machines.profile_of(self.config, machine.root)
-                follows = leaders[profile].id if profile in leaders else 0
+            wave, follows = waves.wave(machine)
             try:
                 job = await self.request(
                     JobType.UPDATE,
@@ -297,8 +282,7 @@ class Manager:
                 log.info("update-all: skipping %s, busy", name)
                 result[name] = None
                 continue
-            if profile and ((canary and chosen) or self.config.machine(name).trusted):
-                leaders.setdefault(profile, job)
+            waves.queued(machine, wave, job)
             result[name] = job
         return [(name, result[name]) for name in names]
 
