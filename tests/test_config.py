@@ -611,6 +611,14 @@ def test_binhost_settings() -> None:
             "portage.binrepos",
             "needs builders = true",
         ),
+        (
+            {
+                "portage": {"binrepos": ["http://b"], "binhost": "http://o"},
+                "binhost": {"keys": ["/k"]},
+            },
+            "portage.binhost",
+            "exclude each other",
+        ),
     ],
 )
 def test_bad_binhost_settings(data: dict[str, Any], key: str, problem: str) -> None:

@@ -492,6 +492,13 @@ def parse(
             "keys",
             "[portage] binrepos needs the public keys their packages are signed with",
         )
+    if portage.binrepos and portage.binhost:
+        raise fail(
+            "portage",
+            "binhost",
+            "binhost (PORTAGE_BINHOST, unverified) and binrepos (verified) exclude each "
+            "other: a builder that fetches requires every package to be signed",
+        )
     if portage.binrepos and not portage.builders:
         raise fail(
             "portage",

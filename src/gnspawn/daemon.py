@@ -65,10 +65,15 @@ class Daemon:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.stopping = asyncio.Event()
+        self.signing = False
+        """Signing what a gnspawnd that died left: the jobs wait (_publish_pending)."""
 
     def _status(self, manager: Manager) -> None:
         queue = manager.queue
-        _notify(f"STATUS={queue.running} running, {queue.waiting} waiting")
+        status = f"STATUS={queue.running} running, {queue.waiting} waiting"
+        if self.signing:
+            status += "; signing the packages a gnspawnd that died left first"
+        _notify(status)
 
     async def serve(self) -> int:
         try:
@@ -128,18 +133,20 @@ class Daemon:
     async def _publish_pending(self, manager: Manager) -> None:
         """Sign what a gnspawnd that died left unsigned, once this one is ready (a
         backlog must not hold its start up), then let the jobs start."""
-        signing = await asyncio.to_thread(binhost.has_pending, self.config)
-        if signing:
-            _notify("STATUS=signing the binary packages a gnspawnd that died left; jobs wait")
         try:
+            if self.config.binhost.publish:
+                self.signing = await asyncio.to_thread(binhost.has_pending, self.config)
+            if self.signing:
+                self._status(manager)
             await binhost.publish_pending(self.config)
         except Exception:  # the jobs must not wait for ever, nor the stop fail on it
             log.exception("signing the binary packages left unsigned failed")
         finally:
+            signed, self.signing = self.signing, False
             if not self.stopping.is_set():
                 manager.queue.paused = False
                 manager.queue.schedule()
-                if signing:
+                if signed:
                     self._status(manager)
 
 

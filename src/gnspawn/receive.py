@@ -5,9 +5,9 @@ where (below [storage] dataset only), refuses what must not be overwritten, and 
 the received dataset up as a machine once all of it is there.
 
 From PrepareReceive on, the name is the sender's (Host.receiving) for as long as its
-bus connection lives: no other sender, no job here, and only that connection adopts
-what arrives (the same sender, on a new connection, may discard it or start again).
-A sender that dies closes its connection, and with it this.
+bus connection lives: no other connection prepares, adopts or discards it, and no job
+here runs on it. A sender that dies closes its connection, and with it this (once the
+bus sees it go: ssh's keepalives bound that in a broken network).
 """
 
 from __future__ import annotations
@@ -60,10 +60,8 @@ async def prepare(host: Host, name: str, origin: str, sender: str) -> tuple[str,
     machines.check_name(name)
     check_origin(origin)
     held = await receiver(host, name)
-    if held is not None and held.sender != sender and held.origin != origin:
+    if held is not None and held.sender != sender:
         check_not_receiving(host, name)
-    # The same sender again (a connection of its that hangs in a broken network may
-    # outlive the send): the new send takes the name over.
     if host.queue.busy(name):
         raise Busy(f"machine {name} has a job waiting or running here")
     reception = host.receiving[name] = Reception(origin, sender)
@@ -71,7 +69,10 @@ async def prepare(host: Host, name: str, origin: str, sender: str) -> tuple[str,
         return await _prepare(host, name, origin)
     except BaseException:
         if host.receiving.get(name) is reception:
-            del host.receiving[name]
+            if held is None:
+                del host.receiving[name]
+            else:
+                host.receiving[name] = held
         raise
 
 
@@ -138,11 +139,11 @@ async def _adopt(host: Host, name: str, origin: str) -> None:
 
 async def discard(host: Host, name: str, origin: str, sender: str) -> bool:
     """Destroy what a whole send left half received of machine `name`, and end its
-    reception; whether there was anything. Busy while another sender sends it."""
+    reception; whether there was anything. Busy while another connection sends it."""
     machines.check_name(name)
     check_origin(origin)
     held = await receiver(host, name)
-    if held is not None and held.sender != sender and held.origin != origin:
+    if held is not None and held.sender != sender:
         check_not_receiving(host, name)
     if held is not None and host.receiving.get(name) is held:
         del host.receiving[name]

@@ -84,18 +84,23 @@ async def emerge(
         await asyncio.to_thread(binhost.begin, config, ctx.job.id, started)
     if publish:
         _publishing[id(progress)] = progress
+    failure: JobFailed | None = None
     try:
         await confined(ctx, root, argv, env=env, tmpdir=tmpdir, publish=publish, line=line)
     except CommandFailed as err:
         failed = Refused if progress.refused else JobFailed
-        raise failed(progress.failure(err.message)) from err
+        failure = failed(progress.failure(err.message))
     finally:
-        # What it built is in PKGDIR whether it succeeded or not, and is signed.
+        # What it built is in PKGDIR whether it succeeded or not, and is signed; what
+        # Portage refused is removed.
         unpublished = await uncancellable(
             _after(ctx, tmpdir, progress, started, before, pretend=pretend, publish=publish)
         )
     if unpublished:
-        raise JobFailed(unpublished)
+        # Not Refused: a refused package that could not be removed must stop the job.
+        raise JobFailed(f"{failure}; {unpublished}" if failure else unpublished) from failure
+    if failure is not None:
+        raise failure
     return progress
 
 

@@ -20,7 +20,7 @@ async def fetch(ctx: Context, root: Path, args: Sequence[str], *, publish: bool)
     """Download what the job will need while nothing has changed yet: a source that
     cannot be fetched fails the job before its snapshot, not halfway through a merge.
     A builder on a host with binhosts downloads their packages here too, each one
-    signed and verified or refused (Refused: the job fails, nothing changed)."""
+    signed and verified or refused (Refused: nothing of it is installed)."""
     download = downloads(ctx)
     argv = ["--fetchonly", *args]
     if not download:

@@ -43,6 +43,13 @@ MOST_PACKAGES = 5000
 """Packages a builder job takes from the machines' world files."""
 
 
+def _raise_refusal_first(refused: str, err: JobFailed) -> None:
+    """When the job's fetch refused a package, its error says that first, then what
+    else went wrong (`err`); without a refusal, nothing."""
+    if refused:
+        raise JobFailed(f"{refused}; {err}") from err
+
+
 class Builder(Kind):
     type = JobType.BUILDER
     cancellable = True
@@ -88,13 +95,18 @@ class Builder(Kind):
                 progress = await emerge(ctx, root, wanted, publish=True)
             except JobFailed as err:
                 if not atoms or ctx.job.packages_total:
+                    _raise_refusal_first(refused, err)
                     raise
                 # Nothing was merged: the machines' packages do not resolve together
                 # (blockers, a package one of them unmasked). The profile's own sets
                 # still do, and are worth publishing.
                 ctx.log(journal.WARNING, f"the machines' packages do not resolve: {err}")
                 refused = await self._fetch(ctx, root, args) or refused  # changes no root
-                progress = await emerge(ctx, root, args, publish=True)
+                try:
+                    progress = await emerge(ctx, root, args, publish=True)
+                except JobFailed as again:
+                    _raise_refusal_first(refused, again)
+                    raise
             if refused:  # built here instead, and published; the root goes back
                 raise JobFailed(refused)
         if progress.merged_nothing:

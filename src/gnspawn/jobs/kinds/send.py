@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from gnspawn import log as journal
 from gnspawn import machines, remote
-from gnspawn.errors import GnspawnError
+from gnspawn.errors import GnspawnError, MachineExists, NoSuchMachine
 from gnspawn.inventory import gentoo_root
 from gnspawn.jobs import snapshots
 from gnspawn.jobs.context import (
@@ -169,7 +169,8 @@ async def _adopt(
     try:
         await far.call("AdoptReceived", "sst", name, origin(dataset), 0)
     except (GnspawnError, remote.Unreachable) as err:
-        if whole and isinstance(err, GnspawnError):
+        if whole and isinstance(err, NoSuchMachine | MachineExists):
+            # Refused before it renamed anything: it discards what it received.
             await _mark_sent(ctx, dataset, None, target)
         raise JobFailed(f"{target} did not pick {name} up: {err}") from err
     ctx.log(journal.NOTICE, f"{target} has {name} ready")
