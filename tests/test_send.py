@@ -4,6 +4,7 @@ ssh to 127.0.0.1 with the tests' own key."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from gnspawn import remote
+from gnspawn.errors import GnspawnError
 from gnspawn.jobs.kinds.send import _streams
 from gnspawn.zfs import Snapshot, Zfs
 from helpers import (
@@ -317,6 +320,46 @@ def test_a_machine_being_received_is_the_senders_alone_while_it_is_connected(
     again = gnctl("send", "web", other.host)
     assert again.returncode == 0, again.stdout + again.stderr
     assert tree_hash(other.root(other.machines / "web")) == tree_hash(root)
+
+
+def test_a_received_root_is_read_within_it_as_the_container_wrote_it(
+    bed: Testbed, other: OtherHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What arrives is the container's to write: here its etc/gentoo-release is a link
+    to a host file (/etc/hostname) that the root itself lacks. The target reads it
+    within the root, never the host's, and refuses to take it up as a Gentoo root."""
+    monkeypatch.setenv("SYSTEMD_SSH", str(other.ssh))
+    origin = "sender.example:pool/machines/web"
+    received = f"{OTHER_MACHINES}/web:receiving"
+    there = other.machines / "web"
+    arriving = other.machines.parent / "arriving-web"
+    assert Path("/etc/hostname").is_file()  # following the link would find one
+
+    async def receive() -> str:
+        far = await remote.RemoteManager.connect(other.host)
+        try:
+            into, theirs = await far.call("PrepareReceive", "sst", "web", origin, 0)
+            assert (into, theirs) == (received, [])
+            # What a stream would have brought: a root with the hostile link.
+            made = other.run("zfs", "create", "-o", f"mountpoint={arriving}", received)
+            assert made.returncode == 0, made.stderr
+            (other.root(arriving) / "etc").mkdir()
+            (other.root(arriving) / "etc" / "gentoo-release").symlink_to("/etc/hostname")
+            # Unmounted, as a received stream is there (mountpoint none).
+            made = other.run("zfs", "inherit", "mountpoint", received)
+            assert made.returncode == 0, made.stderr
+            try:
+                await far.call("AdoptReceived", "sst", "web", origin, 0)
+            except GnspawnError as err:
+                return f"{err.dbus_name}: {err}"
+            return ""
+        finally:
+            await far.close()
+
+    error = asyncio.run(receive())
+
+    assert error == f"org.gnspawn1.Error.NotGentoo: {there} has no etc/gentoo-release", error
+    assert not other.root(other.nspawn / "web.nspawn").exists()
 
 
 def test_a_send_canceled_while_it_connects_leaves_nothing(bed: Testbed, other: OtherHost) -> None:
