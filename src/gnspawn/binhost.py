@@ -267,35 +267,6 @@ async def discard(config: Config, refused: Sequence[str]) -> None:
         await _fix_index(config, env)
 
 
-def package_files(pkgdir: Path) -> set[Path]:
-    """Every binary package file in PKGDIR."""
-    return {
-        Path(directory, name)
-        for directory, _, files in os.walk(pkgdir)
-        for name in files
-        if name.endswith(".gpkg.tar")
-    }
-
-
-async def remove_unsigned(config: Config, fetched: Sequence[Path]) -> list[Path]:
-    """Remove from PKGDIR (and its index) each of `fetched`, packages a builder's
-    download put there, that carries no signature: the download requests signatures,
-    and this is the second line should Portage ever let one through. A signed one is
-    verified whenever any root installs it. Returns what was removed."""
-
-    def remove() -> list[Path]:
-        return [p for p in fetched if not _signed(p) and _remove_file(p)]
-
-    removed = await asyncio.to_thread(remove)
-    if removed:
-        env = {
-            **_portage_environment(config),
-            "BINPKG_GPG_VERIFY_GPG_HOME": str(keyring_directory(config)),
-        }
-        await _fix_index(config, env)
-    return removed
-
-
 def _signed(package: Path) -> bool:
     """Whether a gpkg carries signatures: its members' names are read, nothing else."""
     try:

@@ -162,8 +162,6 @@ class Progress:
     pending: list[str] = dataclasses.field(default_factory=list)
     selected: list[str] = dataclasses.field(default_factory=list)
     """What emerge --depclean removes, or would remove with --pretend."""
-    compiled: set[str] = dataclasses.field(default_factory=set)
-    """The packages (category/name-version) it built from source."""
     refused: list[str] = dataclasses.field(default_factory=list)
     """Binary packages Portage would not install (a signature that does not verify)."""
     refusal: str = ""
@@ -226,8 +224,6 @@ class Progress:
     def _feed_marker(self, line: str) -> bool:
         if match := _EMERGING.match(line):
             self.binary = bool(match.group(1))
-            if not self.binary:
-                self.compiled.add(match.group(4))
             self.total = int(match.group(3))
             self.done = max(self.done, int(match.group(2)) - 1)
             self.current = match.group(4)

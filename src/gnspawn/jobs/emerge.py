@@ -51,8 +51,7 @@ async def emerge(
         **sandbox.directories(config, ctx.job.machine),
         **elog.environment(sandbox.portage_tmpdir(config)),
     }
-    signed = download and bool(config.portage.binrepos)  # [portage] binhost is not
-    if signed:
+    if download and config.portage.binrepos:  # [portage] binhost is not verified
         # Portage checks the signatures a package has; this makes it refuse one that
         # has none (inject() reads each download before it indexes it).
         env["FEATURES"] = f"{env.get('FEATURES', '')} binpkg-request-signature".lstrip()
@@ -76,14 +75,8 @@ async def emerge(
             )
 
     started = time.time()
-    # What a builder fetches from the binhosts must carry a signature (_after).
-    before = None
-    if signed:
-        before = await asyncio.to_thread(binhost.package_files, config.portage.pkgdir)
     if publish and config.binhost.publish and not pretend:
         await asyncio.to_thread(binhost.begin, config, ctx.job.id, started)
-    if publish:
-        _publishing[id(progress)] = progress
     failure: JobFailed | None = None
     try:
         await confined(ctx, root, argv, env=env, tmpdir=tmpdir, publish=publish, line=line)
@@ -94,7 +87,7 @@ async def emerge(
         # What it built is in PKGDIR whether it succeeded or not, and is signed; what
         # Portage refused is removed.
         unpublished = await uncancellable(
-            _after(ctx, tmpdir, progress, started, before, pretend=pretend, publish=publish)
+            _after(ctx, tmpdir, progress, started, pretend=pretend, publish=publish)
         )
     if unpublished:
         # Not Refused: a refused package that could not be removed must stop the job.
@@ -111,9 +104,8 @@ class Refused(JobFailed):
 def downloads(ctx: Context) -> bool:
     """Whether the job's fetch downloads from the binhosts: a builder's, on a host that
     has any. It does so before the job's snapshot, in an emerge of its own that refuses
-    the unsigned packages of `[portage] binrepos`, and what it fetched from those is
-    checked again before any emerge installs it (_after); the builder's other emerges
-    do not fetch. (`[portage] binhost`, PORTAGE_BINHOST, is not verified.)"""
+    the unsigned packages of `[portage] binrepos`; the builder's other emerges do not
+    fetch. (`[portage] binhost`, PORTAGE_BINHOST, is not verified.)"""
     portage = ctx.config.portage
     return ctx.job.type is JobType.BUILDER and bool(portage.binrepos or portage.binhost)
 
@@ -177,61 +169,13 @@ async def _after(
     tmpdir: Path,
     progress: Progress,
     since: float,
-    before: set[Path] | None,
     *,
     pretend: bool,
     publish: bool,
 ) -> str:
     """What follows every emerge, in one piece that a second cancel does not cut."""
-    try:
-        await _done(ctx, tmpdir, progress.failed_package)
-    finally:
-        if publish:
-            del _publishing[id(progress)]
-            _compiled_lately(progress.compiled)
-    if before is not None:
-        pkgdir = ctx.config.portage.pkgdir
-        after = await asyncio.to_thread(binhost.package_files, pkgdir)
-        compiled = _compiled_lately()
-        fetched = [p for p in after - before if _cpv(pkgdir, p) not in compiled]
-        try:
-            for path in await binhost.remove_unsigned(ctx.config, sorted(fetched)):
-                ctx.log(journal.ERR, f"removed {path}: fetched without a signature")
-        except binhost.BinhostError as err:
-            ctx.log(journal.ERR, str(err))
-            return str(err)
+    await _done(ctx, tmpdir, progress.failed_package)
     return await _published(ctx, progress, since, pretend) if publish else ""
-
-
-_publishing: dict[int, Progress] = {}
-"""The emerges running that write PKGDIR, by id of their progress."""
-_compiled: dict[str, float] = {}
-"""What the emerges that wrote PKGDIR built from source lately, and when they ended."""
-_LATELY = 86400.0
-
-
-def _compiled_lately(ended: set[str] | None = None) -> set[str]:
-    """What emerges of this daemon that write PKGDIR built from source, those running
-    and those that ended within a day (a builder's emerge finds their packages new in
-    PKGDIR, and must not take them for downloads); `ended` are added first."""
-    now = time.monotonic()
-    for cpv in ended or ():
-        _compiled[cpv] = now
-    for cpv, when in list(_compiled.items()):
-        if now - when > _LATELY:
-            del _compiled[cpv]
-    running = (cpv for progress in _publishing.values() for cpv in progress.compiled)
-    return {*_compiled, *running}
-
-
-def _cpv(pkgdir: Path, package: Path) -> str:
-    """category/name-version of a package file: CATEGORY/NAME/NAME-VERSION-BUILDID.gpkg.tar
-    with binpkg-multi-instance, CATEGORY/NAME-VERSION.gpkg.tar without."""
-    parts = package.relative_to(pkgdir).parts
-    stem = package.name.removesuffix(".gpkg.tar")
-    if len(parts) == 3:
-        stem = stem.rpartition("-")[0]
-    return f"{parts[0]}/{stem}"
 
 
 async def _published(ctx: Context, progress: Progress, since: float, pretend: bool) -> str:
