@@ -32,6 +32,26 @@ def used(dataset: str) -> int:
     return int(zfs("get", "-H", "-p", "-o", "value", "used", dataset))
 
 
+def fill(pool: str, directory: Path) -> None:
+    """Write into a new dataset of `pool` until the pool takes nothing more.
+
+    ZFS counts the writes in flight at a worst-case size until their transaction group
+    lands, and frees a group or two after it: a pool filled while the seed's writes and
+    frees are still pending has room again a moment later, and the fetch goes through
+    (seen under load). So a few snapshots first (each a sync task, which waits for its
+    group) settle all that, and the rounds go on until one writes nothing."""
+    zfs("create", "-o", f"mountpoint={directory}", f"{pool}/fill")
+    for _ in range(3):
+        zfs("snapshot", f"{pool}/fill@settled")
+        zfs("destroy", f"{pool}/fill@settled")
+    for n in range(50):
+        data = directory / f"data{n}"
+        subprocess.run(["dd", "if=/dev/urandom", f"of={data}", "bs=64k"], capture_output=True)
+        if not data.exists() or data.stat().st_size == 0:
+            return
+    raise AssertionError(f"{pool} never filled")
+
+
 def test_a_full_pool_fails_the_job_before_anything_changes(daemon: Testbed) -> None:
     """The pool is full before the update starts: the fetch, the first step, cannot even
     take the root's package-database lock, and the job fails with no snapshot taken and
@@ -48,10 +68,8 @@ def test_a_full_pool_fails_the_job_before_anything_changes(daemon: Testbed) -> N
         daemon.start_daemon()
         root = daemon.seed("full", parent=f"{TINY}/machines")
         before = tree_hash(root)
-        zfs("create", "-o", f"mountpoint={daemon.dir}/fill", f"{TINY}/fill")
-        subprocess.run(
-            ["dd", "if=/dev/urandom", f"of={daemon.dir}/fill/data", "bs=1M"], capture_output=True
-        )
+        fill(TINY, daemon.dir / "fill")
+        assert zfs("get", "-H", "-p", "-o", "value", "available", f"{TINY}/machines/full") == "0\n"
 
         job = queued(call("Update", "st", "full", "0").stdout)
 
