@@ -44,12 +44,16 @@ def fill(pool: str, directory: Path) -> None:
     for _ in range(3):
         zfs("snapshot", f"{pool}/fill@settled")
         zfs("destroy", f"{pool}/fill@settled")
-    for n in range(50):
-        data = directory / f"data{n}"
-        subprocess.run(["dd", "if=/dev/urandom", f"of={data}", "bs=64k"], capture_output=True)
-        if not data.exists() or data.stat().st_size == 0:
-            return
-    raise AssertionError(f"{pool} never filled")
+    for block in ("64k", "512"):  # then what a lock file takes
+        for n in range(50):
+            data = directory / f"data-{block}-{n}"
+            subprocess.run(
+                ["dd", "if=/dev/urandom", f"of={data}", f"bs={block}"], capture_output=True
+            )
+            if not data.exists() or data.stat().st_size == 0:
+                break
+        else:
+            raise AssertionError(f"{pool} never filled")
 
 
 def test_a_full_pool_fails_the_job_before_anything_changes(daemon: Testbed) -> None:

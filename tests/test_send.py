@@ -327,7 +327,8 @@ def test_a_received_root_is_read_within_it_as_the_container_wrote_it(
 ) -> None:
     """What arrives is the container's to write: here its etc/gentoo-release is a link
     to a host file (/etc/hostname) that the root itself lacks. The target reads it
-    within the root, never the host's, and refuses to take it up as a Gentoo root."""
+    within the root, never the host's, refuses to take it up as a Gentoo root, and
+    destroys what came: it was never a machine there."""
     monkeypatch.setenv("SYSTEMD_SSH", str(other.ssh))
     origin = "sender.example:pool/machines/web"
     received = f"{OTHER_MACHINES}/web:receiving"
@@ -360,6 +361,10 @@ def test_a_received_root_is_read_within_it_as_the_container_wrote_it(
 
     assert error == f"org.gnspawn1.Error.NotGentoo: {there} has no etc/gentoo-release", error
     assert not other.root(other.nspawn / "web.nspawn").exists()
+    assert other.zfs_list() == [OTHER_POOL, OTHER_MACHINES]
+    assert not other.root(there).exists()
+    other_log = other.run("journalctl", "-D", "/run/log/journal", "-o", "cat", "--no-pager")
+    assert f"destroyed {OTHER_MACHINES}/web: received whole, and refused" in other_log.stdout
 
 
 def test_a_send_canceled_while_it_connects_leaves_nothing(bed: Testbed, other: OtherHost) -> None:

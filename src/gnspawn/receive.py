@@ -12,13 +12,14 @@ bus sees it go: ssh's keepalives bound that in a broken network).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 
 from gnspawn import machines, nspawn
-from gnspawn.errors import Busy, InvalidArgs, MachineExists, NoSuchMachine
+from gnspawn.errors import Busy, InvalidArgs, MachineExists, NoSuchMachine, StorageFailed
 from gnspawn.inventory import gentoo_root
-from gnspawn.jobs.context import Host, Reception
+from gnspawn.jobs.context import Host, Reception, uncancellable
 from gnspawn.names import ORIGIN_PROPERTY, RECEIVING_SUFFIX, shown
 
 log = logging.getLogger(__name__)
@@ -107,8 +108,11 @@ async def adopt(host: Host, name: str, origin: str, sender: str) -> None:
 async def _adopt(host: Host, name: str, origin: str) -> None:
     dataset = machines.dataset(host.config, name)
     received = dataset + RECEIVING_SUFFIX
-    if await host.zfs.exists(received):
+    whole = await host.zfs.exists(received)
+    if whole:
         await host.inventory.check_free(name)
+        # Renamed before it is looked into: zfs-fuse renames no mounted dataset, and
+        # what arrives whole is unmounted until here.
         await host.zfs.rename(received, dataset)
     else:
         found = await host.zfs.filesystem(dataset, [ORIGIN_PROPERTY])
@@ -116,11 +120,16 @@ async def _adopt(host: Host, name: str, origin: str) -> None:
             raise NoSuchMachine(f"nothing of {name} was received")
         if found.get(ORIGIN_PROPERTY) != origin:  # only a copy from there is updated
             raise MachineExists(f"machine {name} exists here and was not sent from {origin}")
-    await host.zfs.set(dataset, ORIGIN_PROPERTY, origin)
-    await host.zfs.set(dataset, "mountpoint", str(machines.directory(host.config, name)))
-    locked = await host.zfs.locked(dataset)
-    if not locked:  # a raw receive of an encrypted one is mounted once its key is loaded
-        gentoo_root(await host.inventory.machine(name, fresh=True))
+    try:
+        await host.zfs.set(dataset, ORIGIN_PROPERTY, origin)
+        await host.zfs.set(dataset, "mountpoint", str(machines.directory(host.config, name)))
+        locked = await host.zfs.locked(dataset)
+        if not locked:  # a raw receive of an encrypted one is mounted once its key is loaded
+            gentoo_root(await host.inventory.machine(name, fresh=True))
+    except BaseException:
+        if whole:  # it was never a machine here: what came goes
+            await uncancellable(_refused(host, name, dataset))
+        raise
     settings = nspawn.settings_path(host.config.nspawn, name)
     if not (settings.exists() or settings.is_symlink()):
         nspawn.write_settings(host.config, name)
@@ -135,6 +144,19 @@ async def _adopt(host: Host, name: str, origin: str) -> None:
         )
     else:
         log.info("machine %s received from %s", name, origin)
+
+
+async def _refused(host: Host, name: str, dataset: str) -> None:
+    """Destroy what came whole and was refused, with the mountpoint it was given: the
+    name is free again, for the next send."""
+    try:
+        await host.zfs.destroy_filesystem(dataset)
+    except StorageFailed as err:
+        log.error("could not destroy %s, received and refused: %s", dataset, err)
+        return
+    log.warning("destroyed %s: received whole, and refused", dataset)
+    with contextlib.suppress(OSError):
+        machines.directory(host.config, name).rmdir()
 
 
 async def discard(host: Host, name: str, origin: str, sender: str) -> bool:
